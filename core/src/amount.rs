@@ -1,0 +1,230 @@
+//! Bid amounts: exact decimal numbers compared as integers of the minor unit.
+//!
+//! The rules are deliberately narrow (DESIGN §4): ASCII digits, at most one decimal point with
+//! one or two digits after it, at most 18 digits before it. Everything else is refused rather
+//! than guessed at, because a lenient parser is a place where two implementations (the buyer's
+//! `bidctl encrypt` and the enclave) could disagree about who bid more.
+//!
+//! Errors never carry the input: an amount is the one secret of the system, and error messages
+//! travel to logs and frames.
+
+use std::fmt;
+
+/// Most digits allowed before the decimal point.
+pub const MAX_INTEGER_DIGITS: usize = 18;
+/// Most digits allowed after the decimal point.
+pub const MAX_FRACTION_DIGITS: usize = 2;
+const MINOR_PER_MAJOR: u128 = 100;
+
+/// A non-negative amount in minor units (hundredths). Ordering is exact integer ordering.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(u128);
+
+/// Why a text is not an amount. Deliberately says nothing about the text itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("empty amount")]
+    Empty,
+    #[error("a sign is not allowed in an amount")]
+    Sign,
+    #[error("an amount may contain only the digits 0-9 and one decimal point")]
+    InvalidCharacter,
+    #[error("an amount needs at least one digit before the decimal point")]
+    MissingIntegerDigits,
+    #[error("an amount needs one or two digits after the decimal point")]
+    MissingFractionDigits,
+    #[error("an amount may have at most 2 digits after the decimal point")]
+    TooManyFractionDigits,
+    #[error("an amount may have at most 18 digits before the decimal point")]
+    TooManyIntegerDigits,
+    #[error("an amount may contain at most one decimal point")]
+    MultipleDecimalPoints,
+}
+
+impl Amount {
+    /// The amount as an integer count of minor units (hundredths).
+    pub fn minor_units(self) -> u128 {
+        self.0
+    }
+
+    /// Parses the canonical textual form. Takes bytes because decrypted plaintext is bytes and
+    /// must not be required to be UTF-8 before it is judged.
+    pub fn parse(text: &[u8]) -> Result<Amount, AmountError> {
+        if text.is_empty() {
+            return Err(AmountError::Empty);
+        }
+        if matches!(text[0], b'+' | b'-') {
+            return Err(AmountError::Sign);
+        }
+        let mut integer: u128 = 0;
+        let mut integer_digits = 0usize;
+        let mut fraction: u128 = 0;
+        let mut fraction_digits = 0usize;
+        let mut seen_point = false;
+        for &byte in text {
+            match byte {
+                b'0'..=b'9' => {
+                    let digit = u128::from(byte - b'0');
+                    if seen_point {
+                        fraction_digits += 1;
+                        if fraction_digits > MAX_FRACTION_DIGITS {
+                            return Err(AmountError::TooManyFractionDigits);
+                        }
+                        fraction = fraction * 10 + digit;
+                    } else {
+                        integer_digits += 1;
+                        if integer_digits > MAX_INTEGER_DIGITS {
+                            return Err(AmountError::TooManyIntegerDigits);
+                        }
+                        integer = integer * 10 + digit;
+                    }
+                }
+                b'.' if seen_point => return Err(AmountError::MultipleDecimalPoints),
+                b'.' => seen_point = true,
+                b'+' | b'-' => return Err(AmountError::Sign),
+                _ => return Err(AmountError::InvalidCharacter),
+            }
+        }
+        if integer_digits == 0 {
+            return Err(AmountError::MissingIntegerDigits);
+        }
+        if seen_point && fraction_digits == 0 {
+            return Err(AmountError::MissingFractionDigits);
+        }
+        if fraction_digits == 1 {
+            fraction *= 10;
+        }
+        Ok(Amount(integer * MINOR_PER_MAJOR + fraction))
+    }
+}
+
+impl std::str::FromStr for Amount {
+    type Err = AmountError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Amount::parse(s.as_bytes())
+    }
+}
+
+/// The canonical rendering used for revealed prices: no fraction when it is zero, otherwise
+/// exactly two digits (`100000`, `1234.50`).
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (major, minor) = (self.0 / MINOR_PER_MAJOR, self.0 % MINOR_PER_MAJOR);
+        if minor == 0 {
+            write!(f, "{major}")
+        } else {
+            write!(f, "{major}.{minor:02}")
+        }
+    }
+}
+
+/// Redacted on purpose: a `{:?}` in a log or an error must not show a bid.
+impl fmt::Debug for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Amount(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An independent, obviously-correct statement of the rules, written with string splitting
+    /// instead of a byte loop.
+    fn reference(s: &str) -> Option<u128> {
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (s, None),
+        };
+        let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || int.len() > 18 || !all_digits(int) {
+            return None;
+        }
+        let frac_units = match frac {
+            None => 0,
+            Some(f) if (1..=2).contains(&f.len()) && all_digits(f) => {
+                let v: u128 = f.parse().ok()?;
+                if f.len() == 1 { v * 10 } else { v }
+            }
+            Some(_) => return None,
+        };
+        Some(int.parse::<u128>().ok()? * 100 + frac_units)
+    }
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        for (text, units) in [
+            ("0", 0),
+            ("100000", 10_000_000),
+            ("1.5", 150),
+            ("1.05", 105),
+            ("007", 700),
+            ("0.01", 1),
+            ("999999999999999999.99", 99_999_999_999_999_999_999),
+        ] {
+            assert_eq!(
+                Amount::parse(text.as_bytes()).map(Amount::minor_units),
+                Ok(units),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_the_documented_non_amounts() {
+        use AmountError::*;
+        for (text, err) in [
+            ("", Empty),
+            ("1e5", InvalidCharacter),
+            ("-1", Sign),
+            ("+1", Sign),
+            ("1.", MissingFractionDigits),
+            (".5", MissingIntegerDigits),
+            ("1,000", InvalidCharacter),
+            ("0x10", InvalidCharacter),
+            ("١٢", InvalidCharacter),
+            ("1 000", InvalidCharacter),
+            (" 1", InvalidCharacter),
+            ("1\n", InvalidCharacter),
+            ("1.234", TooManyFractionDigits),
+            ("1234567890123456789", TooManyIntegerDigits),
+            ("1.2.3", MultipleDecimalPoints),
+            ("1-", Sign),
+            ("NaN", InvalidCharacter),
+        ] {
+            assert_eq!(Amount::parse(text.as_bytes()), Err(err), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn display_is_canonical_and_debug_is_redacted() {
+        assert_eq!(Amount::parse(b"0100000").unwrap().to_string(), "100000");
+        assert_eq!(Amount::parse(b"1234.5").unwrap().to_string(), "1234.50");
+        assert_eq!(Amount::parse(b"0.07").unwrap().to_string(), "0.07");
+        let dbg = format!("{:?}", Amount::parse(b"987654").unwrap());
+        assert!(!dbg.contains("987654"), "{dbg}");
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_reference_on_arbitrary_text(s in "[0-9.+\\-e ,]{0,24}") {
+            prop_assert_eq!(Amount::parse(s.as_bytes()).ok().map(Amount::minor_units), reference(&s));
+        }
+
+        #[test]
+        fn agrees_with_reference_on_arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let ours = Amount::parse(&b).ok().map(Amount::minor_units);
+            let theirs = std::str::from_utf8(&b).ok().and_then(reference);
+            prop_assert_eq!(ours, theirs);
+        }
+
+        #[test]
+        fn display_round_trips_and_preserves_order(a in 0u128..100_000_000_000_000_000_000, b in 0u128..100_000_000_000_000_000_000) {
+            let (x, y) = (Amount(a), Amount(b));
+            let (px, py) = (Amount::parse(x.to_string().as_bytes()).unwrap(), Amount::parse(y.to_string().as_bytes()).unwrap());
+            prop_assert_eq!(px, x);
+            prop_assert_eq!(px.cmp(&py), a.cmp(&b));
+        }
+    }
+}

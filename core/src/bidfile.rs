@@ -1,0 +1,467 @@
+//! Bid files: the proof of concept's `encrypted.csv` and the buyers' plaintext input.
+//!
+//! Encrypted: header `[].contract,[].bid`, rows `<lot id>,<base64 CiphertextBlob>`.
+//! Plaintext: header `contract,bid`, rows `<lot id>,<amount>`.
+//!
+//! Tolerated, because real files have them: a UTF-8 BOM, CRLF line ends, a missing final
+//! newline, blank lines, spaces around fields, quoted fields. Everything else is an error that
+//! names the file and the line. Plaintext errors never show the amount.
+
+use crate::amount::{Amount, AmountError};
+use crate::names::{LotId, NameError};
+use base64::Engine;
+use std::collections::HashMap;
+use std::fmt;
+
+pub const ENCRYPTED_HEADER: [&str; 2] = ["[].contract", "[].bid"];
+pub const PLAINTEXT_HEADER: [&str; 2] = ["contract", "bid"];
+/// KMS ciphertext blobs are 1 to 6144 bytes.
+pub const MAX_CIPHERTEXT_LEN: usize = 6144;
+
+/// Refusal thresholds, checked before the work they protect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 1,000,000 lots of ~400-byte ciphertexts fit; anything bigger is a mistake or an attack.
+        Limits {
+            max_bytes: 512 * 1024 * 1024,
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedRow {
+    pub line: u64,
+    pub lot: LotId,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlaintextRow {
+    pub line: u64,
+    pub lot: LotId,
+    pub amount: Amount,
+}
+
+impl fmt::Debug for PlaintextRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlaintextRow")
+            .field("line", &self.line)
+            .field("lot", &self.lot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem at one place in one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {kind}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct BidFileError {
+    pub file: String,
+    pub line: Option<u64>,
+    pub kind: BidFileErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BidFileErrorKind {
+    #[error("file is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("more than {limit} rows")]
+    TooManyRows { limit: usize },
+    #[error("file is empty (expected the header `{expected}`)")]
+    Empty { expected: String },
+    #[error("header is `{found}`, expected `{expected}`")]
+    BadHeader { found: String, expected: String },
+    #[error("expected 2 fields ({expected}), found {found}")]
+    FieldCount { expected: String, found: usize },
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    #[error("malformed CSV: {0}")]
+    Csv(String),
+    #[error("contract: {0}")]
+    Lot(NameError),
+    #[error("lot `{lot}` already appears on line {first_line}")]
+    DuplicateLot { lot: LotId, first_line: u64 },
+    #[error("bid: empty ciphertext")]
+    EmptyCiphertext,
+    #[error("bid: invalid base64 ({0})")]
+    Base64(String),
+    #[error("bid: ciphertext is {len} bytes, KMS ciphertexts are at most {MAX_CIPHERTEXT_LEN}")]
+    CiphertextTooLong { len: usize },
+    #[error("bid: {0}")]
+    Amount(AmountError),
+}
+
+/// All the problems found in a plaintext file, so a buyer can fix them in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BidFileErrors(pub Vec<BidFileError>);
+
+impl fmt::Display for BidFileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for BidFileErrors {}
+
+/// Parses an `encrypted.csv`. Stops at the first problem: a partial bid file must never be used.
+pub fn parse_encrypted(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Vec<EncryptedRow>, BidFileError> {
+    let mut rows = Vec::new();
+    parse_rows(file, bytes, limits, ENCRYPTED_HEADER, |line, lot, bid| {
+        let ciphertext = decode_ciphertext(bid)?;
+        rows.push(EncryptedRow {
+            line,
+            lot,
+            ciphertext,
+        });
+        Ok(())
+    })
+    .map_err(|mut errors| errors.0.swap_remove(0))?;
+    Ok(rows)
+}
+
+/// Parses a plaintext bid file, collecting every bad line.
+pub fn parse_plaintext(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Vec<PlaintextRow>, BidFileErrors> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let structural = parse_rows(file, bytes, limits, PLAINTEXT_HEADER, |line, lot, bid| {
+        match Amount::parse(bid.as_bytes()) {
+            Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+            Err(e) => errors.push(BidFileError {
+                file: file.to_owned(),
+                line: Some(line),
+                kind: BidFileErrorKind::Amount(e),
+            }),
+        }
+        Ok(())
+    });
+    if let Err(BidFileErrors(mut more)) = structural {
+        errors.append(&mut more);
+        errors.sort_by_key(|e| e.line);
+    }
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(BidFileErrors(errors))
+    }
+}
+
+fn decode_ciphertext(bid: &str) -> Result<Vec<u8>, BidFileErrorKind> {
+    if bid.is_empty() {
+        return Err(BidFileErrorKind::EmptyCiphertext);
+    }
+    // Checked before decoding so an absurd field costs nothing.
+    if bid.len() > MAX_CIPHERTEXT_LEN.div_ceil(3) * 4 {
+        return Err(BidFileErrorKind::CiphertextTooLong {
+            len: bid.len() / 4 * 3,
+        });
+    }
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(bid)
+        .map_err(|e| BidFileErrorKind::Base64(e.to_string()))?;
+    if ciphertext.len() > MAX_CIPHERTEXT_LEN {
+        return Err(BidFileErrorKind::CiphertextTooLong {
+            len: ciphertext.len(),
+        });
+    }
+    Ok(ciphertext)
+}
+
+/// The shared row walk. Row-level errors from `each` are collected (the encrypted parser stops
+/// at the first); file-level ones end the walk.
+fn parse_rows(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+    header: [&str; 2],
+    mut each: impl FnMut(u64, LotId, &str) -> Result<(), BidFileErrorKind>,
+) -> Result<(), BidFileErrors> {
+    let at = |line: Option<u64>, kind| BidFileError {
+        file: file.to_owned(),
+        line,
+        kind,
+    };
+    let fail = |line, kind| Err(BidFileErrors(vec![at(line, kind)]));
+    if bytes.len() > limits.max_bytes {
+        return fail(
+            None,
+            BidFileErrorKind::TooLarge {
+                size: bytes.len(),
+                limit: limits.max_bytes,
+            },
+        );
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let expected = header.join(",");
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut record = csv::StringRecord::new();
+    let mut first_line: HashMap<LotId, u64> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut saw_header = false;
+    let mut rows = 0usize;
+    let mut lines = LineCounter::new(bytes);
+    loop {
+        let offset_hint = reader.position().byte();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = lines.line_at(e.position().map_or(offset_hint, |p| p.byte()));
+                let kind = match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => BidFileErrorKind::NotUtf8,
+                    _ => BidFileErrorKind::Csv(e.to_string()),
+                };
+                errors.push(at(Some(line), kind));
+                return Err(BidFileErrors(errors));
+            }
+        }
+        let line = lines.line_at(record.position().map_or(offset_hint, |p| p.byte()));
+        if !saw_header {
+            saw_header = true;
+            let found: Vec<&str> = record.iter().collect();
+            if found != header {
+                return fail(
+                    Some(line),
+                    BidFileErrorKind::BadHeader {
+                        found: found.join(","),
+                        expected,
+                    },
+                );
+            }
+            continue;
+        }
+        rows += 1;
+        if rows > limits.max_rows {
+            return fail(
+                Some(line),
+                BidFileErrorKind::TooManyRows {
+                    limit: limits.max_rows,
+                },
+            );
+        }
+        if record.len() != 2 {
+            errors.push(at(
+                Some(line),
+                BidFileErrorKind::FieldCount {
+                    expected: expected.clone(),
+                    found: record.len(),
+                },
+            ));
+            continue;
+        }
+        let lot = match LotId::new(&record[0]) {
+            Ok(lot) => lot,
+            Err(e) => {
+                errors.push(at(Some(line), BidFileErrorKind::Lot(e)));
+                continue;
+            }
+        };
+        if let Some(&first) = first_line.get(&lot) {
+            errors.push(at(
+                Some(line),
+                BidFileErrorKind::DuplicateLot {
+                    lot,
+                    first_line: first,
+                },
+            ));
+            continue;
+        }
+        first_line.insert(lot.clone(), line);
+        if let Err(kind) = each(line, lot, &record[1]) {
+            errors.push(at(Some(line), kind));
+        }
+        if !errors.is_empty() && header == ENCRYPTED_HEADER {
+            break;
+        }
+    }
+    if !saw_header {
+        return fail(None, BidFileErrorKind::Empty { expected });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BidFileErrors(errors))
+    }
+}
+
+/// Line numbers from byte offsets. The CSV reader reports a record's position as the end of the
+/// previous one (before blank lines and line ends), so the line is found by skipping those and
+/// counting newlines, incrementally, since offsets only grow.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut start = (offset as usize).min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start > self.offset {
+            self.line += self.bytes[self.offset..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            self.offset = start;
+        }
+        self.line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(text: &str) -> Result<Vec<EncryptedRow>, String> {
+        parse_encrypted("b1/encrypted.csv", text.as_bytes(), Limits::default())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_the_proof_of_concept_format() {
+        let rows = enc("[].contract,[].bid\n1,AQID\n2,BAUG\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].lot.as_str(), "1");
+        assert_eq!(rows[0].ciphertext, [1, 2, 3]);
+        assert_eq!(rows[1].line, 3);
+    }
+
+    #[test]
+    fn tolerates_bom_crlf_spaces_quotes_blank_lines_and_no_final_newline() {
+        let rows =
+            enc("\u{feff}[].contract , [].bid\r\n 1 ,  AQID \r\n\r\n\"2\",\"BAUG\"").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].lot.as_str(), "2");
+        assert_eq!(rows[1].line, 4);
+    }
+
+    #[test]
+    fn exact_error_messages() {
+        let cases = [
+            (
+                "",
+                "b1/encrypted.csv: file is empty (expected the header `[].contract,[].bid`)",
+            ),
+            (
+                "contract,bid\n1,AQID\n",
+                "b1/encrypted.csv line 1: header is `contract,bid`, expected `[].contract,[].bid`",
+            ),
+            (
+                "[].contract,[].bid\n1,AQID,x\n",
+                "b1/encrypted.csv line 2: expected 2 fields ([].contract,[].bid), found 3",
+            ),
+            (
+                "[].contract,[].bid\n1,AQID\n1,BAUG\n",
+                "b1/encrypted.csv line 3: lot `1` already appears on line 2",
+            ),
+            (
+                "[].contract,[].bid\n1,AQI*\n",
+                "b1/encrypted.csv line 2: bid: invalid base64 (Invalid symbol 42, offset 3.)",
+            ),
+            (
+                "[].contract,[].bid\n1,AQI\n",
+                "b1/encrypted.csv line 2: bid: invalid base64 (Invalid padding)",
+            ),
+            (
+                "[].contract,[].bid\n1,\n",
+                "b1/encrypted.csv line 2: bid: empty ciphertext",
+            ),
+            (
+                "[].contract,[].bid\n=1+1,AQID\n",
+                "b1/encrypted.csv line 2: contract: lot id `=1+1` must start with a letter or digit and contain only letters, digits and - _ . : /",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = parse_encrypted("b1/encrypted.csv", input.as_bytes(), Limits::default())
+                .map(|r| r.len())
+                .map_err(|e| e.to_string());
+            assert_eq!(got, Err(want.to_owned()), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let e = parse_encrypted(
+            "f",
+            b"[].contract,[].bid\n1,AQID\n\xff,AQID\n",
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "f line 3: not valid UTF-8");
+    }
+
+    #[test]
+    fn limits_are_checked_up_front() {
+        let limits = Limits {
+            max_bytes: 10,
+            max_rows: 1,
+        };
+        let e = parse_encrypted("f", b"[].contract,[].bid\n", limits).unwrap_err();
+        assert_eq!(e.to_string(), "f: file is 19 bytes, over the limit of 10");
+        let limits = Limits {
+            max_bytes: 1000,
+            max_rows: 1,
+        };
+        let e = parse_encrypted("f", b"[].contract,[].bid\n1,AQID\n2,AQID\n", limits).unwrap_err();
+        assert_eq!(e.to_string(), "f line 3: more than 1 rows");
+        let huge = format!("[].contract,[].bid\n1,{}\n", "A".repeat(9000));
+        let e = parse_encrypted("f", huge.as_bytes(), Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f line 2: bid: ciphertext is 6750 bytes, KMS ciphertexts are at most 6144"
+        );
+    }
+
+    #[test]
+    fn plaintext_lists_every_bad_line_without_amounts() {
+        let input = "contract,bid\n1,100000\n2,-31337\n3,1e5\n3,200\n4,12.345\n5,7\n";
+        let e = parse_plaintext("plain.csv", input.as_bytes(), Limits::default()).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "plain.csv line 3: bid: a sign is not allowed in an amount\n\
+             plain.csv line 4: bid: an amount may contain only the digits 0-9 and one decimal point\n\
+             plain.csv line 5: lot `3` already appears on line 4\n\
+             plain.csv line 6: bid: an amount may have at most 2 digits after the decimal point"
+        );
+        for secret in ["31337", "12.345", "1e5"] {
+            assert!(!text.contains(secret));
+        }
+        let ok =
+            parse_plaintext("p", b"contract,bid\n1, 100000 \n2,1.5", Limits::default()).unwrap();
+        assert_eq!(ok[1].amount.minor_units(), 150);
+        assert!(!format!("{ok:?}").contains("100000"));
+    }
+}
