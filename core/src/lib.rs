@@ -7,6 +7,16 @@ pub mod auction;
 pub mod bidfile;
 pub mod config;
 pub mod credentials;
+pub mod endpoint;
+pub mod kms;
 pub mod names;
 pub mod output;
 pub mod wire;
+pub mod session;
+pub mod sigv4;
+
+/// Constant-time equality for secrets and MACs.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    #[allow(deprecated)]
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}

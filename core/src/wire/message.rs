@@ -169,6 +169,7 @@ pub enum ErrorCode {
     KmsFailure,
     Attestation,
     AuctionFailed,
+    IdleTimeout,
     Busy,
     Internal,
 }

@@ -1,0 +1,345 @@
+//! The enclave's KMS client: Decrypt with a Recipient over TLS through the vsock-proxy.
+//!
+//! TLS terminates here (rustls with aws-lc-rs, built-in web PKI roots, SNI and Host
+//! `kms.<region>.amazonaws.com`), so the proxy and the parent see only ciphertext. A fixed
+//! pool of worker threads each keeps one persistent connection; throttling, 5xx answers and
+//! lost connections are retried with exponential backoff and full jitter within a per-bid
+//! deadline. The parent only ever learns a reason code.
+
+use crate::keys::RecipientAttestation;
+use crate::transport::{self, Stream};
+use bidding_core::auction::Reason;
+use bidding_core::endpoint::Endpoint;
+use bidding_core::kms::{self as kms_body, Failure};
+use bidding_core::session::enclave::{BidTicket, DecryptJob, DecryptOutcome};
+use bidding_core::sigv4;
+use bidding_core::wire::ErrorCode;
+use rustls::pki_types::ServerName;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Clone)]
+pub struct KmsSettings {
+    /// Where the vsock-proxy (or, locally, the KMS emulator) listens.
+    pub proxy: Endpoint,
+    /// Parallel persistent connections.
+    pub connections: usize,
+    /// How long one bid may take, retries included, before the auction fails.
+    pub bid_deadline: Duration,
+    /// Read/write timeout of one request.
+    pub io_timeout: Duration,
+    /// An extra trusted CA (PEM), for the KMS emulator. Dev builds only.
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+type Done = Box<dyn FnOnce(BidTicket, DecryptOutcome) + Send>;
+
+struct Job {
+    job: DecryptJob,
+    cancelled: Arc<AtomicBool>,
+    done: Done,
+}
+
+pub struct KmsClient {
+    queue: mpsc::Sender<Job>,
+}
+
+impl KmsClient {
+    pub fn start(
+        settings: KmsSettings,
+        recipient: Arc<RecipientAttestation>,
+    ) -> Result<KmsClient, String> {
+        let tls = Arc::new(tls_config(settings.extra_ca_pem.as_deref())?);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..settings.connections.max(1) {
+            let worker = Worker {
+                settings: settings.clone(),
+                tls: tls.clone(),
+                recipient: recipient.clone(),
+                conn: None,
+            };
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("kms-{i}"))
+                .spawn(move || worker.run(rx))
+                .map_err(|e| format!("cannot start KMS worker: {e}"))?;
+        }
+        Ok(KmsClient { queue: tx })
+    }
+
+    /// Queues a bid. `done` runs on a worker thread unless `cancelled` is set first.
+    pub fn submit(
+        &self,
+        job: DecryptJob,
+        cancelled: Arc<AtomicBool>,
+        done: impl FnOnce(BidTicket, DecryptOutcome) + Send + 'static,
+    ) {
+        let _ = self.queue.send(Job {
+            job,
+            cancelled,
+            done: Box::new(done),
+        });
+    }
+}
+
+fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        add_pem_roots(&mut roots, pem)?;
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS configuration: {e}"))
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+#[cfg(feature = "dev")]
+fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("extra KMS CA: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("extra KMS CA: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("extra KMS CA: no certificate in the PEM file".into());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "dev"))]
+fn add_pem_roots(_: &mut rustls::RootCertStore, _: &[u8]) -> Result<(), String> {
+    Err("an extra KMS CA is accepted only by dev builds".into())
+}
+
+type Conn = rustls::StreamOwned<rustls::ClientConnection, Stream>;
+
+struct Worker {
+    settings: KmsSettings,
+    tls: Arc<rustls::ClientConfig>,
+    recipient: Arc<RecipientAttestation>,
+    conn: Option<(String, Conn)>,
+}
+
+enum Attempt {
+    Answer(u16, Vec<u8>),
+    Io(io::Error),
+}
+
+impl Worker {
+    fn run(mut self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+        loop {
+            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(Job {
+                job,
+                cancelled,
+                done,
+            }) = next
+            else {
+                return;
+            };
+            if cancelled.load(Ordering::Relaxed) {
+                continue;
+            }
+            let ticket = job.ticket;
+            let outcome = self.open_bid(&job, &cancelled);
+            if !cancelled.load(Ordering::Relaxed) {
+                done(ticket, outcome);
+            }
+        }
+    }
+
+    fn open_bid(&mut self, job: &DecryptJob, cancelled: &AtomicBool) -> DecryptOutcome {
+        let deadline = Instant::now() + self.settings.bid_deadline;
+        let mut with_context = true;
+        let mut attempt = 0u32;
+        let mut last_problem = String::new();
+        loop {
+            if cancelled.load(Ordering::Relaxed) {
+                return DecryptOutcome::Fatal {
+                    code: ErrorCode::Internal,
+                    message: "cancelled".into(),
+                };
+            }
+            let doc = match self.recipient.document() {
+                Ok(d) => d,
+                Err(e) => {
+                    return DecryptOutcome::Fatal {
+                        code: ErrorCode::Attestation,
+                        message: e,
+                    };
+                }
+            };
+            let body = kms_body::DecryptRequest {
+                ciphertext_blob: job.ciphertext.clone(),
+                key_id: Some(job.key_arn.to_string()),
+                encryption_context: with_context.then(|| job.context.clone()),
+                encryption_algorithm: Some(kms_body::SYMMETRIC_DEFAULT.into()),
+                recipient: Some(kms_body::RecipientInfo {
+                    key_encryption_algorithm: kms_body::RECIPIENT_ALGORITHM.into(),
+                    attestation_document: doc.to_vec(),
+                }),
+            };
+            let body = serde_json::to_vec(&body).expect("plain JSON");
+            let failure = match self.post(job, "TrentService.Decrypt", &body) {
+                Attempt::Answer(status, body) if (200..300).contains(&status) => {
+                    match kms_body::recipient_ciphertext(&body, job.key_arn.as_str()) {
+                        Ok(cfr) => {
+                            let key = self.recipient.key();
+                            return match bidding_core::cms::open(&cfr, &key.private, &key.rid) {
+                                Ok(plaintext) => DecryptOutcome::Plaintext(plaintext),
+                                Err(e) => DecryptOutcome::Fatal {
+                                    code: ErrorCode::KmsFailure,
+                                    message: format!("cannot open KMS's CiphertextForRecipient: {e}"),
+                                },
+                            };
+                        }
+                        Err(f) => f,
+                    }
+                }
+                Attempt::Answer(status, body) => kms_body::classify_error(status, &body),
+                Attempt::Io(e) => {
+                    if is_certificate_error(&e) {
+                        return DecryptOutcome::Fatal {
+                            code: ErrorCode::KmsFailure,
+                            message: format!("KMS endpoint's TLS certificate refused: {e}"),
+                        };
+                    }
+                    Failure::Retry {
+                        code: "ConnectionError".into(),
+                        message: e.to_string(),
+                    }
+                }
+            };
+            match failure {
+                Failure::Bid(Reason::Undecryptable) if with_context && job.retry_without_context => {
+                    with_context = false;
+                }
+                Failure::Bid(reason) => return DecryptOutcome::Disqualified(reason),
+                Failure::Credentials { code, message } => {
+                    return DecryptOutcome::Fatal {
+                        code: ErrorCode::KmsCredentials,
+                        message: format!("KMS refused the credentials: {code}: {message}"),
+                    };
+                }
+                Failure::Fatal { code, message } => {
+                    return DecryptOutcome::Fatal {
+                        code: ErrorCode::KmsFailure,
+                        message: format!("KMS Decrypt failed: {code}: {message}"),
+                    };
+                }
+                Failure::Retry { code, message } => {
+                    last_problem = format!("{code}: {message}");
+                    let pause = backoff(attempt);
+                    attempt += 1;
+                    let now = Instant::now();
+                    if now + pause >= deadline {
+                        return DecryptOutcome::Fatal {
+                            code: ErrorCode::KmsUnavailable,
+                            message: format!(
+                                "KMS did not answer within {} s ({attempt} attempts; last: {last_problem})",
+                                self.settings.bid_deadline.as_secs()
+                            ),
+                        };
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
+            let _ = &last_problem;
+        }
+    }
+
+    fn post(&mut self, job: &DecryptJob, target: &str, body: &[u8]) -> Attempt {
+        let region = job.credentials.region.as_str();
+        let host = kms_body::endpoint_host(region);
+        let url = format!("https://{host}/");
+        let base = [
+            ("content-type", kms_body::CONTENT_TYPE),
+            ("x-amz-target", target),
+        ];
+        let req = sigv4::Request {
+            method: "POST",
+            url: &url,
+            headers: &base,
+            body,
+        };
+        let signed = match sigv4::sign(
+            &req,
+            "kms",
+            region,
+            &job.credentials,
+            sigv4::Payload::Default,
+            SystemTime::now(),
+        ) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Io(io::Error::other(e.to_string())),
+        };
+        let mut headers: Vec<(&str, &str)> = base.to_vec();
+        headers.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let conn = match self.connection(&host) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Io(e),
+        };
+        match crate::http::round_trip(
+            conn,
+            "POST",
+            &host,
+            "/",
+            &headers,
+            body,
+            kms_body::MAX_RESPONSE_BYTES,
+        ) {
+            Ok(r) => {
+                if !r.keep_alive {
+                    self.conn = None;
+                }
+                Attempt::Answer(r.status, r.body)
+            }
+            Err(e) => {
+                self.conn = None;
+                Attempt::Io(e)
+            }
+        }
+    }
+
+    fn connection(&mut self, host: &str) -> io::Result<&mut Conn> {
+        if self.conn.as_ref().is_some_and(|(h, _)| h != host) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let stream = transport::connect(&self.settings.proxy)?;
+            stream.set_read_timeout(Some(self.settings.io_timeout))?;
+            stream.set_write_timeout(Some(self.settings.io_timeout))?;
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = rustls::ClientConnection::new(self.tls.clone(), name)
+                .map_err(io::Error::other)?;
+            self.conn = Some((host.to_owned(), rustls::StreamOwned::new(tls, stream)));
+        }
+        Ok(&mut self.conn.as_mut().expect("set above").1)
+    }
+}
+
+fn is_certificate_error(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(2 s, 50 ms · 2^attempt)].
+fn backoff(attempt: u32) -> Duration {
+    let cap = 50u64.saturating_mul(1 << attempt.min(10)).min(2_000);
+    let mut r = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    Duration::from_millis(u64::from_le_bytes(r) % (cap + 1))
+}

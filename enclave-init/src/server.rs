@@ -1,0 +1,266 @@
+//! Serving the parent: one session at a time over a stream, driven by core's state machine.
+//!
+//! Three kinds of threads meet here: a reader per connection (stops reading when the session
+//! asks for backpressure), the KMS workers (report opened bids), and the session loop, which
+//! owns the state machine, writes frames and calls the NSM. A second connection while a
+//! session runs gets a `busy` error frame and is closed.
+
+use crate::keys::{PendingKey, RecipientAttestation};
+use crate::kms::{KmsClient, KmsSettings};
+use crate::logging::now_ms;
+use crate::nsm::{self, Nsm};
+use crate::transport::{Listener, Stream};
+use crate::log;
+use bidding_core::session::enclave::{
+    Action, BidTicket, DecryptOutcome, EnclaveSession, EnclaveSettings, ReplayGuard,
+};
+use bidding_core::wire::{ErrorCode, ErrorReply, FromEnclave, Response, encode_frame, encode_response};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+pub struct Context {
+    pub settings: EnclaveSettings,
+    pub nsm: Arc<dyn Nsm>,
+    pub key: PendingKey,
+    pub kms_settings: KmsSettings,
+    kms: OnceLock<Result<KmsClient, String>>,
+    guard: Mutex<Option<ReplayGuard>>,
+    busy: AtomicBool,
+}
+
+impl Context {
+    pub fn new(
+        settings: EnclaveSettings,
+        nsm: Arc<dyn Nsm>,
+        key: PendingKey,
+        kms_settings: KmsSettings,
+        replay_capacity: usize,
+    ) -> Arc<Self> {
+        Arc::new(Context {
+            settings,
+            nsm,
+            key,
+            kms_settings,
+            kms: OnceLock::new(),
+            guard: Mutex::new(Some(ReplayGuard::new(replay_capacity))),
+            busy: AtomicBool::new(false),
+        })
+    }
+
+    fn kms(&self) -> Result<&KmsClient, String> {
+        self.kms
+            .get_or_init(|| {
+                let key = self.key.get()?;
+                let recipient = Arc::new(RecipientAttestation::new(self.nsm.clone(), key));
+                KmsClient::start(self.kms_settings.clone(), recipient)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Accepts connections until the listener fails.
+pub fn serve(listener: Listener, ctx: Arc<Context>) -> std::io::Result<()> {
+    loop {
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if ctx.busy.swap(true, Ordering::SeqCst) {
+            refuse_busy(stream);
+            continue;
+        }
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name("session".into())
+            .spawn(move || {
+                run_session(stream, &ctx);
+                ctx.busy.store(false, Ordering::SeqCst);
+            })?;
+    }
+}
+
+fn refuse_busy(mut stream: Stream) {
+    log!("refused a second parent connection: a session is already running");
+    let reply = encode_response(&FromEnclave {
+        id: None,
+        msg: Response::Error(ErrorReply {
+            code: ErrorCode::Busy,
+            message: "another parent session is running; one at a time".into(),
+            fatal: true,
+        }),
+    });
+    let mut out = Vec::new();
+    if encode_frame(&reply, usize::MAX, &mut out).is_ok() {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.write_all(&out);
+    }
+    stream.shutdown();
+}
+
+enum Event {
+    Input(Vec<u8>),
+    Eof(Option<std::io::Error>),
+    Decrypted(BidTicket, DecryptOutcome),
+}
+
+/// Lets the reader thread read only while the session wants input.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if *g != open {
+            *g = open;
+            self.changed.notify_all();
+        }
+    }
+    fn wait_open(&self, stop: &AtomicBool) -> bool {
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*g && !stop.load(Ordering::Relaxed) {
+            g = self
+                .changed
+                .wait_timeout(g, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        !stop.load(Ordering::Relaxed)
+    }
+}
+
+pub fn run_session(stream: Stream, ctx: &Context) {
+    let started = Instant::now();
+    let guard = ctx
+        .guard
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
+    let mut session = EnclaveSession::new(ctx.settings.clone(), guard, now_ms());
+    log!("parent connected");
+    let (tx, rx) = mpsc::channel::<Event>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate::default());
+    gate.set(true);
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log!("cannot clone the parent stream: {e}");
+            *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.into_guard());
+            return;
+        }
+    };
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(60)));
+    let reader = {
+        let (tx, stop, gate) = (tx.clone(), stop.clone(), gate.clone());
+        let mut stream = stream;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while gate.wait_open(&stop) {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.send(Event::Eof(None));
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx.send(Event::Input(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Event::Eof(Some(e)));
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    loop {
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Attest {
+                    ticket,
+                    user_data,
+                    nonce,
+                } => {
+                    let doc = ctx.key.get().and_then(|key| {
+                        nsm::attest(&*ctx.nsm, Some(user_data), Some(nonce), Some(key.spki_der.clone()))
+                    });
+                    session.attested(ticket, doc);
+                }
+                Action::Decrypt(job) => {
+                    match ctx.kms() {
+                        Ok(kms) => {
+                            let tx = tx.clone();
+                            kms.submit(job, cancelled.clone(), move |t, o| {
+                                let _ = tx.send(Event::Decrypted(t, o));
+                            });
+                        }
+                        Err(e) => session.decrypted(
+                            job.ticket,
+                            DecryptOutcome::Fatal {
+                                code: ErrorCode::Internal,
+                                message: format!("KMS client unavailable: {e}"),
+                            },
+                        ),
+                    }
+                }
+            }
+        }
+        if let Some(bytes) = session.poll_transmit() {
+            if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
+                log!("writing to the parent failed: {e}");
+                session.handle_eof();
+            }
+        }
+        if session.is_ended() {
+            break;
+        }
+        gate.set(session.wants_input());
+        let wait = session
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Event::Input(bytes)) => session.handle_input(&bytes, now_ms()),
+            Ok(Event::Eof(err)) => {
+                if let Some(e) = err {
+                    log!("reading from the parent failed: {e}");
+                }
+                session.handle_eof();
+            }
+            Ok(Event::Decrypted(ticket, outcome)) => {
+                if let DecryptOutcome::Fatal { code, message } = &outcome {
+                    log!("bid could not be opened ({code}): {message}");
+                }
+                session.decrypted(ticket, outcome)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => session.handle_timeout(now_ms()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => session.handle_eof(),
+        }
+    }
+    cancelled.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    gate.set(true);
+    writer.shutdown();
+    let _ = reader.join();
+    let stats = session.stats();
+    log!(
+        "session ended after {:.1} s: {}; {} lots decided, {} bids opened, {} set aside",
+        started.elapsed().as_secs_f64(),
+        session.end_reason().unwrap_or("done"),
+        stats.lots_decided,
+        stats.bids_opened,
+        stats.bids_set_aside
+    );
+    *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.into_guard());
+}
