@@ -1,0 +1,645 @@
+//! The parent's settings: command-line flags over environment over the TOML file, resolved and
+//! validated in one pass that reports every problem at once, before any I/O besides reading
+//! the file itself.
+
+use bidding_core::auction::RevealPolicy;
+use bidding_core::config::{AuctionConfig, BuyerSpec};
+use bidding_core::endpoint::Endpoint;
+use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_BID_KEY: &str = "encrypted.csv";
+pub const DEFAULT_OUTPUT_KEY: &str = "output.csv";
+pub const DEFAULT_ENCLAVE_PORT: u32 = 5005;
+
+const EXIT_CODES: &str = "\
+EXIT CODES:
+  0  success: output.csv and its attestation are written
+  1  unexpected internal error
+  2  configuration error (nothing was read or written)
+  3  input error: a bid file is malformed or inconsistent (nothing was written)
+  4  enclave error: unreachable, refused, failed attestation or vanished mid-auction (nothing was written)
+  5  S3 error reading bids or writing results
+  6  credentials error (AWS credentials unavailable, or refused by KMS inside the enclave)
+  7  another run holds the lock (nothing was done)";
+
+/// Runs one sealed-bid auction: bid files from S3, decisions from the enclave, results to S3.
+///
+/// Every setting can come from the TOML file (`--config`), from a flag, or for AWS settings
+/// from the usual environment variables; flags win over the environment, which wins over the
+/// file. The proof of concept's `bidding-parent <CID> <PORT>` still works with the rest in
+/// the file.
+#[derive(Debug, Parser, Default)]
+#[command(version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Enclave CID (proof-of-concept form; same as --enclave vsock:CID:PORT).
+    pub cid: Option<u32>,
+    /// Enclave port (proof-of-concept form).
+    pub port: Option<u32>,
+    /// TOML configuration file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Auction id (part of every bid's KMS encryption context).
+    #[arg(long)]
+    pub auction_id: Option<String>,
+    /// A buyer: NAME,s3://BUCKET[/KEY],KMS_KEY_ARN (KEY defaults to encrypted.csv). Repeat
+    /// per buyer; replaces the file's buyers.
+    #[arg(long = "buyer", value_name = "NAME,S3URL,KEY_ARN")]
+    pub buyers: Vec<String>,
+    /// Bucket for output.csv and its attestation.
+    #[arg(long)]
+    pub output_bucket: Option<String>,
+    /// Object key of the output CSV [default: output.csv].
+    #[arg(long)]
+    pub output_key: Option<String>,
+    /// Object key of the result attestation [default: <output key>.attestation].
+    #[arg(long)]
+    pub attestation_key: Option<String>,
+    /// AWS region [env: AWS_REGION, AWS_DEFAULT_REGION; default: the buyers' keys' region].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile for the shared credentials files [env: AWS_PROFILE].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Assume this IAM role through STS before doing anything else.
+    #[arg(long)]
+    pub assume_role: Option<String>,
+    /// Enclave endpoint: vsock:CID:PORT, or unix:PATH / tcp:HOST:PORT for local runs.
+    #[arg(long)]
+    pub enclave: Option<String>,
+    /// Expected PCR0 (96 hex digits). When set, the enclave must prove it before it receives
+    /// credentials, and the result attestation must carry it.
+    #[arg(long)]
+    pub expected_pcr0: Option<String>,
+    /// Accept a dev enclave (software NSM). Never for real auctions.
+    #[arg(long)]
+    pub allow_dev_enclave: bool,
+    /// Attestation trust anchor (PEM) instead of the built-in AWS Nitro root G1.
+    #[arg(long)]
+    pub attestation_root: Option<PathBuf>,
+    /// What the output reveals besides winners.
+    #[arg(long, value_enum)]
+    pub reveal: Option<RevealArg>,
+    /// Accept bids encrypted without an encryption context (plain `aws kms encrypt`).
+    #[arg(long)]
+    pub allow_no_context: bool,
+    /// Lots in flight at once [default: 64].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Largest bid file read from S3, in bytes [default: 268435456].
+    #[arg(long)]
+    pub max_bid_file_bytes: Option<usize>,
+    /// Seconds to wait for any one enclave answer [default: 120].
+    #[arg(long)]
+    pub enclave_timeout_secs: Option<u64>,
+    /// S3 endpoint URL [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]; implies path-style.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing even on AWS.
+    #[arg(long)]
+    pub s3_path_style: bool,
+    /// Lock file that keeps two runs from overlapping [default: <tmp>/bidding-parent.lock].
+    #[arg(long)]
+    pub lock_file: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Check configuration, credentials and inputs without contacting the enclave.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RevealArg {
+    None,
+    WinningBid,
+    SecondPrice,
+}
+
+impl From<RevealArg> for RevealPolicy {
+    fn from(r: RevealArg) -> Self {
+        match r {
+            RevealArg::None => RevealPolicy::None,
+            RevealArg::WinningBid => RevealPolicy::WinningBid,
+            RevealArg::SecondPrice => RevealPolicy::SecondPrice,
+        }
+    }
+}
+
+/// The TOML file. Unknown keys are errors: a misspelt setting must not be silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub auction_id: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub assume_role: Option<String>,
+    pub enclave: Option<String>,
+    pub expected_pcr0: Option<String>,
+    pub allow_dev_enclave: Option<bool>,
+    pub attestation_root: Option<PathBuf>,
+    pub reveal: Option<RevealPolicy>,
+    pub allow_no_context: Option<bool>,
+    pub window: Option<usize>,
+    pub max_bid_file_bytes: Option<usize>,
+    pub enclave_timeout_secs: Option<u64>,
+    pub s3_endpoint: Option<String>,
+    pub s3_path_style: Option<bool>,
+    pub lock_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub output: Option<FileOutput>,
+    #[serde(default)]
+    pub buyers: Vec<FileBuyer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutput {
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub attestation_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBuyer {
+    pub name: String,
+    pub bucket: String,
+    pub key: Option<String>,
+    pub key_arn: String,
+}
+
+/// Where one buyer's bids are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyerInput {
+    pub name: BuyerName,
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLocation {
+    pub bucket: String,
+    pub key: String,
+    pub attestation_key: String,
+    /// The JSON rendering with reason codes.
+    pub json_key: String,
+    /// The canonical configuration the attestation commits to.
+    pub config_key: String,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auction: AuctionConfig,
+    pub inputs: Vec<BuyerInput>,
+    pub output: OutputLocation,
+    pub region: Region,
+    pub profile: Option<String>,
+    pub assume_role: Option<String>,
+    pub enclave: Endpoint,
+    pub expected_pcr0: Option<Vec<u8>>,
+    pub allow_dev_enclave: bool,
+    pub attestation_root: Option<PathBuf>,
+    pub window: usize,
+    pub max_bid_file_bytes: usize,
+    pub enclave_timeout_secs: u64,
+    pub s3_endpoint: Option<String>,
+    pub s3_path_style: bool,
+    pub lock_file: PathBuf,
+    pub log_format: LogFormat,
+    pub dry_run: bool,
+}
+
+/// Reads the file named by `--config` (if any) and resolves everything. `env` is the process
+/// environment, injected so tests need not touch it.
+pub fn load(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Vec<String>> {
+    let file = match &cli.config {
+        None => FileConfig::default(),
+        Some(path) => read_file(path).map_err(|e| vec![e])?,
+    };
+    resolve(cli, file, env)
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Merges flags, environment and file, and validates the result, collecting every error.
+pub fn resolve(
+    cli: Cli,
+    file: FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, Vec<String>> {
+    let mut errors = Vec::new();
+    let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+
+    let auction_id = match cli.auction_id.or(file.auction_id) {
+        Some(id) => AuctionId::new(id)
+            .map_err(|e| errors.push(format!("auction_id: {e}")))
+            .ok(),
+        None => {
+            errors.push("auction_id: missing (set `auction_id` in the config file or --auction-id)".into());
+            None
+        }
+    };
+
+    // Buyers: flags replace the file's list.
+    if cli.buyers.is_empty() && file.buyers.is_empty() {
+        errors.push("buyers: none configured (add [[buyers]] to the config file or --buyer flags)".into());
+    }
+    let mut specs = Vec::new();
+    let mut inputs = Vec::new();
+    if cli.buyers.is_empty() {
+        for (i, b) in file.buyers.into_iter().enumerate() {
+            let at = format!("buyers[{i}]");
+            let key = b.key.unwrap_or_else(|| DEFAULT_BID_KEY.to_owned());
+            push_buyer(&at, &b.name, &b.bucket, &key, &b.key_arn, &mut specs, &mut inputs, &mut errors);
+        }
+    } else {
+        for (i, flag) in cli.buyers.iter().enumerate() {
+            let at = format!("--buyer #{}", i + 1);
+            match parse_buyer_flag(flag) {
+                Ok((name, bucket, key, arn)) => {
+                    push_buyer(&at, &name, &bucket, &key, &arn, &mut specs, &mut inputs, &mut errors)
+                }
+                Err(e) => errors.push(format!("{at}: {e}")),
+            }
+        }
+    }
+    for (i, a) in inputs.iter().enumerate() {
+        if inputs[..i].iter().any(|b| b.bucket == a.bucket && b.key == a.key) {
+            errors.push(format!(
+                "buyers `{}`: s3://{}/{} is also another buyer's bid file",
+                a.name, a.bucket, a.key
+            ));
+        }
+    }
+
+    let reveal = cli.reveal.map(RevealPolicy::from).or(file.reveal).unwrap_or_default();
+    let allow_no_context = cli.allow_no_context || file.allow_no_context.unwrap_or(false);
+    let auction = match (&auction_id, specs.len() == inputs.len() && !specs.is_empty()) {
+        (Some(id), true) => AuctionConfig::new(id.clone(), specs.clone(), reveal, allow_no_context)
+            .map_err(|e| errors.push(format!("buyers: {e}")))
+            .ok(),
+        _ => None,
+    };
+
+    let region_text = cli
+        .region
+        .or_else(|| env_nonempty("AWS_REGION"))
+        .or_else(|| env_nonempty("AWS_DEFAULT_REGION"))
+        .or(file.region)
+        .or_else(|| specs.first().map(|s| s.key_arn.region().to_owned()));
+    let region = match region_text {
+        Some(r) => Region::new(r).map_err(|e| errors.push(format!("region: {e}"))).ok(),
+        None => {
+            errors.push("region: missing (--region, AWS_REGION or `region` in the config file)".into());
+            None
+        }
+    };
+    if let Some(region) = &region {
+        for s in &specs {
+            if s.key_arn.region() != region.as_str() {
+                errors.push(format!(
+                    "buyers `{}`: key {} is in {}, but the auction runs in {region}; the enclave calls one regional KMS endpoint",
+                    s.name,
+                    s.key_arn,
+                    s.key_arn.region()
+                ));
+            }
+        }
+    }
+
+    let output = {
+        let out = file.output.unwrap_or_default();
+        let bucket = cli.output_bucket.or(out.bucket);
+        let key = cli.output_key.or(out.key).unwrap_or_else(|| DEFAULT_OUTPUT_KEY.to_owned());
+        let attestation_key = cli
+            .attestation_key
+            .or(out.attestation_key)
+            .unwrap_or_else(|| format!("{key}.attestation"));
+        if key.is_empty() {
+            errors.push("output key: empty".into());
+        }
+        let stem = key.strip_suffix(".csv").unwrap_or(&key).to_owned();
+        match bucket {
+            Some(bucket) if valid_bucket(&bucket) => Some(OutputLocation {
+                bucket,
+                json_key: format!("{stem}.json"),
+                config_key: format!("{key}.config.json"),
+                key,
+                attestation_key,
+            }),
+            Some(bucket) => {
+                errors.push(format!("output bucket `{bucket}`: not a valid S3 bucket name"));
+                None
+            }
+            None => {
+                errors.push("output bucket: missing ([output] bucket in the config file or --output-bucket)".into());
+                None
+            }
+        }
+    };
+
+    let enclave = match (cli.cid, cli.port, cli.enclave.or(file.enclave)) {
+        (Some(_), _, Some(_)) => {
+            errors.push("enclave: give either CID PORT or --enclave, not both".into());
+            None
+        }
+        (Some(cid), port, None) => Some(Endpoint::Vsock {
+            cid,
+            port: port.unwrap_or(DEFAULT_ENCLAVE_PORT),
+        }),
+        (None, _, Some(text)) => text
+            .parse::<Endpoint>()
+            .map_err(|e| errors.push(format!("enclave: {e}")))
+            .ok(),
+        (None, _, None) => {
+            errors.push("enclave: missing (CID PORT, --enclave or `enclave` in the config file)".into());
+            None
+        }
+    };
+
+    let expected_pcr0 = cli
+        .expected_pcr0
+        .or(file.expected_pcr0)
+        .and_then(|hex_text| match hex::decode(hex_text.trim()) {
+            Ok(v) if v.len() == 48 => Some(v),
+            _ => {
+                errors.push("expected_pcr0: must be 96 hex digits (a SHA-384), as `nitro-cli describe-eif` prints it".into());
+                None
+            }
+        });
+
+    let window = cli.window.or(file.window).unwrap_or(64);
+    if !(1..=4096).contains(&window) {
+        errors.push(format!("window: {window} is outside 1..=4096"));
+    }
+    let max_bid_file_bytes = cli
+        .max_bid_file_bytes
+        .or(file.max_bid_file_bytes)
+        .unwrap_or(256 * 1024 * 1024);
+    if max_bid_file_bytes == 0 {
+        errors.push("max_bid_file_bytes: must be positive".into());
+    }
+    let enclave_timeout_secs = cli.enclave_timeout_secs.or(file.enclave_timeout_secs).unwrap_or(120);
+    if enclave_timeout_secs == 0 {
+        errors.push("enclave_timeout_secs: must be positive".into());
+    }
+    let s3_endpoint = cli
+        .s3_endpoint
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+        .or(file.s3_endpoint);
+    if let Some(e) = &s3_endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        errors.push(format!("s3 endpoint `{e}`: must start with http:// or https://"));
+    }
+    let attestation_root = cli.attestation_root.or(file.attestation_root);
+    if let Some(p) = &attestation_root
+        && !p.is_file()
+    {
+        errors.push(format!("attestation_root {}: no such file", p.display()));
+    }
+    if let Some(arn) = cli.assume_role.as_ref().or(file.assume_role.as_ref())
+        && !(arn.starts_with("arn:") && arn.contains(":role/"))
+    {
+        errors.push(format!("assume_role `{arn}`: not an IAM role ARN"));
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Settings {
+        auction: auction.expect("no errors means it was built"),
+        inputs,
+        output: output.expect("no errors"),
+        region: region.expect("no errors"),
+        profile: cli.profile.or_else(|| env_nonempty("AWS_PROFILE")).or(file.profile),
+        assume_role: cli.assume_role.or(file.assume_role),
+        enclave: enclave.expect("no errors"),
+        expected_pcr0,
+        allow_dev_enclave: cli.allow_dev_enclave || file.allow_dev_enclave.unwrap_or(false),
+        attestation_root,
+        window,
+        max_bid_file_bytes,
+        enclave_timeout_secs,
+        s3_path_style: cli.s3_path_style || file.s3_path_style.unwrap_or(false) || s3_endpoint.is_some(),
+        s3_endpoint,
+        lock_file: cli
+            .lock_file
+            .or(file.lock_file)
+            .unwrap_or_else(|| std::env::temp_dir().join("bidding-parent.lock")),
+        log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+        dry_run: cli.dry_run,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_buyer(
+    at: &str,
+    name: &str,
+    bucket: &str,
+    key: &str,
+    arn: &str,
+    specs: &mut Vec<BuyerSpec>,
+    inputs: &mut Vec<BuyerInput>,
+    errors: &mut Vec<String>,
+) {
+    let name = BuyerName::new(name).map_err(|e| errors.push(format!("{at}: {e}")));
+    let arn = KeyArn::new(arn).map_err(|e| errors.push(format!("{at}: {e}")));
+    if !valid_bucket(bucket) {
+        errors.push(format!("{at}: bucket `{bucket}` is not a valid S3 bucket name"));
+    }
+    if key.is_empty() {
+        errors.push(format!("{at}: empty object key"));
+    }
+    if let (Ok(name), Ok(key_arn)) = (name, arn) {
+        inputs.push(BuyerInput {
+            name: name.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        });
+        specs.push(BuyerSpec { name, key_arn });
+    }
+}
+
+/// `NAME,s3://BUCKET[/KEY],ARN`.
+fn parse_buyer_flag(s: &str) -> Result<(String, String, String, String), String> {
+    let mut parts = s.splitn(3, ',');
+    let (Some(name), Some(url), Some(arn)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("`{s}` is not NAME,s3://BUCKET[/KEY],KMS_KEY_ARN"));
+    };
+    let (bucket, key) = parse_s3_url(url.trim())?;
+    Ok((name.trim().to_owned(), bucket, key, arn.trim().to_owned()))
+}
+
+/// `s3://BUCKET[/KEY]`, the key defaulting to `encrypted.csv`.
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("`{url}` is not an s3:// URL"))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    let key = if key.is_empty() { DEFAULT_BID_KEY } else { key };
+    Ok((bucket.to_owned(), key.to_owned()))
+}
+
+/// S3's bucket naming rules (the common subset of what AWS and local servers accept).
+pub fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN1: &str = "arn:aws:kms:us-east-1:111122223333:key/k1";
+    const ARN2: &str = "arn:aws:kms:us-east-1:111122223333:key/k2";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    fn good_toml() -> String {
+        format!(
+            r#"
+auction_id = "a-1"
+enclave = "vsock:16:5005"
+[output]
+bucket = "results"
+[[buyers]]
+name = "Buyer1"
+bucket = "buyer1-bids"
+key_arn = "{ARN1}"
+[[buyers]]
+name = "Buyer2"
+bucket = "buyer2-bids"
+key = "2026/encrypted.csv"
+key_arn = "{ARN2}"
+"#
+        )
+    }
+
+    #[test]
+    fn resolves_a_complete_file() {
+        let s = resolve(Cli::default(), file(&good_toml()), &no_env).unwrap();
+        assert_eq!(s.auction.auction_id().as_str(), "a-1");
+        assert_eq!(s.region.as_str(), "us-east-1");
+        assert_eq!(s.inputs[0].key, "encrypted.csv");
+        assert_eq!(s.inputs[1].key, "2026/encrypted.csv");
+        assert_eq!(s.output.key, "output.csv");
+        assert_eq!(s.output.attestation_key, "output.csv.attestation");
+        assert_eq!(s.output.json_key, "output.json");
+        assert_eq!(s.enclave, Endpoint::Vsock { cid: 16, port: 5005 });
+        assert_eq!(s.window, 64);
+        assert!(!s.s3_path_style);
+    }
+
+    #[test]
+    fn proof_of_concept_positional_form_and_flags_win() {
+        let cli = Cli::try_parse_from(["bidding-parent", "17", "5006", "--window", "8", "--reveal", "second-price"]).unwrap();
+        let mut toml = good_toml();
+        toml = toml.replace("enclave = \"vsock:16:5005\"\n", "");
+        let s = resolve(cli, file(&toml), &|k| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:9000".to_owned())).unwrap();
+        assert_eq!(s.enclave, Endpoint::Vsock { cid: 17, port: 5006 });
+        assert_eq!(s.window, 8);
+        assert_eq!(s.auction.reveal(), RevealPolicy::SecondPrice);
+        assert_eq!(s.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s.s3_path_style);
+    }
+
+    #[test]
+    fn buyer_flags() {
+        let cli = Cli::try_parse_from([
+            "p",
+            "--auction-id=x",
+            "--enclave=unix:/tmp/e.sock",
+            "--output-bucket=out",
+            &format!("--buyer=A,s3://bucket-a,{ARN1}"),
+            &format!("--buyer=B,s3://bucket-b/dir/bids.csv,{ARN2}"),
+        ])
+        .unwrap();
+        let s = resolve(cli, FileConfig::default(), &no_env).unwrap();
+        assert_eq!(s.inputs[0].key, "encrypted.csv");
+        assert_eq!(s.inputs[1].bucket, "bucket-b");
+        assert_eq!(s.inputs[1].key, "dir/bids.csv");
+        assert_eq!(s.auction.buyers()[1].key_arn.as_str(), ARN2);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let toml = format!(
+            r#"
+window = 0
+expected_pcr0 = "abc"
+[output]
+bucket = "Bad_Bucket"
+[[buyers]]
+name = "Buyer 1"
+bucket = "b1"
+key_arn = "alias/x"
+[[buyers]]
+name = "Buyer2"
+bucket = "buyer2"
+key_arn = "{ARN1}"
+[[buyers]]
+name = "Buyer3"
+bucket = "buyer3"
+key_arn = "{ARN1}"
+"#
+        );
+        let errors = resolve(Cli::default(), file(&toml), &no_env).unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "auction_id: missing",
+            "buyers[0]: buyer name `Buyer 1`",
+            "buyers[0]: KMS key ARN `alias/x`",
+            "buyers[0]: bucket `b1` is not a valid S3 bucket name",
+            "output bucket `Bad_Bucket`",
+            "enclave: missing",
+            "expected_pcr0: must be 96 hex digits",
+            "window: 0 is outside",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn shared_keys_and_regions() {
+        let toml = good_toml().replace("key/k2", "key/k1");
+        let e = resolve(Cli::default(), file(&toml), &no_env).unwrap_err().join("\n");
+        assert!(e.contains("share the KMS key"), "{e}");
+        let e = resolve(Cli::default(), file(&good_toml()), &|k| (k == "AWS_REGION").then(|| "eu-west-1".into()))
+            .unwrap_err()
+            .join("\n");
+        assert!(e.contains("is in us-east-1, but the auction runs in eu-west-1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let e = toml::from_str::<FileConfig>("auction_idd = 'x'").unwrap_err().to_string();
+        assert!(e.contains("unknown field `auction_idd`"), "{e}");
+    }
+}

@@ -1,0 +1,203 @@
+//! Driving one auction through the enclave: a stream to it, core's parent session on top.
+
+use bidding_core::credentials::Credentials;
+use bidding_core::endpoint::Endpoint;
+use bidding_core::session::parent::{Event, Finished, ParentSession, ParentSettings, SessionError};
+use bidding_core::wire::LotBids;
+use bidding_core::config::AuctionConfig;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub enum Stream {
+    Vsock(vsock::VsockStream),
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Stream {
+    pub fn connect(ep: &Endpoint) -> io::Result<Stream> {
+        Ok(match ep {
+            Endpoint::Vsock { cid, port } => {
+                Stream::Vsock(vsock::VsockStream::connect_with_cid_port(*cid, *port)?)
+            }
+            Endpoint::Unix(p) => Stream::Unix(std::os::unix::net::UnixStream::connect(p)?),
+            Endpoint::Tcp(a) => {
+                let s = std::net::TcpStream::connect(a)?;
+                s.set_nodelay(true)?;
+                Stream::Tcp(s)
+            }
+        })
+    }
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Vsock(s) => Stream::Vsock(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Vsock(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Vsock(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Vsock(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Vsock(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("cannot connect to the enclave at {endpoint}: {source}")]
+    Connect { endpoint: Endpoint, source: io::Error },
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("refreshing credentials mid-auction: {0}")]
+    Credentials(String),
+    #[error("writing to the enclave: {0}")]
+    Write(io::Error),
+}
+
+/// What the driver reports as the auction runs.
+pub trait Observer {
+    fn connected(&mut self, _info: &bidding_core::session::parent::EnclaveInfo) {}
+    fn progress(&mut self, _done: usize, _total: usize) {}
+}
+
+enum Input {
+    Bytes(Vec<u8>),
+    Eof,
+}
+
+/// Runs the whole session. `refresh` fetches new credentials when the current ones near
+/// expiry.
+pub fn drive(
+    endpoint: &Endpoint,
+    settings: ParentSettings,
+    config: AuctionConfig,
+    lots: Vec<LotBids>,
+    credentials: Credentials,
+    refresh: &mut dyn FnMut() -> Result<Credentials, String>,
+    observer: &mut dyn Observer,
+) -> Result<Finished, DriveError> {
+    let stream = Stream::connect(endpoint).map_err(|source| DriveError::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
+    let mut writer = stream.try_clone().map_err(DriveError::Write)?;
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let mut stream = stream;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Input::Eof);
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx.send(Input::Bytes(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut nonce = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).expect("system randomness");
+    let mut session = ParentSession::new(settings, config, lots, credentials, nonce, now_ms());
+    let result = loop {
+        let mut outcome = None;
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Connected(info) => observer.connected(&info),
+                Event::NeedCredentials => match refresh() {
+                    Ok(c) => session.refresh_credentials(c, now_ms()),
+                    Err(e) => {
+                        outcome = Some(Err(DriveError::Credentials(e)));
+                        break;
+                    }
+                },
+                Event::Progress { done, total } => observer.progress(done, total),
+                Event::Finished(f) => outcome = Some(Ok(*f)),
+                Event::Failed(e) => outcome = Some(Err(e.into())),
+            }
+        }
+        if let Some(o) = outcome {
+            break o;
+        }
+        if let Some(bytes) = session.poll_transmit() {
+            if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
+                // The enclave may have closed after an error frame; prefer its reason.
+                match drain_failure(&mut session, &rx) {
+                    Some(err) => break Err(err.into()),
+                    None => break Err(DriveError::Write(e)),
+                }
+            }
+            continue;
+        }
+        let wait = session
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Input::Bytes(b)) => session.handle_input(&b, now_ms()),
+            Ok(Input::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => session.handle_eof(),
+            Err(mpsc::RecvTimeoutError::Timeout) => session.handle_timeout(now_ms()),
+        }
+    };
+    writer.shutdown();
+    let _ = reader.join();
+    result
+}
+
+/// After a write failure: read whatever the enclave managed to send, for a better error.
+fn drain_failure(session: &mut ParentSession, rx: &mpsc::Receiver<Input>) -> Option<SessionError> {
+    while let Ok(Input::Bytes(b)) = rx.recv_timeout(Duration::from_millis(500)) {
+        session.handle_input(&b, now_ms());
+    }
+    session.handle_eof();
+    let mut first = None;
+    while let Some(e) = session.poll_event() {
+        if let (Event::Failed(err), None) = (e, &first) {
+            first = Some(err);
+        }
+    }
+    first
+}
