@@ -4,7 +4,9 @@
 
 pub mod amount;
 pub mod auction;
+pub mod ber;
 pub mod bidfile;
+pub mod cms;
 pub mod config;
 pub mod credentials;
 pub mod endpoint;
