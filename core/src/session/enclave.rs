@@ -23,7 +23,6 @@ use crate::wire::{
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 /// Limits and identity of this enclave build.
 #[derive(Debug, Clone)]
@@ -103,7 +102,7 @@ pub struct DecryptJob {
 /// What the driver reports for a [`DecryptJob`].
 pub enum DecryptOutcome {
     /// The bid's plaintext, opened from KMS's CiphertextForRecipient inside the enclave.
-    Plaintext(Zeroizing<Vec<u8>>),
+    Plaintext(crate::cms::Plaintext),
     /// KMS refused this bid for a reason attributable to the bid.
     Disqualified(Reason),
     /// No bid can be opened (credentials refused, KMS unreachable within the deadline, an
