@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod endpoint;
 pub mod kms;
+pub mod lots;
 pub mod names;
 pub mod output;
 pub mod wire;
