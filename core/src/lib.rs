@@ -3,6 +3,7 @@
 //! and feed this crate bytes, events and the current time.
 
 pub mod amount;
+pub mod attestation;
 pub mod auction;
 pub mod ber;
 pub mod bidfile;

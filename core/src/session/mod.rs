@@ -5,7 +5,7 @@
 //! quinn-proto and rustls. Drivers own the sockets, threads, clock, NSM and KMS connections.
 
 pub mod enclave;
-// pub mod parent; (needs attestation)
+pub mod parent;
 
 /// Milliseconds since the Unix epoch: the only notion of time in the state machines.
 pub type Millis = u64;

@@ -1,0 +1,195 @@
+//! The COSE_Sign1 envelope (RFC 9052 §4.2) as the NSM writes it, and the few CBOR heads we emit.
+
+use super::AttestationError;
+use ciborium::value::Value;
+
+/// The protected header the NSM writes: `{1: -35}` (alg: ES384), as the bstr's content.
+pub const PROTECTED_ES384: [u8; 4] = [0xa1, 0x01, 0x38, 0x22];
+/// ES384 signatures are r||s, each 48 bytes.
+pub const SIGNATURE_LEN: usize = 96;
+/// CBOR tag for COSE_Sign1; the NSM omits it but RFC 9052 allows it.
+const TAG_COSE_SIGN1: u64 = 18;
+/// COSE_Algorithm ES384.
+const ALG_ES384: i128 = -35;
+/// Our items nest three deep at most; a small limit keeps hostile nesting off the stack.
+const RECURSION_LIMIT: usize = 16;
+
+/// The parts of a COSE_Sign1 that the signature covers, plus the signature.
+pub(super) struct Sign1 {
+    pub protected: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// Decodes exactly one CBOR item that must fill `bytes`.
+pub(super) fn decode_one(bytes: &[u8]) -> Result<Value, String> {
+    let mut rest = bytes;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, RECURSION_LIMIT)
+        .map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the CBOR item", rest.len()));
+    }
+    Ok(value)
+}
+
+pub(super) fn parse_sign1(doc: &[u8]) -> Result<Sign1, AttestationError> {
+    let value = decode_one(doc).map_err(|problem| cose("COSE_Sign1", problem))?;
+    let value = match value {
+        Value::Tag(TAG_COSE_SIGN1, inner) => *inner,
+        Value::Tag(tag, _) => return Err(cose("tag", format!("is {tag}, expected 18 or none"))),
+        other => other,
+    };
+    let Value::Array(items) = value else {
+        return Err(cose("COSE_Sign1", "is not an array".into()));
+    };
+    let Ok([protected, unprotected, payload, signature]) = <[Value; 4]>::try_from(items) else {
+        return Err(cose("COSE_Sign1", "is not an array of 4 items".into()));
+    };
+
+    let Value::Bytes(protected) = protected else {
+        return Err(cose("protected header", "is not a byte string".into()));
+    };
+    check_protected(&protected)?;
+    if !matches!(unprotected, Value::Map(_)) {
+        return Err(cose("unprotected header", "is not a map".into()));
+    }
+    let Value::Bytes(payload) = payload else {
+        return Err(cose("payload", "is not a byte string".into()));
+    };
+    let Value::Bytes(signature) = signature else {
+        return Err(cose("signature", "is not a byte string".into()));
+    };
+    let len = signature.len();
+    let signature = <[u8; SIGNATURE_LEN]>::try_from(signature)
+        .map_err(|_| cose("signature", format!("is {len} bytes, expected 96")))?;
+    Ok(Sign1 {
+        protected,
+        payload,
+        signature,
+    })
+}
+
+/// The header must say ES384 and nothing else: the verifier acts on no other parameter, so
+/// any other would be unverified data riding along under the signature.
+fn check_protected(bytes: &[u8]) -> Result<(), AttestationError> {
+    let value = decode_one(bytes).map_err(|p| cose("protected header", p))?;
+    let ok = match &value {
+        Value::Map(entries) => match entries.as_slice() {
+            [(Value::Integer(k), Value::Integer(v))] => {
+                i128::from(*k) == 1 && i128::from(*v) == ALG_ES384
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(cose(
+            "protected header",
+            "is not exactly {1: -35} (ES384)".into(),
+        ))
+    }
+}
+
+fn cose(part: &'static str, problem: String) -> AttestationError {
+    AttestationError::Cose { part, problem }
+}
+
+/// The bytes an ES384 COSE_Sign1 signature covers: `["Signature1", protected, h'', payload]`
+/// (RFC 9052 §4.4), with `protected` and `payload` the contents of their byte strings.
+pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(protected.len() + payload.len() + 32);
+    head(&mut out, MAJOR_ARRAY, 4);
+    text(&mut out, "Signature1");
+    bytes(&mut out, protected);
+    bytes(&mut out, b"");
+    bytes(&mut out, payload);
+    out
+}
+
+pub(super) const MAJOR_UINT: u8 = 0;
+pub(super) const MAJOR_BYTES: u8 = 2;
+pub(super) const MAJOR_TEXT: u8 = 3;
+pub(super) const MAJOR_ARRAY: u8 = 4;
+pub(super) const MAJOR_MAP: u8 = 5;
+pub(super) const NULL: u8 = 0xf6;
+
+/// A CBOR head in its shortest form, as the NSM (and RFC 8949 deterministic encoding) writes.
+pub(super) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let major = major << 5;
+    let be = n.to_be_bytes();
+    match n {
+        0..=23 => out.push(major | be[7]),
+        24..=0xff => out.extend_from_slice(&[major | 24, be[7]]),
+        0x100..=0xffff => {
+            out.push(major | 25);
+            out.extend_from_slice(&be[6..]);
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | 26);
+            out.extend_from_slice(&be[4..]);
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&be);
+        }
+    }
+}
+
+pub(super) fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    head(out, MAJOR_BYTES, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+pub(super) fn text(out: &mut Vec<u8>, s: &str) {
+    head(out, MAJOR_TEXT, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_shortest_form() {
+        for (n, want) in [
+            (0u64, &[0x40][..]),
+            (23, &[0x57]),
+            (24, &[0x58, 24]),
+            (255, &[0x58, 0xff]),
+            (256, &[0x59, 1, 0]),
+            (65536, &[0x5a, 0, 1, 0, 0]),
+            (1 << 32, &[0x5b, 0, 0, 0, 1, 0, 0, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            head(&mut out, MAJOR_BYTES, n);
+            assert_eq!(out, want, "{n}");
+        }
+    }
+
+    #[test]
+    fn sig_structure_matches_rfc_shape() {
+        let s = sig_structure(&PROTECTED_ES384, b"hi");
+        let mut want = vec![0x84, 0x6a];
+        want.extend_from_slice(b"Signature1");
+        want.extend_from_slice(&[0x44, 0xa1, 0x01, 0x38, 0x22, 0x40, 0x42, b'h', b'i']);
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn protected_header_must_be_exactly_es384() {
+        assert!(check_protected(&PROTECTED_ES384).is_ok());
+        // ES256, an extra parameter, an empty map, trailing bytes, not a map.
+        for bad in [
+            &[0xa1, 0x01, 0x26][..],
+            &[0xa2, 0x01, 0x38, 0x22, 0x04, 0x40],
+            &[0xa0],
+            &[0xa1, 0x01, 0x38, 0x22, 0x00],
+            &[0x80],
+            &[],
+        ] {
+            assert!(check_protected(bad).is_err(), "{bad:02x?}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! AWS Nitro Enclaves attestation documents: parse, verify, build.
+//!
+//! A document is a COSE_Sign1 (ES384) whose payload names the enclave (PCRs), carries caller
+//! data (`public_key`, `user_data`, `nonce`) and a certificate chain from the AWS Nitro root to
+//! the key that signed it. [`verify`] trusts a document only after checking the root by its
+//! bytes, every link of the chain, every validity window at a caller-chosen instant and the
+//! signature; until then its fields are claims by whoever handed it over.
+
+mod build;
+mod chain;
+mod cose;
+mod document;
+mod root;
+
+pub use build::{EncodeError, encode_document};
+pub use cose::{PROTECTED_ES384, SIGNATURE_LEN, sig_structure};
+pub use document::{
+    DIGEST, DocumentFields, MAX_CABUNDLE, MAX_CERT_LEN, MAX_NONCE_LEN, MAX_PCR_INDEX,
+    MAX_PUBLIC_KEY_LEN, MAX_USER_DATA_LEN, SUMMARY_PCRS,
+};
+pub use root::AWS_NITRO_ROOT_G1_DER;
+
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+/// Refused before decoding. Real documents are under 5 KiB; every field at its limit makes
+/// under 14 KiB.
+pub const MAX_DOCUMENT_LEN: usize = 16 * 1024;
+
+/// Which certificate of a document an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertPosition {
+    /// `cabundle[i]`; 0 is the root.
+    Bundle(usize),
+    /// The leaf `certificate`.
+    Leaf,
+}
+
+impl fmt::Display for CertPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertPosition::Bundle(i) => write!(f, "cabundle[{i}]"),
+            CertPosition::Leaf => f.write_str("certificate"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestationError {
+    #[error("attestation document is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("attestation document: {part} {problem}")]
+    Cose { part: &'static str, problem: String },
+    #[error("attestation field {field} {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("attestation payload has an unknown field {0}")]
+    UnknownField(String),
+    #[error("attestation cabundle[0] is not the trusted root certificate")]
+    RootMismatch,
+    #[error("attestation {cert} cannot be parsed: {problem}")]
+    CertificateParse { cert: CertPosition, problem: String },
+    #[error("attestation {cert} cannot be used: {problem}")]
+    CertificateUnsupported { cert: CertPosition, problem: String },
+    #[error("attestation {cert} is not issued by {issuer}: the names differ")]
+    IssuerMismatch {
+        cert: CertPosition,
+        issuer: CertPosition,
+    },
+    #[error("attestation {issuer} may not issue {cert}: {reason}")]
+    NotCa {
+        cert: CertPosition,
+        issuer: CertPosition,
+        reason: String,
+    },
+    #[error("attestation {cert}: signature by {issuer} does not verify")]
+    ChainSignature {
+        cert: CertPosition,
+        issuer: CertPosition,
+    },
+    #[error(
+        "attestation {cert} is not valid before {}, checked at {}",
+        utc(*.not_before),
+        utc_ms(*.at_ms)
+    )]
+    NotYetValid {
+        cert: CertPosition,
+        /// Unix seconds.
+        not_before: u64,
+        at_ms: u64,
+    },
+    #[error(
+        "attestation {cert} expired at {}, checked at {}",
+        utc(*.not_after),
+        utc_ms(*.at_ms)
+    )]
+    Expired {
+        cert: CertPosition,
+        /// Unix seconds.
+        not_after: u64,
+        at_ms: u64,
+    },
+    #[error("attestation COSE signature does not verify with the leaf certificate's key")]
+    CoseSignature,
+}
+
+/// A document that decoded; nothing in it is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationDocument {
+    fields: DocumentFields,
+    protected: Vec<u8>,
+    payload: Vec<u8>,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl AttestationDocument {
+    /// The claimed content, for display (`bidctl attestation inspect`); trust it only through
+    /// [`verify`].
+    pub fn fields(&self) -> &DocumentFields {
+        &self.fields
+    }
+
+    pub fn into_fields(self) -> DocumentFields {
+        self.fields
+    }
+
+    /// The payload byte string as received (what the signature covers).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
+        &self.signature
+    }
+}
+
+/// Decodes a COSE_Sign1 attestation document (tagged with 18 or not) without verifying it.
+pub fn parse(doc: &[u8]) -> Result<AttestationDocument, AttestationError> {
+    if doc.len() > MAX_DOCUMENT_LEN {
+        return Err(AttestationError::TooLarge {
+            size: doc.len(),
+            limit: MAX_DOCUMENT_LEN,
+        });
+    }
+    let sign1 = cose::parse_sign1(doc)?;
+    let fields = document::parse_payload(&sign1.payload)?;
+    Ok(AttestationDocument {
+        fields,
+        protected: sign1.protected,
+        payload: sign1.payload,
+        signature: sign1.signature,
+    })
+}
+
+/// The instant at which every certificate must be valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyAt {
+    /// The document's own `timestamp`: proves it was genuine when made, however old it is.
+    Document,
+    /// Unix time in milliseconds, normally the caller's "now".
+    UnixMillis(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyOptions<'a> {
+    /// DER of the trust anchor, which must equal `cabundle[0]` byte for byte.
+    pub root_der: &'a [u8],
+    pub at: VerifyAt,
+}
+
+impl VerifyOptions<'static> {
+    /// Trusting the AWS Nitro root, the only root of real enclaves.
+    pub fn aws(at: VerifyAt) -> Self {
+        VerifyOptions {
+            root_der: &AWS_NITRO_ROOT_G1_DER,
+            at,
+        }
+    }
+}
+
+/// A document whose chain and signature verified. Derefs to its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDocument {
+    fields: DocumentFields,
+    verified_at_ms: u64,
+}
+
+impl VerifiedDocument {
+    pub fn fields(&self) -> &DocumentFields {
+        &self.fields
+    }
+
+    pub fn into_fields(self) -> DocumentFields {
+        self.fields
+    }
+
+    /// The instant (Unix ms) at which the certificates were found valid.
+    pub fn verified_at_ms(&self) -> u64 {
+        self.verified_at_ms
+    }
+}
+
+impl Deref for VerifiedDocument {
+    type Target = DocumentFields;
+
+    fn deref(&self) -> &DocumentFields {
+        &self.fields
+    }
+}
+
+/// Parses `doc` and verifies, in this order: root, chain links, validity of every certificate
+/// at `opts.at`, COSE signature by the leaf key. The first failure is returned.
+pub fn verify(doc: &[u8], opts: &VerifyOptions) -> Result<VerifiedDocument, AttestationError> {
+    let parsed = parse(doc)?;
+    let at_ms = match opts.at {
+        VerifyAt::Document => parsed.fields.timestamp,
+        VerifyAt::UnixMillis(ms) => ms,
+    };
+    let leaf_key = chain::verify_chain(opts.root_der, &parsed.fields, at_ms)?;
+    let signed = sig_structure(&parsed.protected, &parsed.payload);
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &leaf_key)
+        .verify(&signed, &parsed.signature)
+        .map_err(|_| AttestationError::CoseSignature)?;
+    Ok(VerifiedDocument {
+        fields: parsed.fields,
+        verified_at_ms: at_ms,
+    })
+}
+
+/// `2022-10-13T08:57:59Z`, for messages.
+fn utc(secs: u64) -> String {
+    x509_cert::der::DateTime::from_unix_duration(Duration::from_secs(secs))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| format!("{secs} s after the epoch"))
+}
+
+/// `2022-10-13T08:58:02.136Z`, for messages.
+fn utc_ms(ms: u64) -> String {
+    let s = utc(ms / 1000);
+    match s.strip_suffix('Z') {
+        Some(base) => format!("{base}.{:03}Z", ms % 1000),
+        None => format!("{ms} ms after the epoch"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_messages_are_readable() {
+        assert_eq!(utc_ms(1_665_651_482_136), "2022-10-13T08:58:02.136Z");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        // Past der's year 9999 bound: still a message, not a panic.
+        assert_eq!(utc_ms(u64::MAX), format!("{} ms after the epoch", u64::MAX));
+    }
+}
