@@ -1,0 +1,1 @@
+//! The library behind `bidctl`: local stand-ins for AWS and the tools buyers and operators run.
