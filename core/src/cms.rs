@@ -162,6 +162,9 @@ pub struct Envelope {
 pub struct Plaintext(Zeroizing<Vec<u8>>);
 
 impl Plaintext {
+    pub fn new(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Plaintext(bytes)
+    }
     pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
         self.0
     }

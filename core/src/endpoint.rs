@@ -55,7 +55,8 @@ impl FromStr for Endpoint {
                 if host.is_empty() {
                     return Err(err("empty host"));
                 }
-                port.parse::<u16>().map_err(|_| err("port is not a number"))?;
+                port.parse::<u16>()
+                    .map_err(|_| err("port is not a number"))?;
                 Ok(Endpoint::Tcp(rest.to_owned()))
             }
             _ => Err(err("unknown scheme")),
@@ -80,11 +81,27 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for s in ["vsock:16:5005", "vsock:any:5005", "unix:/tmp/x.sock", "tcp:127.0.0.1:8000"] {
+        for s in [
+            "vsock:16:5005",
+            "vsock:any:5005",
+            "unix:/tmp/x.sock",
+            "tcp:127.0.0.1:8000",
+        ] {
             assert_eq!(s.parse::<Endpoint>().unwrap().to_string(), s);
         }
-        assert_eq!("vsock:3:8000".parse(), Ok(Endpoint::Vsock { cid: 3, port: 8000 }));
-        for bad in ["", "vsock:3", "vsock:x:1", "unix:", "tcp:127.0.0.1", "tcp::80", "http://x"] {
+        assert_eq!(
+            "vsock:3:8000".parse(),
+            Ok(Endpoint::Vsock { cid: 3, port: 8000 })
+        );
+        for bad in [
+            "",
+            "vsock:3",
+            "vsock:x:1",
+            "unix:",
+            "tcp:127.0.0.1",
+            "tcp::80",
+            "http://x",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
         assert_eq!(

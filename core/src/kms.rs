@@ -17,7 +17,11 @@ pub const RECIPIENT_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The encryption context that binds a bid to its auction, lot and buyer.
-pub fn bid_context(auction: &AuctionId, lot: &LotId, buyer: &BuyerName) -> BTreeMap<String, String> {
+pub fn bid_context(
+    auction: &AuctionId,
+    lot: &LotId,
+    buyer: &BuyerName,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("auction".to_owned(), auction.to_string()),
         ("buyer".to_owned(), buyer.to_string()),
@@ -223,7 +227,9 @@ pub fn classify_error(status: u16, body: &[u8]) -> Failure {
         "InvalidCiphertextException" => Failure::Bid(Reason::Undecryptable),
         "IncorrectKeyException" => Failure::Bid(Reason::WrongKey),
         "AccessDeniedException" => Failure::Bid(Reason::AccessDenied),
-        "DisabledException" | "KMSInvalidStateException" | "NotFoundException"
+        "DisabledException"
+        | "KMSInvalidStateException"
+        | "NotFoundException"
         | "InvalidKeyUsageException" => Failure::Bid(Reason::KeyUnavailable),
         "ThrottlingException"
         | "LimitExceededException"
@@ -255,7 +261,9 @@ pub fn recipient_ciphertext(body: &[u8], expected_key: &str) -> Result<Vec<u8>, 
         .map_err(|e| fatal(format!("Decrypt answer is not the documented JSON: {e}")))?;
     if r.plaintext.is_some() {
         // KMS never returns Plaintext to a Recipient request; one that does is not KMS.
-        return Err(fatal("Decrypt answer carries Plaintext although a Recipient was given".into()));
+        return Err(fatal(
+            "Decrypt answer carries Plaintext although a Recipient was given".into(),
+        ));
     }
     if r.key_id != expected_key {
         return Err(Failure::Bid(Reason::WrongKey));
@@ -293,24 +301,57 @@ mod tests {
     #[test]
     fn classifies_errors() {
         let body = |t: &str| format!(r#"{{"__type":"{t}","message":"m"}}"#).into_bytes();
-        assert_eq!(classify_error(400, &body("InvalidCiphertextException")), Failure::Bid(Reason::Undecryptable));
-        assert_eq!(classify_error(400, &body("com.amazonaws.kms#IncorrectKeyException")), Failure::Bid(Reason::WrongKey));
-        assert!(matches!(classify_error(400, &body("ThrottlingException")), Failure::Retry { .. }));
-        assert!(matches!(classify_error(500, &body("KMSInternalException")), Failure::Retry { .. }));
-        assert!(matches!(classify_error(502, b"<html>"), Failure::Retry { .. }));
-        assert!(matches!(classify_error(400, &body("ExpiredTokenException")), Failure::Credentials { .. }));
-        assert!(matches!(classify_error(400, &body("ValidationException")), Failure::Fatal { .. }));
+        assert_eq!(
+            classify_error(400, &body("InvalidCiphertextException")),
+            Failure::Bid(Reason::Undecryptable)
+        );
+        assert_eq!(
+            classify_error(400, &body("com.amazonaws.kms#IncorrectKeyException")),
+            Failure::Bid(Reason::WrongKey)
+        );
+        assert!(matches!(
+            classify_error(400, &body("ThrottlingException")),
+            Failure::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_error(500, &body("KMSInternalException")),
+            Failure::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_error(502, b"<html>"),
+            Failure::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_error(400, &body("ExpiredTokenException")),
+            Failure::Credentials { .. }
+        ));
+        assert!(matches!(
+            classify_error(400, &body("ValidationException")),
+            Failure::Fatal { .. }
+        ));
         assert!(matches!(classify_error(400, b""), Failure::Fatal { .. }));
     }
 
     #[test]
     fn judges_decrypt_answers() {
         let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
-        let ok = format!(r#"{{"KeyId":"{arn}","CiphertextForRecipient":"AQID","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}}"#);
+        let ok = format!(
+            r#"{{"KeyId":"{arn}","CiphertextForRecipient":"AQID","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}}"#
+        );
         assert_eq!(recipient_ciphertext(ok.as_bytes(), arn), Ok(vec![1, 2, 3]));
-        assert_eq!(recipient_ciphertext(ok.as_bytes(), "arn:aws:kms:us-east-1:111122223333:key/j"), Err(Failure::Bid(Reason::WrongKey)));
-        let leaked = format!(r#"{{"KeyId":"{arn}","Plaintext":"AQID","CiphertextForRecipient":"AQID"}}"#);
-        assert!(matches!(recipient_ciphertext(leaked.as_bytes(), arn), Err(Failure::Fatal { .. })));
-        assert!(matches!(recipient_ciphertext(b"{}", arn), Err(Failure::Fatal { .. })));
+        assert_eq!(
+            recipient_ciphertext(ok.as_bytes(), "arn:aws:kms:us-east-1:111122223333:key/j"),
+            Err(Failure::Bid(Reason::WrongKey))
+        );
+        let leaked =
+            format!(r#"{{"KeyId":"{arn}","Plaintext":"AQID","CiphertextForRecipient":"AQID"}}"#);
+        assert!(matches!(
+            recipient_ciphertext(leaked.as_bytes(), arn),
+            Err(Failure::Fatal { .. })
+        ));
+        assert!(matches!(
+            recipient_ciphertext(b"{}", arn),
+            Err(Failure::Fatal { .. })
+        ));
     }
 }

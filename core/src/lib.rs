@@ -15,9 +15,9 @@ pub mod kms;
 pub mod lots;
 pub mod names;
 pub mod output;
-pub mod wire;
 pub mod session;
 pub mod sigv4;
+pub mod wire;
 
 /// Constant-time equality for secrets and MACs.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -20,7 +20,9 @@ pub struct BuyerFile {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file} line {line} (buyer `{buyer}`, lot `{lot}`): the same ciphertext is already at {first_file} line {first_line} (buyer `{first_buyer}`, lot `{first_lot}`); a ciphertext may be used for one lot only")]
+#[error(
+    "{file} line {line} (buyer `{buyer}`, lot `{lot}`): the same ciphertext is already at {first_file} line {first_line} (buyer `{first_buyer}`, lot `{first_lot}`); a ciphertext may be used for one lot only"
+)]
 pub struct ReusedCiphertext {
     pub file: String,
     pub line: u64,
@@ -33,7 +35,7 @@ pub struct ReusedCiphertext {
 }
 
 /// Builds the lots. `files` must be in the auction's buyer order.
-pub fn assemble(files: Vec<BuyerFile>) -> Result<Vec<LotBids>, ReusedCiphertext> {
+pub fn assemble(files: Vec<BuyerFile>) -> Result<Vec<LotBids>, Box<ReusedCiphertext>> {
     let mut seen: HashMap<[u8; 32], (usize, u64, LotId)> = HashMap::new();
     let mut lots: BTreeMap<SortKey, Vec<SealedBid>> = BTreeMap::new();
     for (index, f) in files.iter().enumerate() {
@@ -41,7 +43,7 @@ pub fn assemble(files: Vec<BuyerFile>) -> Result<Vec<LotBids>, ReusedCiphertext>
             let digest = sha256(&row.ciphertext);
             if let Some((first, first_line, first_lot)) = seen.get(&digest) {
                 let first = &files[*first];
-                return Err(ReusedCiphertext {
+                return Err(Box::new(ReusedCiphertext {
                     file: f.file.clone(),
                     line: row.line,
                     buyer: f.buyer.clone(),
@@ -50,7 +52,7 @@ pub fn assemble(files: Vec<BuyerFile>) -> Result<Vec<LotBids>, ReusedCiphertext>
                     first_line: *first_line,
                     first_buyer: first.buyer.clone(),
                     first_lot: first_lot.clone(),
-                });
+                }));
             }
             seen.insert(digest, (index, row.line, row.lot.clone()));
         }

@@ -156,14 +156,18 @@ pub enum VerifyError {
     UnknownKey,
     /// The request's date is too far from the verifier's clock (AWS: InvalidSignature, with
     /// this wording).
-    #[error("Signature expired: {request} is now earlier than {earliest} ({now} - {skew_minutes} min.)")]
+    #[error(
+        "Signature expired: {request} is now earlier than {earliest} ({now} - {skew_minutes} min.)"
+    )]
     Expired {
         request: String,
         earliest: String,
         now: String,
         skew_minutes: u64,
     },
-    #[error("Signature not yet current: {request} is still later than {latest} ({now} + {skew_minutes} min.)")]
+    #[error(
+        "Signature not yet current: {request} is still later than {latest} ({now} + {skew_minutes} min.)"
+    )]
     NotYetCurrent {
         request: String,
         latest: String,
@@ -174,12 +178,15 @@ pub enum VerifyError {
     #[error("Credential should be scoped to a valid region and service: {0}")]
     Scope(String),
     /// The signature does not match (AWS: InvalidSignature / SignatureDoesNotMatch).
-    #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")]
+    #[error(
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+    )]
     Mismatch,
 }
 
 /// Verifies a header-signed request. `headers` are all the request's headers (any case);
 /// `host` comes from them. `lookup` maps an access key id to what the verifier knows of it.
+#[allow(clippy::too_many_arguments)] // mirrors the parts of a request; a struct would only rename them
 pub fn verify(
     method: &str,
     path_and_query: &str,
@@ -199,10 +206,16 @@ pub fn verify(
     };
     let auth = get("authorization").ok_or(VerifyError::Missing)?;
     let parsed = parse_authorization(auth)?;
-    let amz_date = get("x-amz-date")
-        .ok_or_else(|| VerifyError::Incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into()))?;
+    let amz_date = get("x-amz-date").ok_or_else(|| {
+        VerifyError::Incomplete(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                .into(),
+        )
+    })?;
     let time = parse_amz_date(amz_date).ok_or_else(|| {
-        VerifyError::Incomplete(format!("Date must be in ISO-8601 'basic format'. Got '{amz_date}'."))
+        VerifyError::Incomplete(format!(
+            "Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+        ))
     })?;
     if parsed.date != amz_date[..8] {
         return Err(VerifyError::Scope(format!(
@@ -243,7 +256,9 @@ pub fn verify(
     }
     let host = get("host").ok_or_else(|| VerifyError::Incomplete("missing Host header".into()))?;
     if !parsed.signed_headers.iter().any(|h| h == "host") {
-        return Err(VerifyError::Incomplete("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()));
+        return Err(VerifyError::Incomplete(
+            "'Host' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
     }
     let url = format!("https://{host}{path_and_query}");
     // Exactly the headers the client says it signed; aws-sigv4 adds date and token itself.
@@ -308,10 +323,12 @@ struct ParsedAuthorization {
 }
 
 fn parse_authorization(auth: &str) -> Result<ParsedAuthorization, VerifyError> {
-    let incomplete = |what: &str| VerifyError::Incomplete(format!("Authorization header requires '{what}' parameter."));
-    let rest = auth
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or_else(|| VerifyError::Incomplete("Authorization header must use AWS4-HMAC-SHA256".into()))?;
+    let incomplete = |what: &str| {
+        VerifyError::Incomplete(format!("Authorization header requires '{what}' parameter."))
+    };
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
+        VerifyError::Incomplete("Authorization header must use AWS4-HMAC-SHA256".into())
+    })?;
     let mut credential = None;
     let mut signed_headers = None;
     let mut signature = None;
@@ -344,7 +361,9 @@ fn parse_authorization(auth: &str) -> Result<ParsedAuthorization, VerifyError> {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     if !signed_headers.iter().all(ok_header) || date.len() != 8 {
-        return Err(VerifyError::Incomplete("malformed SignedHeaders or credential date".into()));
+        return Err(VerifyError::Incomplete(
+            "malformed SignedHeaders or credential date".into(),
+        ));
     }
     Ok(ParsedAuthorization {
         access_key_id: key.to_owned(),
@@ -455,7 +474,15 @@ mod tests {
             headers: &[],
             body: b"",
         };
-        let h = sign(&req, "service", "us-east-1", &creds(None), Payload::Default, at("20150830T123600Z")).unwrap();
+        let h = sign(
+            &req,
+            "service",
+            "us-east-1",
+            &creds(None),
+            Payload::Default,
+            at("20150830T123600Z"),
+        )
+        .unwrap();
         let auth = &h.iter().find(|(k, _)| k == "authorization").unwrap().1;
         assert_eq!(
             auth,
@@ -463,7 +490,10 @@ mod tests {
         );
     }
 
-    fn kms_request(token: Option<&str>, time: SystemTime) -> (Vec<(String, String)>, &'static [u8]) {
+    fn kms_request(
+        token: Option<&str>,
+        time: SystemTime,
+    ) -> (Vec<(String, String)>, &'static [u8]) {
         let body: &'static [u8] = br#"{"KeyId":"k"}"#;
         let base = [
             ("content-type", "application/x-amz-json-1.1"),
@@ -475,19 +505,50 @@ mod tests {
             headers: &base,
             body,
         };
-        let mut all: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut all: Vec<(String, String)> = base
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         all.push(("host".into(), "kms.us-east-1.amazonaws.com".into()));
-        all.extend(sign(&req, "kms", "us-east-1", &creds(token), Payload::Default, time).unwrap());
+        all.extend(
+            sign(
+                &req,
+                "kms",
+                "us-east-1",
+                &creds(token),
+                Payload::Default,
+                time,
+            )
+            .unwrap(),
+        );
         (all, body)
     }
 
-    fn check(headers: &[(String, String)], body: &[u8], token: Option<&str>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    fn check(
+        headers: &[(String, String)],
+        body: &[u8],
+        token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let known = KnownKey {
             secret: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             session_token: token.map(Secret::new),
         };
-        verify("POST", "/", &h, body, "kms", "us-east-1", |k| (k == "AKIDEXAMPLE").then(|| known.clone()), now, Duration::from_secs(300))
+        verify(
+            "POST",
+            "/",
+            &h,
+            body,
+            "kms",
+            "us-east-1",
+            |k| (k == "AKIDEXAMPLE").then(|| known.clone()),
+            now,
+            Duration::from_secs(300),
+        )
     }
 
     #[test]
@@ -497,13 +558,25 @@ mod tests {
             let (headers, body) = kms_request(token, t);
             assert!(check(&headers, body, token, t).is_ok());
             assert_eq!(check(&headers, b"{}", token, t), Err(VerifyError::Mismatch));
-            assert!(matches!(check(&headers, body, token, t + Duration::from_secs(301)), Err(VerifyError::Expired { .. })));
-            assert!(matches!(check(&headers, body, token, t - Duration::from_secs(301)), Err(VerifyError::NotYetCurrent { .. })));
+            assert!(matches!(
+                check(&headers, body, token, t + Duration::from_secs(301)),
+                Err(VerifyError::Expired { .. })
+            ));
+            assert!(matches!(
+                check(&headers, body, token, t - Duration::from_secs(301)),
+                Err(VerifyError::NotYetCurrent { .. })
+            ));
         }
         let (headers, body) = kms_request(None, t);
-        assert_eq!(check(&headers, body, Some("T"), t), Err(VerifyError::UnknownKey));
+        assert_eq!(
+            check(&headers, body, Some("T"), t),
+            Err(VerifyError::UnknownKey)
+        );
         let (headers, body) = kms_request(Some("OTHER"), t);
-        assert_eq!(check(&headers, body, Some("SESSIONTOKEN"), t), Err(VerifyError::UnknownKey));
+        assert_eq!(
+            check(&headers, body, Some("SESSIONTOKEN"), t),
+            Err(VerifyError::UnknownKey)
+        );
         let mut h = kms_request(None, t).0;
         h.retain(|(k, _)| k != "authorization");
         assert_eq!(check(&h, body, None, t), Err(VerifyError::Missing));
@@ -518,17 +591,42 @@ mod tests {
 
     #[test]
     fn amz_dates_round_trip() {
-        for s in ["19700101T000000Z", "20000229T235959Z", "20261127T120000Z", "21000301T000001Z"] {
+        for s in [
+            "19700101T000000Z",
+            "20000229T235959Z",
+            "20261127T120000Z",
+            "21000301T000001Z",
+        ] {
             assert_eq!(format_amz_date(at(s)), s);
         }
-        for bad in ["2026-11-27T12:00:00Z", "20261327T120000Z", "20261127T120000", "2026112xT120000Z"] {
+        for bad in [
+            "2026-11-27T12:00:00Z",
+            "20261327T120000Z",
+            "20261127T120000",
+            "2026112xT120000Z",
+        ] {
             assert!(parse_amz_date(bad).is_none(), "{bad}");
         }
     }
 
     #[test]
     fn refuses_urls_without_host_instead_of_panicking() {
-        let req = Request { method: "GET", url: "/relative", headers: &[], body: b"" };
-        assert!(sign(&req, "s3", "us-east-1", &creds(None), Payload::S3, at("20261127T120000Z")).is_err());
+        let req = Request {
+            method: "GET",
+            url: "/relative",
+            headers: &[],
+            body: b"",
+        };
+        assert!(
+            sign(
+                &req,
+                "s3",
+                "us-east-1",
+                &creds(None),
+                Payload::S3,
+                at("20261127T120000Z")
+            )
+            .is_err()
+        );
     }
 }

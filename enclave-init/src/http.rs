@@ -65,7 +65,10 @@ pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Res
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf).map_err(|e| bad(format!("malformed response head: {e}")))? {
+        match resp
+            .parse(&buf)
+            .map_err(|e| bad(format!("malformed response head: {e}")))?
+        {
             httparse::Status::Partial if buf.len() > MAX_HEAD => {
                 return Err(bad("response head over 16 KiB"));
             }
@@ -78,9 +81,7 @@ pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Res
                 for h in resp.headers.iter() {
                     let value = std::str::from_utf8(h.value).unwrap_or("").trim();
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let n: usize = value
-                            .parse()
-                            .map_err(|_| bad("invalid Content-Length"))?;
+                        let n: usize = value.parse().map_err(|_| bad("invalid Content-Length"))?;
                         if length.is_some_and(|l| l != n) {
                             return Err(bad("conflicting Content-Length headers"));
                         }
@@ -108,7 +109,9 @@ pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Res
         read_chunked(stream, &mut rest, max_body)?
     } else if let Some(len) = length {
         if len > max_body {
-            return Err(bad(format!("response body of {len} bytes is over the limit of {max_body}")));
+            return Err(bad(format!(
+                "response body of {len} bytes is over the limit of {max_body}"
+            )));
         }
         while rest.len() < len {
             let n = stream.read(&mut chunk)?;
@@ -147,13 +150,20 @@ pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Res
     })
 }
 
-fn read_chunked<S: Read>(stream: &mut S, buf: &mut Vec<u8>, max_body: usize) -> io::Result<Vec<u8>> {
+fn read_chunked<S: Read>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    max_body: usize,
+) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut more = |buf: &mut Vec<u8>, stream: &mut S| -> io::Result<()> {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a chunked body"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunked body",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > max_body + MAX_HEAD {
@@ -226,12 +236,22 @@ mod tests {
     fn content_length_chunked_and_close() {
         for step in [1, 3, 4096] {
             let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", step).unwrap();
-            assert_eq!((r.status, r.body.as_slice(), r.keep_alive), (200, &b"hello"[..], true));
+            assert_eq!(
+                (r.status, r.body.as_slice(), r.keep_alive),
+                (200, &b"hello"[..], true)
+            );
             let r = parse(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n", step).unwrap();
             assert_eq!((r.status, r.body.as_slice()), (400, &b"abcde"[..]));
             let r = parse(b"HTTP/1.1 500 X\r\nConnection: close\r\n\r\nbye", step).unwrap();
-            assert_eq!((r.status, r.body.as_slice(), r.keep_alive), (500, &b"bye"[..], false));
-            let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n", step).unwrap();
+            assert_eq!(
+                (r.status, r.body.as_slice(), r.keep_alive),
+                (500, &b"bye"[..], false)
+            );
+            let r = parse(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n",
+                step,
+            )
+            .unwrap();
             assert_eq!(r.status, 204);
         }
     }
@@ -240,9 +260,21 @@ mod tests {
     fn refuses_what_it_must() {
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 64).is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", 64).is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 64).is_err());
+        assert!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+                64
+            )
+            .is_err()
+        );
         assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 64).is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n", 64).is_err());
+        assert!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n",
+                64
+            )
+            .is_err()
+        );
         assert!(parse(b"", 64).is_err());
         assert!(parse(b"garbage\r\n\r\n", 64).is_err());
     }

@@ -37,9 +37,11 @@ impl RecipientKey {
     }
 }
 
+type KeySlot = Mutex<Option<Result<Arc<RecipientKey>, String>>>;
+
 /// A key being generated on another thread; `get` waits for it.
 #[derive(Clone)]
-pub struct PendingKey(Arc<(Mutex<Option<Result<Arc<RecipientKey>, String>>>, Condvar)>);
+pub struct PendingKey(Arc<(KeySlot, Condvar)>);
 
 impl PendingKey {
     pub fn spawn() -> Self {
@@ -51,7 +53,10 @@ impl PendingKey {
                 let started = Instant::now();
                 let key = RecipientKey::generate().map(Arc::new);
                 if key.is_ok() {
-                    crate::log!("RSA-2048 recipient key ready in {} ms", started.elapsed().as_millis());
+                    crate::log!(
+                        "RSA-2048 recipient key ready in {} ms",
+                        started.elapsed().as_millis()
+                    );
                 }
                 let (m, c) = &*q.0;
                 *m.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);

@@ -86,7 +86,8 @@ impl KmsClient {
 }
 
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = extra_ca_pem {
         add_pem_roots(&mut roots, pem)?;
     }
@@ -105,9 +106,7 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8]) -> Result<(), St
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| format!("extra KMS CA: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("extra KMS CA: {e}"))?;
+        roots.add(cert).map_err(|e| format!("extra KMS CA: {e}"))?;
         n += 1;
     }
     if n == 0 {
@@ -199,7 +198,9 @@ impl Worker {
                                 Ok(plaintext) => DecryptOutcome::Plaintext(plaintext),
                                 Err(e) => DecryptOutcome::Fatal {
                                     code: ErrorCode::KmsFailure,
-                                    message: format!("cannot open KMS's CiphertextForRecipient: {e}"),
+                                    message: format!(
+                                        "cannot open KMS's CiphertextForRecipient: {e}"
+                                    ),
                                 },
                             };
                         }
@@ -221,7 +222,9 @@ impl Worker {
                 }
             };
             match failure {
-                Failure::Bid(Reason::Undecryptable) if with_context && job.retry_without_context => {
+                Failure::Bid(Reason::Undecryptable)
+                    if with_context && job.retry_without_context =>
+                {
                     with_context = false;
                 }
                 Failure::Bid(reason) => return DecryptOutcome::Disqualified(reason),
@@ -321,8 +324,8 @@ impl Worker {
             stream.set_write_timeout(Some(self.settings.io_timeout))?;
             let name = ServerName::try_from(host.to_owned())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let tls = rustls::ClientConnection::new(self.tls.clone(), name)
-                .map_err(io::Error::other)?;
+            let tls =
+                rustls::ClientConnection::new(self.tls.clone(), name).map_err(io::Error::other)?;
             self.conn = Some((host.to_owned(), rustls::StreamOwned::new(tls, stream)));
         }
         Ok(&mut self.conn.as_mut().expect("set above").1)

@@ -13,7 +13,9 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let stamp = bidding_core::sigv4::format_amz_date(UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs()));
+    let stamp = bidding_core::sigv4::format_amz_date(
+        UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs()),
+    );
     let text = format!("{stamp} enclave-init: {args}\n");
     // One write per line so lines from different threads do not interleave.
     let _ = std::io::stderr().lock().write_all(text.as_bytes());

@@ -74,7 +74,11 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
         "{} starting (pid {}, {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
-        if cfg!(feature = "dev") { "DEV build" } else { "release build" }
+        if cfg!(feature = "dev") {
+            "DEV build"
+        } else {
+            "release build"
+        }
     );
     transport::check_supported(&args.listen).map_err(|e| e.to_string())?;
     transport::check_supported(&args.kms_proxy).map_err(|e| e.to_string())?;
@@ -119,7 +123,8 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
         extra_ca_pem,
     };
     let ctx = server::Context::new(settings, nsm, key, kms_settings, args.replay_capacity);
-    let listener = transport::listen(&args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    let listener =
+        transport::listen(&args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
     log!(
         "listening on {}; KMS via {} ({} connections)",
         args.listen,
@@ -134,10 +139,15 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
     match &args.soft_nsm {
         Some(dir) => {
             let soft = enclave_init::soft_nsm::SoftNsm::open(dir)?;
-            log!("using the SOFTWARE NSM from {} (dev only; not an attestation anyone should trust)", dir.display());
+            log!(
+                "using the SOFTWARE NSM from {} (dev only; not an attestation anyone should trust)",
+                dir.display()
+            );
             Ok(Arc::new(soft))
         }
-        None => Ok(Arc::new(nsm::HardwareNsm::open().map_err(|e| e.to_string())?)),
+        None => Ok(Arc::new(
+            nsm::HardwareNsm::open().map_err(|e| e.to_string())?,
+        )),
     }
 }
 
@@ -146,7 +156,9 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
     if args.soft_nsm.is_some() {
         return Err("--soft-nsm exists only in dev builds; a release enclave uses /dev/nsm".into());
     }
-    Ok(Arc::new(nsm::HardwareNsm::open().map_err(|e| e.to_string())?))
+    Ok(Arc::new(
+        nsm::HardwareNsm::open().map_err(|e| e.to_string())?,
+    ))
 }
 
 fn spawn(cmd: &[String]) -> Result<(), String> {

@@ -6,7 +6,9 @@
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
 use std::io;
 
-pub use aws_nitro_enclaves_nsm_api::api::{ErrorCode as NsmErrorCode, Request as NsmRequest, Response as NsmResponse};
+pub use aws_nitro_enclaves_nsm_api::api::{
+    ErrorCode as NsmErrorCode, Request as NsmRequest, Response as NsmResponse,
+};
 
 pub trait Nsm: Send + Sync {
     fn process(&self, request: Request) -> Response;
@@ -86,7 +88,9 @@ pub fn seed_entropy(nsm: &dyn Nsm) -> io::Result<usize> {
         return Ok(0);
     }
     const RNDADDENTROPY: libc::c_ulong = 0x4008_5203; // _IOW('R', 0x03, int[2])
-    let random = std::fs::OpenOptions::new().write(true).open("/dev/random")?;
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/random")?;
     let mut credited = 0;
     for _ in 0..16 {
         let bytes = get_random(nsm).map_err(io::Error::other)?;

@@ -23,7 +23,13 @@ pub fn is_pid1() -> bool {
 /// Mounts devtmpfs on /dev and proc on /proc. Already-mounted is fine.
 pub fn mount_filesystems() -> Result<(), String> {
     for (source, target, fstype, flags, data) in [
-        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
         (
             "proc",
             "/proc",
@@ -47,7 +53,10 @@ pub fn mount_filesystems() -> Result<(), String> {
 /// Loads the NSM driver from `path` when the file exists.
 pub fn load_nsm_driver(path: &Path) -> Result<(), String> {
     if !path.exists() {
-        log!("{} not present; assuming the NSM driver is built in", path.display());
+        log!(
+            "{} not present; assuming the NSM driver is built in",
+            path.display()
+        );
         return Ok(());
     }
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -75,7 +84,10 @@ pub fn heartbeat() -> Result<(), String> {
     s.read_exact(&mut echo)
         .map_err(|e| format!("heartbeat: no echo: {e}"))?;
     if echo[0] != HEARTBEAT_BYTE {
-        return Err(format!("heartbeat: echo was {:#04x}, expected 0xb7", echo[0]));
+        return Err(format!(
+            "heartbeat: echo was {:#04x}, expected 0xb7",
+            echo[0]
+        ));
     }
     log!("heartbeat acknowledged");
     Ok(())

@@ -7,14 +7,16 @@
 
 use crate::keys::{PendingKey, RecipientAttestation};
 use crate::kms::{KmsClient, KmsSettings};
+use crate::log;
 use crate::logging::now_ms;
 use crate::nsm::{self, Nsm};
 use crate::transport::{Listener, Stream};
-use crate::log;
 use bidding_core::session::enclave::{
     Action, BidTicket, DecryptOutcome, EnclaveSession, EnclaveSettings, ReplayGuard,
 };
-use bidding_core::wire::{ErrorCode, ErrorReply, FromEnclave, Response, encode_frame, encode_response};
+use bidding_core::wire::{
+    ErrorCode, ErrorReply, FromEnclave, Response, encode_frame, encode_response,
+};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
@@ -193,34 +195,37 @@ pub fn run_session(stream: Stream, ctx: &Context) {
                     nonce,
                 } => {
                     let doc = ctx.key.get().and_then(|key| {
-                        nsm::attest(&*ctx.nsm, Some(user_data), Some(nonce), Some(key.spki_der.clone()))
+                        nsm::attest(
+                            &*ctx.nsm,
+                            Some(user_data),
+                            Some(nonce),
+                            Some(key.spki_der.clone()),
+                        )
                     });
                     session.attested(ticket, doc);
                 }
-                Action::Decrypt(job) => {
-                    match ctx.kms() {
-                        Ok(kms) => {
-                            let tx = tx.clone();
-                            kms.submit(job, cancelled.clone(), move |t, o| {
-                                let _ = tx.send(Event::Decrypted(t, o));
-                            });
-                        }
-                        Err(e) => session.decrypted(
-                            job.ticket,
-                            DecryptOutcome::Fatal {
-                                code: ErrorCode::Internal,
-                                message: format!("KMS client unavailable: {e}"),
-                            },
-                        ),
+                Action::Decrypt(job) => match ctx.kms() {
+                    Ok(kms) => {
+                        let tx = tx.clone();
+                        kms.submit(job, cancelled.clone(), move |t, o| {
+                            let _ = tx.send(Event::Decrypted(t, o));
+                        });
                     }
-                }
+                    Err(e) => session.decrypted(
+                        job.ticket,
+                        DecryptOutcome::Fatal {
+                            code: ErrorCode::Internal,
+                            message: format!("KMS client unavailable: {e}"),
+                        },
+                    ),
+                },
             }
         }
-        if let Some(bytes) = session.poll_transmit() {
-            if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
-                log!("writing to the parent failed: {e}");
-                session.handle_eof();
-            }
+        if let Some(bytes) = session.poll_transmit()
+            && let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush())
+        {
+            log!("writing to the parent failed: {e}");
+            session.handle_eof();
         }
         if session.is_ended() {
             break;

@@ -28,7 +28,9 @@ pub enum Listener {
 fn local_refused(ep: &Endpoint) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
-        format!("{ep}: unix: and tcp: endpoints exist only in dev builds (cargo feature `dev`); an enclave image uses vsock"),
+        format!(
+            "{ep}: unix: and tcp: endpoints exist only in dev builds (cargo feature `dev`); an enclave image uses vsock"
+        ),
     )
 }
 

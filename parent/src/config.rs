@@ -251,14 +251,18 @@ pub fn resolve(
             .map_err(|e| errors.push(format!("auction_id: {e}")))
             .ok(),
         None => {
-            errors.push("auction_id: missing (set `auction_id` in the config file or --auction-id)".into());
+            errors.push(
+                "auction_id: missing (set `auction_id` in the config file or --auction-id)".into(),
+            );
             None
         }
     };
 
     // Buyers: flags replace the file's list.
     if cli.buyers.is_empty() && file.buyers.is_empty() {
-        errors.push("buyers: none configured (add [[buyers]] to the config file or --buyer flags)".into());
+        errors.push(
+            "buyers: none configured (add [[buyers]] to the config file or --buyer flags)".into(),
+        );
     }
     let mut specs = Vec::new();
     let mut inputs = Vec::new();
@@ -266,21 +270,40 @@ pub fn resolve(
         for (i, b) in file.buyers.into_iter().enumerate() {
             let at = format!("buyers[{i}]");
             let key = b.key.unwrap_or_else(|| DEFAULT_BID_KEY.to_owned());
-            push_buyer(&at, &b.name, &b.bucket, &key, &b.key_arn, &mut specs, &mut inputs, &mut errors);
+            push_buyer(
+                &at,
+                &b.name,
+                &b.bucket,
+                &key,
+                &b.key_arn,
+                &mut specs,
+                &mut inputs,
+                &mut errors,
+            );
         }
     } else {
         for (i, flag) in cli.buyers.iter().enumerate() {
             let at = format!("--buyer #{}", i + 1);
             match parse_buyer_flag(flag) {
-                Ok((name, bucket, key, arn)) => {
-                    push_buyer(&at, &name, &bucket, &key, &arn, &mut specs, &mut inputs, &mut errors)
-                }
+                Ok((name, bucket, key, arn)) => push_buyer(
+                    &at,
+                    &name,
+                    &bucket,
+                    &key,
+                    &arn,
+                    &mut specs,
+                    &mut inputs,
+                    &mut errors,
+                ),
                 Err(e) => errors.push(format!("{at}: {e}")),
             }
         }
     }
     for (i, a) in inputs.iter().enumerate() {
-        if inputs[..i].iter().any(|b| b.bucket == a.bucket && b.key == a.key) {
+        if inputs[..i]
+            .iter()
+            .any(|b| b.bucket == a.bucket && b.key == a.key)
+        {
             errors.push(format!(
                 "buyers `{}`: s3://{}/{} is also another buyer's bid file",
                 a.name, a.bucket, a.key
@@ -288,9 +311,16 @@ pub fn resolve(
         }
     }
 
-    let reveal = cli.reveal.map(RevealPolicy::from).or(file.reveal).unwrap_or_default();
+    let reveal = cli
+        .reveal
+        .map(RevealPolicy::from)
+        .or(file.reveal)
+        .unwrap_or_default();
     let allow_no_context = cli.allow_no_context || file.allow_no_context.unwrap_or(false);
-    let auction = match (&auction_id, specs.len() == inputs.len() && !specs.is_empty()) {
+    let auction = match (
+        &auction_id,
+        specs.len() == inputs.len() && !specs.is_empty(),
+    ) {
         (Some(id), true) => AuctionConfig::new(id.clone(), specs.clone(), reveal, allow_no_context)
             .map_err(|e| errors.push(format!("buyers: {e}")))
             .ok(),
@@ -304,9 +334,13 @@ pub fn resolve(
         .or(file.region)
         .or_else(|| specs.first().map(|s| s.key_arn.region().to_owned()));
     let region = match region_text {
-        Some(r) => Region::new(r).map_err(|e| errors.push(format!("region: {e}"))).ok(),
+        Some(r) => Region::new(r)
+            .map_err(|e| errors.push(format!("region: {e}")))
+            .ok(),
         None => {
-            errors.push("region: missing (--region, AWS_REGION or `region` in the config file)".into());
+            errors.push(
+                "region: missing (--region, AWS_REGION or `region` in the config file)".into(),
+            );
             None
         }
     };
@@ -326,7 +360,10 @@ pub fn resolve(
     let output = {
         let out = file.output.unwrap_or_default();
         let bucket = cli.output_bucket.or(out.bucket);
-        let key = cli.output_key.or(out.key).unwrap_or_else(|| DEFAULT_OUTPUT_KEY.to_owned());
+        let key = cli
+            .output_key
+            .or(out.key)
+            .unwrap_or_else(|| DEFAULT_OUTPUT_KEY.to_owned());
         let attestation_key = cli
             .attestation_key
             .or(out.attestation_key)
@@ -344,7 +381,9 @@ pub fn resolve(
                 attestation_key,
             }),
             Some(bucket) => {
-                errors.push(format!("output bucket `{bucket}`: not a valid S3 bucket name"));
+                errors.push(format!(
+                    "output bucket `{bucket}`: not a valid S3 bucket name"
+                ));
                 None
             }
             None => {
@@ -368,7 +407,9 @@ pub fn resolve(
             .map_err(|e| errors.push(format!("enclave: {e}")))
             .ok(),
         (None, _, None) => {
-            errors.push("enclave: missing (CID PORT, --enclave or `enclave` in the config file)".into());
+            errors.push(
+                "enclave: missing (CID PORT, --enclave or `enclave` in the config file)".into(),
+            );
             None
         }
     };
@@ -395,7 +436,10 @@ pub fn resolve(
     if max_bid_file_bytes == 0 {
         errors.push("max_bid_file_bytes: must be positive".into());
     }
-    let enclave_timeout_secs = cli.enclave_timeout_secs.or(file.enclave_timeout_secs).unwrap_or(120);
+    let enclave_timeout_secs = cli
+        .enclave_timeout_secs
+        .or(file.enclave_timeout_secs)
+        .unwrap_or(120);
     if enclave_timeout_secs == 0 {
         errors.push("enclave_timeout_secs: must be positive".into());
     }
@@ -407,7 +451,9 @@ pub fn resolve(
     if let Some(e) = &s3_endpoint
         && !(e.starts_with("http://") || e.starts_with("https://"))
     {
-        errors.push(format!("s3 endpoint `{e}`: must start with http:// or https://"));
+        errors.push(format!(
+            "s3 endpoint `{e}`: must start with http:// or https://"
+        ));
     }
     let attestation_root = cli.attestation_root.or(file.attestation_root);
     if let Some(p) = &attestation_root
@@ -429,7 +475,10 @@ pub fn resolve(
         inputs,
         output: output.expect("no errors"),
         region: region.expect("no errors"),
-        profile: cli.profile.or_else(|| env_nonempty("AWS_PROFILE")).or(file.profile),
+        profile: cli
+            .profile
+            .or_else(|| env_nonempty("AWS_PROFILE"))
+            .or(file.profile),
         assume_role: cli.assume_role.or(file.assume_role),
         enclave: enclave.expect("no errors"),
         expected_pcr0,
@@ -438,7 +487,9 @@ pub fn resolve(
         window,
         max_bid_file_bytes,
         enclave_timeout_secs,
-        s3_path_style: cli.s3_path_style || file.s3_path_style.unwrap_or(false) || s3_endpoint.is_some(),
+        s3_path_style: cli.s3_path_style
+            || file.s3_path_style.unwrap_or(false)
+            || s3_endpoint.is_some(),
         s3_endpoint,
         lock_file: cli
             .lock_file
@@ -463,7 +514,9 @@ fn push_buyer(
     let name = BuyerName::new(name).map_err(|e| errors.push(format!("{at}: {e}")));
     let arn = KeyArn::new(arn).map_err(|e| errors.push(format!("{at}: {e}")));
     if !valid_bucket(bucket) {
-        errors.push(format!("{at}: bucket `{bucket}` is not a valid S3 bucket name"));
+        errors.push(format!(
+            "{at}: bucket `{bucket}` is not a valid S3 bucket name"
+        ));
     }
     if key.is_empty() {
         errors.push(format!("{at}: empty object key"));
@@ -501,7 +554,8 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
 /// S3's bucket naming rules (the common subset of what AWS and local servers accept).
 pub fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
         && !b.contains("..")
@@ -552,18 +606,42 @@ key_arn = "{ARN2}"
         assert_eq!(s.output.key, "output.csv");
         assert_eq!(s.output.attestation_key, "output.csv.attestation");
         assert_eq!(s.output.json_key, "output.json");
-        assert_eq!(s.enclave, Endpoint::Vsock { cid: 16, port: 5005 });
+        assert_eq!(
+            s.enclave,
+            Endpoint::Vsock {
+                cid: 16,
+                port: 5005
+            }
+        );
         assert_eq!(s.window, 64);
         assert!(!s.s3_path_style);
     }
 
     #[test]
     fn proof_of_concept_positional_form_and_flags_win() {
-        let cli = Cli::try_parse_from(["bidding-parent", "17", "5006", "--window", "8", "--reveal", "second-price"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "bidding-parent",
+            "17",
+            "5006",
+            "--window",
+            "8",
+            "--reveal",
+            "second-price",
+        ])
+        .unwrap();
         let mut toml = good_toml();
         toml = toml.replace("enclave = \"vsock:16:5005\"\n", "");
-        let s = resolve(cli, file(&toml), &|k| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:9000".to_owned())).unwrap();
-        assert_eq!(s.enclave, Endpoint::Vsock { cid: 17, port: 5006 });
+        let s = resolve(cli, file(&toml), &|k| {
+            (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:9000".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            s.enclave,
+            Endpoint::Vsock {
+                cid: 17,
+                port: 5006
+            }
+        );
         assert_eq!(s.window, 8);
         assert_eq!(s.auction.reveal(), RevealPolicy::SecondPrice);
         assert_eq!(s.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
@@ -629,17 +707,26 @@ key_arn = "{ARN1}"
     #[test]
     fn shared_keys_and_regions() {
         let toml = good_toml().replace("key/k2", "key/k1");
-        let e = resolve(Cli::default(), file(&toml), &no_env).unwrap_err().join("\n");
-        assert!(e.contains("share the KMS key"), "{e}");
-        let e = resolve(Cli::default(), file(&good_toml()), &|k| (k == "AWS_REGION").then(|| "eu-west-1".into()))
+        let e = resolve(Cli::default(), file(&toml), &no_env)
             .unwrap_err()
             .join("\n");
-        assert!(e.contains("is in us-east-1, but the auction runs in eu-west-1"), "{e}");
+        assert!(e.contains("share the KMS key"), "{e}");
+        let e = resolve(Cli::default(), file(&good_toml()), &|k| {
+            (k == "AWS_REGION").then(|| "eu-west-1".into())
+        })
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            e.contains("is in us-east-1, but the auction runs in eu-west-1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_errors() {
-        let e = toml::from_str::<FileConfig>("auction_idd = 'x'").unwrap_err().to_string();
+        let e = toml::from_str::<FileConfig>("auction_idd = 'x'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `auction_idd`"), "{e}");
     }
 }

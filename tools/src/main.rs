@@ -6,7 +6,11 @@ use std::process::ExitCode;
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "bidctl", version, about = "Sealed-bid auctions in AWS Nitro Enclaves: tools for buyers and operators")]
+#[command(
+    name = "bidctl",
+    version,
+    about = "Sealed-bid auctions in AWS Nitro Enclaves: tools for buyers and operators"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -519,7 +519,11 @@ impl EnclaveSession {
             .as_ref()
             .map(|c| c.region.as_str().to_owned())
             .unwrap_or_default();
-        if let Some(b) = config.buyers().iter().find(|b| b.key_arn.region() != region) {
+        if let Some(b) = config
+            .buyers()
+            .iter()
+            .find(|b| b.key_arn.region() != region)
+        {
             self.error(
                 Some(id),
                 ErrorCode::InvalidAuction,

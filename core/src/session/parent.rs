@@ -16,8 +16,7 @@ use crate::names::{BuyerName, LotId};
 use crate::output;
 use crate::wire::{
     Close, ErrorCode, FrameDecoder, FrameError, FromEnclave, Hello, LotBids, MessageError,
-    PROTOCOL_VERSION, Request, Response, ToEnclave, decode_response, encode_frame,
-    encode_request,
+    PROTOCOL_VERSION, Request, Response, ToEnclave, decode_response, encode_frame, encode_request,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -82,7 +81,10 @@ pub enum Event {
     /// The credentials expire soon: call [`ParentSession::refresh_credentials`].
     NeedCredentials,
     /// A lot's outcome arrived.
-    Progress { done: usize, total: usize },
+    Progress {
+        done: usize,
+        total: usize,
+    },
     Finished(Box<Finished>),
     Failed(SessionError),
 }
@@ -95,7 +97,9 @@ pub enum SessionError {
     Message(#[from] MessageError),
     #[error("enclave broke the protocol: {0}")]
     Protocol(String),
-    #[error("the enclave is a dev build (software NSM, no hardware attestation); refusing it without --allow-dev-enclave")]
+    #[error(
+        "the enclave is a dev build (software NSM, no hardware attestation); refusing it without --allow-dev-enclave"
+    )]
     DevEnclave,
     #[error("enclave attestation ({what}) failed: {reason}")]
     Attestation { what: &'static str, reason: String },
@@ -268,7 +272,10 @@ impl ParentSession {
     pub fn refresh_credentials(&mut self, credentials: Credentials, now: Millis) {
         self.credentials = credentials;
         self.refresh_requested = false;
-        if matches!(self.phase, Phase::AwaitOpen | Phase::Lots | Phase::AwaitClose) {
+        if matches!(
+            self.phase,
+            Phase::AwaitOpen | Phase::Lots | Phase::AwaitClose
+        ) {
             let c = self.credentials.clone();
             self.send(Request::Credentials(c), Sent::Credentials, now);
         }
@@ -336,10 +343,18 @@ impl ParentSession {
     }
 
     fn fill_window(&mut self, now: Millis) {
+        // Only lots count against the window: a credentials refresh in flight must not
+        // hold lots back (with a window of one it would stall the auction).
+        let mut lots_in_flight = self
+            .in_flight
+            .values()
+            .filter(|(s, _)| matches!(s, Sent::Lot(_)))
+            .count();
         while self.phase == Phase::Lots
             && self.next_lot < self.lots.len()
-            && self.in_flight.len() < self.settings.window
+            && lots_in_flight < self.settings.window
         {
+            lots_in_flight += 1;
             let i = self.next_lot;
             self.next_lot += 1;
             let msg = Request::Lot(self.lots[i].clone());
@@ -416,10 +431,12 @@ impl ParentSession {
                     let c = self.config.clone();
                     self.send(Request::OpenAuction(c), Sent::Open, now);
                 }
+                self.fill_window(now);
                 Ok(())
             }
             (Sent::Open, Response::AuctionOpened(o)) => {
-                if &o.auction_id != self.config.auction_id() || o.config_sha256 != self.config_sha256
+                if &o.auction_id != self.config.auction_id()
+                    || o.config_sha256 != self.config_sha256
                 {
                     return Err(SessionError::Protocol(
                         "the enclave opened a different auction configuration".into(),
@@ -465,7 +482,11 @@ impl ParentSession {
             Outcome::NoValidBid => vec![],
         };
         let mut seen = HashSet::new();
-        for b in named.iter().copied().chain(r.disqualified.iter().map(|d| &d.buyer)) {
+        for b in named
+            .iter()
+            .copied()
+            .chain(r.disqualified.iter().map(|d| &d.buyer))
+        {
             if !bidders.contains(b) {
                 return bad(format!("outcome names `{b}`, who did not bid"));
             }

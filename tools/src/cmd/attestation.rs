@@ -33,7 +33,8 @@ pub enum Command {
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Inspect { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let doc = attestation::parse(&bytes).with_context(|| file.display().to_string())?;
             println!("{}", doc.fields().summary_json());
             Ok(ExitCode::SUCCESS)
@@ -44,7 +45,8 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             at,
             expect_pcr0,
         } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let root_der = match &root {
                 Some(p) => super::read_certificate(p)?,
                 None => AWS_NITRO_ROOT_G1_DER.to_vec(),
@@ -56,7 +58,13 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                     _ => Err(anyhow::anyhow!("--expect-pcr0 must be 96 hex digits")),
                 })
                 .transpose()?;
-            let doc = match attestation::verify(&bytes, &VerifyOptions { root_der: &root_der, at }) {
+            let doc = match attestation::verify(
+                &bytes,
+                &VerifyOptions {
+                    root_der: &root_der,
+                    at,
+                },
+            ) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("bidctl: {}: verification failed: {e}", file.display());
@@ -82,15 +90,17 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
 
 fn parse_at(at: &str) -> Result<VerifyAt> {
     Ok(match at {
-        "now" => VerifyAt::UnixMillis(
-            SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64,
-        ),
+        "now" => {
+            VerifyAt::UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64)
+        }
         "document" => VerifyAt::Document,
         other => {
             let t = humantime::parse_rfc3339_weak(other).map_err(|e| {
                 anyhow::anyhow!("--at `{other}`: expected now, document or an RFC 3339 time ({e})")
             })?;
-            let ms = t.duration_since(UNIX_EPOCH).map_err(|_| anyhow::anyhow!("--at before 1970"))?;
+            let ms = t
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| anyhow::anyhow!("--at before 1970"))?;
             if ms.as_millis() == 0 {
                 bail!("--at `{other}` is the epoch");
             }

@@ -1,0 +1,674 @@
+//! Deterministic simulation: the parent's and the enclave's state machines driven against each
+//! other in memory, with a scripted KMS and NSM, under random interleavings, byte splits,
+//! out-of-order KMS answers, delays, credential refreshes and dropped connections, all chosen
+//! by a seeded RNG. A failing seed replays exactly (proptest prints it).
+//!
+//! The scripted KMS stands in for the network service only; everything under test (framing,
+//! both state machines, winner rules, output rendering, attestation checks) is the real code.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+use bidding_core::amount::Amount;
+use bidding_core::attestation::{DocumentFields, encode_document};
+use bidding_core::auction::{Outcome, Reason, RevealPolicy};
+use bidding_core::cms::Plaintext;
+use bidding_core::config::{AuctionConfig, BuyerSpec};
+use bidding_core::credentials::{Credentials, Secret};
+use bidding_core::names::{AuctionId, BuyerName, KeyArn, LotId, Region};
+use bidding_core::session::enclave::{
+    Action, DecryptJob, DecryptOutcome, EnclaveSession, EnclaveSettings, ReplayGuard,
+};
+use bidding_core::session::parent::{Event, Finished, ParentSession, ParentSettings, SessionError};
+use bidding_core::wire::{
+    ErrorCode, FrameDecoder, FromEnclave, LotBids, Response, SealedBid, decode_response,
+};
+use proptest::prelude::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::LazyLock;
+
+const START: u64 = 1_900_000_000_000;
+/// Distinctive amounts: the leak check searches every enclave frame for these digits.
+const AMOUNTS: [&str; 5] = ["7314159", "7271828", "7161803", "7141421", "7314159.26"];
+const SECRET: &str = "SIMSECRETwJalrXUtnFEMIK7MDENG";
+const TOKEN: &str = "SIMTOKENFwoGZXIvYXdzEJr";
+
+struct Chain {
+    root: Vec<u8>,
+    intermediate: Vec<u8>,
+    leaf: Vec<u8>,
+    leaf_key: EcdsaKeyPair,
+}
+
+/// Signs with retries until the DER signature has the length of 48-byte r and s, so that every
+/// certificate, and so every frame, has the same length in every run: byte splits chosen by
+/// the seed then replay exactly.
+struct FixedLength(KeyPair);
+impl rcgen::PublicKeyData for FixedLength {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+impl rcgen::SigningKey for FixedLength {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        loop {
+            let sig = self.0.sign(msg)?;
+            if sig.len() == 102 {
+                return Ok(sig);
+            }
+        }
+    }
+}
+
+static CHAIN: LazyLock<Chain> = LazyLock::new(|| {
+    let params = |cn: &str, ca: IsCa, serial: u8| {
+        let mut p = CertificateParams::new(Vec::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = ca;
+        p.serial_number = Some(rcgen::SerialNumber::from(vec![serial]));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2060, 1, 1);
+        p
+    };
+    let key = || FixedLength(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap());
+    let root_key = key();
+    let root_params = params("sim root", IsCa::Ca(BasicConstraints::Unconstrained), 1);
+    let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = key();
+    let int_params = params(
+        "sim intermediate",
+        IsCa::Ca(BasicConstraints::Constrained(0)),
+        2,
+    );
+    let intermediate = int_params
+        .signed_by(&int_key, &root_issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = key();
+    let mut leaf_params = params("sim leaf", IsCa::ExplicitNoCa, 3);
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    let leaf_key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P384_SHA384_FIXED_SIGNING,
+        &leaf_key.0.serialize_der(),
+    )
+    .unwrap();
+    Chain {
+        root,
+        intermediate,
+        leaf,
+        leaf_key,
+    }
+});
+
+const PCR0: [u8; 48] = [0x5a; 48];
+
+fn attest(now: u64, user_data: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
+    let fields = DocumentFields {
+        module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+        timestamp: now,
+        pcrs: (0..16u8)
+            .map(|i| (i, if i == 0 { PCR0.to_vec() } else { vec![0; 48] }))
+            .collect(),
+        certificate: CHAIN.leaf.clone(),
+        cabundle: vec![CHAIN.root.clone(), CHAIN.intermediate.clone()],
+        public_key: Some(vec![0x30; 294]),
+        user_data: Some(user_data),
+        nonce: Some(nonce),
+    };
+    encode_document(&fields, |tbs| {
+        let sig = CHAIN.leaf_key.sign(&SystemRandom::new(), tbs)?;
+        <[u8; 96]>::try_from(sig.as_ref()).map_err(|_| aws_lc_rs::error::Unspecified)
+    })
+    .unwrap()
+}
+
+/// What a scripted ciphertext holds: the key it was made under, its context, its plaintext.
+#[derive(Serialize, Deserialize)]
+struct FakeCiphertext {
+    key: String,
+    context: Option<BTreeMap<String, String>>,
+    plaintext: String,
+    /// Makes every ciphertext unique, as real ones are.
+    salt: u64,
+}
+
+/// The scripted KMS: decides like KMS would from the job's KeyId and context.
+fn kms(job: &DecryptJob) -> DecryptOutcome {
+    let ct: FakeCiphertext = serde_json::from_slice(&job.ciphertext).unwrap();
+    if ct.key != job.key_arn.as_str() {
+        return DecryptOutcome::Disqualified(Reason::WrongKey);
+    }
+    let opens = match &ct.context {
+        Some(c) => *c == job.context,
+        None => job.retry_without_context,
+    };
+    if !opens {
+        return DecryptOutcome::Disqualified(Reason::Undecryptable);
+    }
+    DecryptOutcome::Plaintext(Plaintext::new(ct.plaintext.into_bytes().into()))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: tiny, deterministic, good enough to pick interleavings.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    seed: u64,
+    lots: usize,
+    buyers: usize,
+    window: usize,
+    policy: RevealPolicy,
+    /// Drop the connection after this many delivered chunks.
+    drop_after: Option<u32>,
+    /// KMS answers one bid with a fatal error.
+    kms_fatal: bool,
+    /// Credentials expire during the auction, so the parent must refresh them.
+    short_credentials: bool,
+    allow_no_context: bool,
+}
+
+/// One buyer's bid as the test meant it: an amount, or the reason it must be set aside.
+type Intended = (BuyerName, Result<Amount, Reason>);
+
+struct Expected {
+    bids: Vec<(LotId, Vec<Intended>)>,
+}
+
+fn arn(i: usize) -> KeyArn {
+    KeyArn::new(format!("arn:aws:kms:us-east-1:111122223333:key/k{i}")).unwrap()
+}
+
+fn credentials(now: u64, short: bool) -> Credentials {
+    Credentials {
+        access_key_id: "ASIASIMULATION000001".into(),
+        secret_access_key: Secret::new(SECRET),
+        session_token: Some(Secret::new(TOKEN)),
+        expiration: Some(now / 1000 + if short { 302 } else { 3600 }),
+        region: Region::new("us-east-1").unwrap(),
+    }
+}
+
+fn build(s: &Scenario, rng: &mut Rng) -> (AuctionConfig, Vec<LotBids>, Expected) {
+    let auction = AuctionId::new("sim-auction").unwrap();
+    let buyers: Vec<BuyerName> = (0..s.buyers)
+        .map(|i| BuyerName::new(format!("Buyer{}", i + 1)).unwrap())
+        .collect();
+    let config = AuctionConfig::new(
+        auction.clone(),
+        buyers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BuyerSpec {
+                name: b.clone(),
+                key_arn: arn(i),
+            })
+            .collect(),
+        s.policy,
+        s.allow_no_context,
+    )
+    .unwrap();
+    let mut lots = Vec::new();
+    let mut expected = Vec::new();
+    for l in 0..s.lots {
+        let lot = LotId::new(format!("L{}", l + 1)).unwrap();
+        let mut bids = Vec::new();
+        let mut exp = Vec::new();
+        for (i, buyer) in buyers.iter().enumerate() {
+            if rng.chance(15) {
+                continue; // this buyer skips the lot
+            }
+            let mut key = arn(i).to_string();
+            let mut context = Some(bidding_core::kms::bid_context(&auction, &lot, buyer));
+            let mut plaintext = AMOUNTS[rng.below(AMOUNTS.len() as u64) as usize].to_owned();
+            let verdict = match rng.below(20) {
+                0 => {
+                    plaintext = "1e5".into();
+                    Err(Reason::InvalidAmount)
+                }
+                1 => {
+                    key = arn((i + 1) % s.buyers.max(2)).to_string();
+                    if key == arn(i).to_string() {
+                        key = arn(99).to_string();
+                    }
+                    Err(Reason::WrongKey)
+                }
+                2 => {
+                    // Made for another lot: KMS refuses the context.
+                    context = Some(bidding_core::kms::bid_context(
+                        &auction,
+                        &LotId::new("elsewhere").unwrap(),
+                        buyer,
+                    ));
+                    Err(Reason::Undecryptable)
+                }
+                3 => {
+                    context = None;
+                    if s.allow_no_context {
+                        Ok(Amount::parse(plaintext.as_bytes()).unwrap())
+                    } else {
+                        Err(Reason::Undecryptable)
+                    }
+                }
+                _ => Ok(Amount::parse(plaintext.as_bytes()).unwrap()),
+            };
+            let ct = FakeCiphertext {
+                key,
+                context,
+                plaintext,
+                salt: rng.next(),
+            };
+            bids.push(SealedBid {
+                buyer: buyer.clone(),
+                ciphertext: serde_json::to_vec(&ct).unwrap(),
+            });
+            exp.push((buyer.clone(), verdict));
+        }
+        if bids.is_empty() {
+            continue;
+        }
+        lots.push(LotBids {
+            lot: lot.clone(),
+            bids,
+        });
+        expected.push((lot, exp));
+    }
+    (config, lots, Expected { bids: expected })
+}
+
+/// The reference outcome, written independently of `auction::decide`.
+fn reference(
+    bids: &[(BuyerName, Result<Amount, Reason>)],
+    policy: RevealPolicy,
+) -> (Vec<String>, Option<String>) {
+    let valid: Vec<(&BuyerName, Amount)> = bids
+        .iter()
+        .filter_map(|(b, v)| v.ok().map(|a| (b, a)))
+        .collect();
+    let Some(max) = valid.iter().map(|(_, a)| *a).max() else {
+        return (vec![], None);
+    };
+    let mut winners: Vec<String> = valid
+        .iter()
+        .filter(|(_, a)| *a == max)
+        .map(|(b, _)| b.to_string())
+        .collect();
+    winners.sort();
+    let second = {
+        let mut amounts: Vec<Amount> = valid.iter().map(|(_, a)| *a).collect();
+        amounts.sort_unstable_by(|a, b| b.cmp(a));
+        amounts.get(1).copied()
+    };
+    let price = match policy {
+        RevealPolicy::None => None,
+        RevealPolicy::WinningBid => Some(max),
+        RevealPolicy::SecondPrice => Some(second.unwrap_or(max)),
+    };
+    (winners, price.map(|p| p.to_string()))
+}
+
+enum End {
+    Finished(Box<Finished>),
+    Failed(SessionError),
+}
+
+fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
+    let mut rng = Rng(s.seed | 1);
+    let (config, lots, expected) = build(&s, &mut rng);
+    let mut now = START;
+    let mut settings = ParentSettings::new(CHAIN.root.clone());
+    settings.window = s.window;
+    settings.expected_pcr0 = Some(PCR0.to_vec());
+    let mut parent = ParentSession::new(
+        settings,
+        config,
+        lots,
+        credentials(now, s.short_credentials),
+        (0..32).map(|_| rng.next() as u8).collect(),
+        now,
+    );
+    let mut enclave =
+        EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(1 << 20), now);
+    let mut to_enclave: VecDeque<u8> = VecDeque::new();
+    let mut to_parent: VecDeque<u8> = VecDeque::new();
+    let mut enclave_sent = Vec::new();
+    let mut kms_jobs: Vec<DecryptJob> = Vec::new();
+    let mut attest_jobs: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut chunks = 0u32;
+    let mut dropped = false;
+    let mut fatal_left = s.kms_fatal;
+    let trace = std::env::var_os("SIM_TRACE").is_some();
+    for _step in 0..200_000 {
+        if let Some(b) = parent.poll_transmit() {
+            to_enclave.extend(b);
+        }
+        if let Some(b) = enclave.poll_transmit() {
+            enclave_sent.extend_from_slice(&b);
+            to_parent.extend(b);
+        }
+        while let Some(a) = enclave.poll_action() {
+            match a {
+                Action::Attest {
+                    ticket,
+                    user_data,
+                    nonce,
+                } => attest_jobs.push((ticket, user_data, nonce)),
+                Action::Decrypt(job) => kms_jobs.push(job),
+            }
+        }
+        while let Some(e) = parent.poll_event() {
+            if trace {
+                eprintln!("t={} parent event {e:?}", now - START);
+            }
+            match e {
+                Event::Finished(f) => return (End::Finished(f), expected, enclave_sent),
+                Event::Failed(err) => return (End::Failed(err), expected, enclave_sent),
+                Event::NeedCredentials => parent.refresh_credentials(credentials(now, false), now),
+                Event::Connected(_) | Event::Progress { .. } => {}
+            }
+        }
+        if dropped {
+            continue;
+        }
+        if s.drop_after.is_some_and(|d| chunks >= d) {
+            dropped = true;
+            enclave.handle_eof();
+            parent.handle_eof();
+            continue;
+        }
+        // Pick something that can happen.
+        match rng.below(6) {
+            0 | 1 if !to_enclave.is_empty() => {
+                let n = 1 + rng.below(to_enclave.len() as u64) as usize;
+                let bytes: Vec<u8> = to_enclave.drain(..n).collect();
+                chunks += 1;
+                if trace {
+                    eprintln!(
+                        "t={} to enclave {}",
+                        now - START,
+                        String::from_utf8_lossy(&bytes)
+                            .chars()
+                            .take(120)
+                            .collect::<String>()
+                    );
+                }
+                if enclave.wants_input() || rng.chance(10) {
+                    enclave.handle_input(&bytes, now);
+                } else {
+                    // Backpressure: the bytes wait in the socket.
+                    for b in bytes.into_iter().rev() {
+                        to_enclave.push_front(b);
+                    }
+                }
+            }
+            2 if !to_parent.is_empty() => {
+                let n = 1 + rng.below(to_parent.len() as u64) as usize;
+                let bytes: Vec<u8> = to_parent.drain(..n).collect();
+                chunks += 1;
+                if trace {
+                    eprintln!(
+                        "t={} to parent {}",
+                        now - START,
+                        String::from_utf8_lossy(&bytes)
+                            .chars()
+                            .take(120)
+                            .collect::<String>()
+                    );
+                }
+                parent.handle_input(&bytes, now);
+            }
+            3 if !kms_jobs.is_empty() => {
+                // KMS answers out of order.
+                let job = kms_jobs.swap_remove(rng.below(kms_jobs.len() as u64) as usize);
+                let outcome = if fatal_left && rng.chance(30) {
+                    fatal_left = false;
+                    DecryptOutcome::Fatal {
+                        code: ErrorCode::KmsUnavailable,
+                        message: "scripted outage".into(),
+                    }
+                } else {
+                    kms(&job)
+                };
+                enclave.decrypted(job.ticket, outcome);
+            }
+            4 if !attest_jobs.is_empty() => {
+                let (ticket, user_data, nonce) = attest_jobs.remove(0);
+                enclave.attested(ticket, Ok(attest(now, user_data, nonce)));
+            }
+            _ => {
+                now += rng.below(50);
+                parent.handle_timeout(now);
+                enclave.handle_timeout(now);
+            }
+        }
+    }
+    panic!("seed {}: no end after 200,000 steps", s.seed);
+}
+
+fn check(s: Scenario) -> Result<(), TestCaseError> {
+    let (end, expected, enclave_sent) = run(s);
+    // Whatever happened, no amount left the enclave unless the policy reveals prices.
+    if s.policy == RevealPolicy::None {
+        let text = String::from_utf8_lossy(&enclave_sent);
+        for a in AMOUNTS {
+            prop_assert!(
+                !text.contains(a),
+                "seed {}: amount {a} in an enclave frame",
+                s.seed
+            );
+        }
+    }
+    for secret in [SECRET, TOKEN] {
+        prop_assert!(!String::from_utf8_lossy(&enclave_sent).contains(secret));
+    }
+    let faults = s.drop_after.is_some() || s.kms_fatal;
+    match end {
+        End::Finished(f) => {
+            // Only a complete, correct result may finish.
+            prop_assert_eq!(f.results.len(), expected.bids.len(), "seed {}", s.seed);
+            for r in &f.results {
+                let (_, bids) = expected
+                    .bids
+                    .iter()
+                    .find(|(l, _)| *l == r.lot)
+                    .expect("lot was sent");
+                let (winners, price) = reference(bids, s.policy);
+                let got: Vec<String> = match &r.outcome {
+                    Outcome::Winner { buyer, .. } => vec![buyer.to_string()],
+                    Outcome::Tie { buyers, .. } => buyers.iter().map(|b| b.to_string()).collect(),
+                    Outcome::NoValidBid => vec![],
+                };
+                prop_assert_eq!(&got, &winners, "seed {} lot {}", s.seed, r.lot);
+                prop_assert_eq!(
+                    r.outcome.price().map(|p| p.to_string()),
+                    price,
+                    "seed {} lot {}",
+                    s.seed,
+                    r.lot
+                );
+                for (buyer, v) in bids {
+                    let set_aside = r
+                        .disqualified
+                        .iter()
+                        .find(|d| &d.buyer == buyer)
+                        .map(|d| d.reason);
+                    prop_assert_eq!(
+                        set_aside,
+                        v.err(),
+                        "seed {} lot {} buyer {}",
+                        s.seed,
+                        r.lot,
+                        buyer
+                    );
+                }
+            }
+            let csv = String::from_utf8(f.output_csv.clone()).unwrap();
+            prop_assert!(csv.starts_with("Property,Result"));
+            prop_assert_eq!(csv.lines().count(), expected.bids.len() + 1);
+        }
+        End::Failed(e) => {
+            prop_assert!(faults, "seed {}: failed without a fault: {e}", s.seed);
+        }
+    }
+    Ok(())
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        any::<u64>(),
+        1usize..25,
+        1usize..6,
+        1usize..10,
+        prop_oneof![
+            Just(RevealPolicy::None),
+            Just(RevealPolicy::WinningBid),
+            Just(RevealPolicy::SecondPrice)
+        ],
+        prop_oneof![3 => Just(None), 1 => (0u32..60).prop_map(Some)],
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.2),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                seed,
+                lots,
+                buyers,
+                window,
+                policy,
+                drop_after,
+                kms_fatal,
+                short_credentials,
+                allow_no_context,
+            )| Scenario {
+                seed,
+                lots,
+                buyers,
+                window,
+                policy,
+                drop_after,
+                kms_fatal,
+                short_credentials,
+                allow_no_context,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn random_interactions(s in scenario()) {
+        check(s)?;
+    }
+}
+
+/// Replays one scenario twice and compares every byte the enclave sent: same seed, same run.
+#[test]
+fn a_seed_replays_exactly() {
+    let s = Scenario {
+        seed: 77,
+        lots: 20,
+        buyers: 3,
+        window: 4,
+        policy: RevealPolicy::WinningBid,
+        drop_after: None,
+        kms_fatal: false,
+        short_credentials: true,
+        allow_no_context: true,
+    };
+    // ECDSA signatures are randomised, so attestation documents are compared by length only;
+    // every other byte of every frame must be identical.
+    let frames = |bytes: Vec<u8>| -> Vec<FromEnclave> {
+        let mut dec = FrameDecoder::new(1 << 20);
+        let mut input = &bytes[..];
+        let mut out = Vec::new();
+        while let Some(f) = dec.decode(&mut input).unwrap() {
+            let mut m = decode_response(1, &f).unwrap();
+            match &mut m.msg {
+                Response::Hello(h) => h.attestation = vec![0; h.attestation.len()],
+                Response::Closed(c) => c.attestation = vec![0; c.attestation.len()],
+                _ => {}
+            }
+            out.push(m);
+        }
+        out
+    };
+    let first = frames(run(s).2);
+    assert!(first.len() > 20);
+    assert_eq!(first, frames(run(s).2));
+}
+
+#[test]
+fn fault_free_runs_always_finish_correctly() {
+    for seed in 1..=12u64 {
+        let s = Scenario {
+            seed,
+            lots: 40,
+            buyers: 4,
+            window: 7,
+            policy: RevealPolicy::None,
+            drop_after: None,
+            kms_fatal: false,
+            short_credentials: seed % 3 == 0,
+            allow_no_context: seed % 2 == 0,
+        };
+        let (end, _, _) = run(s);
+        assert!(
+            matches!(end, End::Finished(_)),
+            "seed {seed} did not finish"
+        );
+        check(s).unwrap();
+    }
+}
+
+#[test]
+fn a_dropped_connection_never_finishes() {
+    for seed in 1..=12u64 {
+        let s = Scenario {
+            seed,
+            lots: 30,
+            buyers: 3,
+            window: 5,
+            policy: RevealPolicy::None,
+            drop_after: Some(seed as u32 * 3),
+            kms_fatal: false,
+            short_credentials: false,
+            allow_no_context: false,
+        };
+        let (end, _, _) = run(s);
+        match end {
+            End::Failed(SessionError::Disconnected { .. }) => {}
+            End::Failed(e) => panic!("seed {seed}: unexpected failure {e}"),
+            End::Finished(_) => panic!("seed {seed}: finished despite the drop"),
+        }
+    }
+}
