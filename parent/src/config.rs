@@ -15,6 +15,15 @@ pub const DEFAULT_OUTPUT_KEY: &str = "output.csv";
 pub const DEFAULT_ENCLAVE_PORT: u32 = 5005;
 
 const EXIT_CODES: &str = "\
+CONFIG FILE (--config, TOML):
+  Every flag is also a key of the same name with underscores (auction_id, region, enclave,
+  expected_pcr0, reveal, window, ...). Buyers are [[buyers]] tables with name, bucket,
+  key (default encrypted.csv) and key_arn; the output is an [output] table with bucket, key
+  (default output.csv) and attestation_key (default <key>.attestation). Unknown keys are errors.
+
+WRITTEN TO THE OUTPUT BUCKET (only after the enclave's result is verified):
+  <key>.json, <key>.config.json, <key>.attestation, then <key> (output.csv) last.
+
 EXIT CODES:
   0  success: output.csv and its attestation are written
   1  unexpected internal error
