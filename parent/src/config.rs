@@ -509,6 +509,41 @@ pub fn resolve(
     })
 }
 
+/// Just the auction configuration (id, buyers and keys, reveal policy, context rule) from a
+/// config file, for verifying a result against the configuration it claims.
+pub fn auction_from_file(path: &Path) -> Result<AuctionConfig, Vec<String>> {
+    let file = read_file(path).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let id = match file.auction_id {
+        Some(id) => AuctionId::new(id).map_err(|e| errors.push(format!("auction_id: {e}"))).ok(),
+        None => {
+            errors.push("auction_id: missing".into());
+            None
+        }
+    };
+    let mut buyers = Vec::new();
+    for (i, b) in file.buyers.iter().enumerate() {
+        match (BuyerName::new(&b.name), KeyArn::new(&b.key_arn)) {
+            (Ok(name), Ok(key_arn)) => buyers.push(BuyerSpec { name, key_arn }),
+            (a, b) => {
+                for e in [a.err(), b.err()].into_iter().flatten() {
+                    errors.push(format!("buyers[{i}]: {e}"));
+                }
+            }
+        }
+    }
+    let Some(id) = id.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    AuctionConfig::new(
+        id,
+        buyers,
+        file.reveal.unwrap_or_default(),
+        file.allow_no_context.unwrap_or(false),
+    )
+    .map_err(|e| vec![format!("buyers: {e}")])
+}
+
 #[allow(clippy::too_many_arguments)]
 fn push_buyer(
     at: &str,

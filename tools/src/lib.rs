@@ -1,1 +1,5 @@
 //! The library behind `bidctl`: local stand-ins for AWS and the tools buyers and operators run.
+
+pub mod encrypt;
+pub mod kms_client;
+pub mod verify;

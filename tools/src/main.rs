@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 mod cmd;
 
+use bidding_tools::{encrypt, kms_client, verify};
+
 #[derive(Parser)]
 #[command(
     name = "bidctl",
@@ -24,6 +26,12 @@ enum Command {
     /// Open a KMS CiphertextForRecipient (CMS EnvelopedData) with an RSA private key.
     #[command(subcommand)]
     Cms(cmd::cms::Command),
+    /// Seal a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
+    Encrypt(cmd::encrypt::EncryptArgs),
+    /// Check that an attestation proves an output.csv (and a configuration).
+    Verify(cmd::verify::VerifyArgs),
+    /// Print the KMS key policy statement that lets only the attested enclave decrypt.
+    KeyPolicy(cmd::key_policy::KeyPolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +39,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
         Command::Cms(c) => cmd::cms::run(c),
+        Command::Encrypt(a) => cmd::encrypt::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::KeyPolicy(a) => cmd::key_policy::run(a),
     };
     match result {
         Ok(code) => code,

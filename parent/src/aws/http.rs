@@ -140,9 +140,34 @@ impl HttpClient {
     }
 
     pub fn with_timeouts(connect: Duration, overall: Duration) -> Self {
+        Self::build(connect, overall, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// A client that trusts only the certificates in `pem` (like `AWS_CA_BUNDLE` for the AWS
+    /// CLI), e.g. the KMS emulator's local CA.
+    pub fn with_ca_bundle(pem: &[u8]) -> Result<Self, String> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item.map_err(|e| format!("CA bundle: {e}"))? {
+                ureq::tls::PemItem::Certificate(c) => certs.push(c),
+                _ => continue,
+            }
+        }
+        if certs.is_empty() {
+            return Err("CA bundle: no certificate in the PEM".into());
+        }
+        Ok(Self::build(
+            CONNECT_TIMEOUT,
+            REQUEST_TIMEOUT,
+            ureq::tls::RootCerts::Specific(Arc::new(certs)),
+        ))
+    }
+
+    fn build(connect: Duration, overall: Duration, roots: ureq::tls::RootCerts) -> Self {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = ureq::tls::TlsConfig::builder()
             .unversioned_rustls_crypto_provider(provider)
+            .root_certs(roots)
             .build();
         let config = ureq::Agent::config_builder()
             .tls_config(tls)

@@ -2,6 +2,9 @@
 
 pub mod attestation;
 pub mod cms;
+pub mod encrypt;
+pub mod key_policy;
+pub mod verify;
 
 use anyhow::{Context, Result};
 use rustls_pki_types::pem::PemObject;

@@ -1,0 +1,108 @@
+//! `bidctl encrypt`: a buyer's plaintext `contract,bid` file in, `encrypted.csv` out.
+
+use crate::encrypt::{Sealing, seal_rows};
+use crate::kms_client::KmsClient;
+use anyhow::{Context, Result, anyhow, bail};
+use bidding_core::bidfile::{Limits, parse_plaintext};
+use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+use bidding_parent::aws::Env;
+use bidding_parent::aws::credentials::CredentialSource;
+use bidding_parent::aws::s3::{S3Client, endpoint_from_env};
+use bidding_parent::config::parse_s3_url;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct EncryptArgs {
+    /// Your KMS key's full ARN (the one registered for you in the auction).
+    #[arg(long)]
+    pub key_id: String,
+    /// The auction id, as the operator announced it.
+    #[arg(long)]
+    pub auction: String,
+    /// Your buyer name, as registered in the auction.
+    #[arg(long)]
+    pub buyer: String,
+    /// Encrypt without an encryption context, like `aws kms encrypt` (only for auctions that
+    /// accept such bids; a context binds each bid to its auction, lot and buyer).
+    #[arg(long)]
+    pub no_context: bool,
+    /// Upload the result to s3://BUCKET/KEY instead of writing it to stdout.
+    #[arg(long)]
+    pub upload: Option<String>,
+    /// AWS region [env: AWS_REGION; default: the key's region].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// KMS endpoint URL [env: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL].
+    #[arg(long)]
+    pub kms_endpoint: Option<String>,
+    /// PEM bundle of CAs to trust instead of the public roots [env: AWS_CA_BUNDLE].
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+    /// KMS calls in parallel.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+    /// The plaintext bid file: header `contract,bid`, one row per lot.
+    pub file: PathBuf,
+}
+
+pub fn run(a: EncryptArgs) -> Result<ExitCode> {
+    let env = Env::process();
+    let key = KeyArn::new(&a.key_id).map_err(|e| anyhow!("--key-id: {e}"))?;
+    let auction = AuctionId::new(&a.auction).map_err(|e| anyhow!("--auction: {e}"))?;
+    let buyer = BuyerName::new(&a.buyer).map_err(|e| anyhow!("--buyer: {e}"))?;
+    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let rows = match parse_plaintext(&a.file.display().to_string(), &bytes, Limits::default()) {
+        Ok(rows) => rows,
+        Err(errors) => {
+            // Every bad line, so the buyer can fix them all at once; nothing is encrypted.
+            eprintln!("bidctl: {} has {} problem(s); nothing was encrypted:", a.file.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if rows.is_empty() {
+        bail!("{}: no bids", a.file.display());
+    }
+    let region = a
+        .region
+        .or_else(|| bidding_parent::aws::env::region(&env))
+        .unwrap_or_else(|| key.region().to_owned());
+    let region = Region::new(region).map_err(|e| anyhow!("region: {e}"))?;
+    let credentials = CredentialSource::chain(env.clone(), region.clone())
+        .fetch()
+        .map_err(|e| anyhow!("{e}"))?;
+    let ca = match a.ca_bundle.clone().or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from)) {
+        Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?),
+        None => None,
+    };
+    let endpoint = a
+        .kms_endpoint
+        .or_else(|| bidding_parent::aws::env::endpoint_url(&env, "KMS"));
+    let client = KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
+    let sealing = Sealing {
+        key: &key,
+        auction: &auction,
+        buyer: &buyer,
+        context: !a.no_context,
+    };
+    let csv = seal_rows(&client, &sealing, &rows, a.parallel)?;
+    match a.upload {
+        None => std::io::stdout().write_all(&csv)?,
+        Some(url) => {
+            let (bucket, object) = parse_s3_url(&url).map_err(|e| anyhow!("--upload: {e}"))?;
+            let endpoint = endpoint_from_env(&env);
+            let path_style = endpoint.is_some();
+            S3Client::new(region, credentials)
+                .with_endpoint(endpoint)
+                .with_force_path_style(path_style)
+                .put_object(&bucket, &object, &csv, "text/csv")?;
+            eprintln!("bidctl: {} sealed bids uploaded to s3://{bucket}/{object}", rows.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,133 @@
+//! A small KMS client for what buyers and operators call from outside the enclave (Encrypt,
+//! CreateKey, DescribeKey), signed with core's SigV4 and sent with the parent's HTTP client.
+
+use bidding_core::credentials::Credentials;
+use bidding_core::kms::{self, ErrorBody};
+use bidding_core::sigv4::{Payload, Request};
+use bidding_parent::aws::http::{HttpClient, Signing};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
+pub struct KmsClient {
+    http: HttpClient,
+    /// `https://kms.<region>.amazonaws.com` or a custom endpoint such as the emulator's.
+    endpoint: String,
+    credentials: Credentials,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    #[error("KMS {op}: {code}: {message}")]
+    Service {
+        op: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("KMS {op} at {endpoint}: {cause}")]
+    Transport {
+        op: &'static str,
+        endpoint: String,
+        cause: String,
+    },
+    #[error("KMS {op}: unexpected answer: {0}", op = .1)]
+    Answer(String, &'static str),
+}
+
+impl KmsClient {
+    /// `endpoint` overrides the regional one; `ca_bundle` (PEM) replaces the trusted roots.
+    pub fn new(
+        credentials: Credentials,
+        endpoint: Option<String>,
+        ca_bundle: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let http = match ca_bundle {
+            Some(pem) => HttpClient::with_ca_bundle(pem)?,
+            None => HttpClient::shared().clone(),
+        };
+        let endpoint = endpoint
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("https://{}", kms::endpoint_host(credentials.region.as_str())));
+        Ok(KmsClient {
+            http,
+            endpoint,
+            credentials,
+        })
+    }
+
+    pub fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        request: &Q,
+    ) -> Result<A, KmsError> {
+        let body = serde_json::to_vec(request).expect("KMS bodies serialise");
+        let target = format!("{}{op}", kms::TARGET_PREFIX);
+        let url = format!("{}/", self.endpoint);
+        let headers = [("content-type", kms::CONTENT_TYPE), ("x-amz-target", target.as_str())];
+        let req = Request {
+            method: "POST",
+            url: &url,
+            headers: &headers,
+            body: &body,
+        };
+        let signing = Signing {
+            service: "kms",
+            region: self.credentials.region.as_str(),
+            credentials: &self.credentials,
+            payload: Payload::Default,
+        };
+        let resp = self
+            .http
+            .send_signed(&req, &signing, kms::MAX_RESPONSE_BYTES as u64)
+            .map_err(|e| KmsError::Transport {
+                op,
+                endpoint: self.endpoint.clone(),
+                cause: e.to_string(),
+            })?;
+        if !resp.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&resp.body) {
+                Ok(e) => (
+                    e.kind.rsplit('#').next().unwrap_or_default().to_owned(),
+                    e.message.unwrap_or_default(),
+                ),
+                Err(_) => (format!("HTTP {}", resp.status), String::new()),
+            };
+            return Err(KmsError::Service { op, code, message });
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| KmsError::Answer(e.to_string(), op))
+    }
+
+    pub fn encrypt(
+        &self,
+        key_id: &str,
+        plaintext: &[u8],
+        context: Option<BTreeMap<String, String>>,
+    ) -> Result<Vec<u8>, KmsError> {
+        let answer: kms::EncryptResponse = self.call(
+            "Encrypt",
+            &kms::EncryptRequest {
+                key_id: key_id.to_owned(),
+                plaintext: plaintext.to_vec(),
+                encryption_context: context,
+                encryption_algorithm: None,
+            },
+        )?;
+        Ok(answer.ciphertext_blob)
+    }
+
+    pub fn create_key(
+        &self,
+        description: &str,
+        policy: Option<String>,
+    ) -> Result<kms::KeyMetadata, KmsError> {
+        let answer: kms::KeyMetadataResponse = self.call(
+            "CreateKey",
+            &kms::CreateKeyRequest {
+                description: Some(description.to_owned()),
+                policy,
+                ..Default::default()
+            },
+        )?;
+        Ok(answer.key_metadata)
+    }
+}
