@@ -2,4 +2,5 @@
 
 pub mod encrypt;
 pub mod kms_client;
+pub mod s3_server;
 pub mod verify;

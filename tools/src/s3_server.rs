@@ -1,0 +1,155 @@
+//! A local S3: `s3s-fs` (a real S3 implementation over a directory, with SigV4 checked on
+//! every request), on 127.0.0.1, for the demo, the end-to-end tests and the benchmarks.
+//!
+//! Two things real S3 does that s3s leaves to its embedder are added here: an
+//! `x-amz-request-id` on every answer, and NoSuchBucket for objects in missing buckets (s3s-fs
+//! would create the directory on PUT). Faults can be injected: the next N requests fail with
+//! 500 InternalError, as real S3 sometimes does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+pub struct S3Server {
+    endpoint: String,
+    root: PathBuf,
+    fail_next: Arc<AtomicU32>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// Serves buckets = directories under `root` for one access key.
+    pub fn start(root: &Path, access_key_id: &str, secret: &str) -> std::io::Result<S3Server> {
+        std::fs::create_dir_all(root)?;
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| std::io::Error::other(format!("s3s-fs over {}: {e:?}", root.display())))?;
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key_id, secret));
+        builder.set_access(BucketMustExist(root.to_owned()));
+        let service = builder.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let fail_next = Arc::new(AtomicU32::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let fail = fail_next.clone();
+        let thread = std::thread::Builder::new()
+            .name("s3-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = serve(listener, service, fail) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(S3Server {
+            endpoint,
+            root: root.to_owned(),
+            fail_next,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, for path-style clients.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.join(bucket))
+    }
+
+    /// Where an object lives on disk.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.join(bucket).join(key)
+    }
+
+    /// Makes the next `n` requests fail with 500 InternalError.
+    pub fn fail_next(&self, n: u32) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Body = s3s::Body;
+
+async fn serve(
+    listener: std::net::TcpListener,
+    service: s3s::service::S3Service,
+    fail_next: Arc<AtomicU32>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let next_id = Arc::new(AtomicU64::new(1));
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let (service, next_id, fail_next) = (service.clone(), next_id.clone(), fail_next.clone());
+        let handler = hyper::service::service_fn(move |req| {
+            let service = service.clone();
+            let id = format!("LOCAL{:011}", next_id.fetch_add(1, Ordering::SeqCst));
+            let fail = fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            async move {
+                let mut resp = if fail {
+                    let body = format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>{id}</RequestId></Error>"
+                    );
+                    let mut r = hyper::Response::new(Body::from(body));
+                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                } else {
+                    hyper::service::Service::call(&service, req).await?
+                };
+                if let Ok(v) = id.parse() {
+                    resp.headers_mut().insert("x-amz-request-id", v);
+                }
+                Ok::<_, s3s::HttpError>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, handler)
+                .await;
+        });
+    }
+}
+
+struct BucketMustExist(PathBuf);
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for BucketMustExist {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        if let s3s::path::S3Path::Object { bucket, .. } = cx.s3_path()
+            && !self.0.join(&**bucket).is_dir()
+        {
+            return Err(s3s::s3_error!(NoSuchBucket, "The specified bucket does not exist"));
+        }
+        Ok(())
+    }
+}
