@@ -2,6 +2,7 @@
 //! the enclave session and the run itself. The binary is a thin shell over [`run::run`].
 
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod enclave;
 pub mod log;
