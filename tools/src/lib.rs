@@ -1,1 +1,3 @@
 //! The library behind `bidctl`: local stand-ins for AWS and the tools buyers and operators run.
+
+pub mod kms_emulator;

@@ -2,6 +2,7 @@
 
 pub mod attestation;
 pub mod cms;
+pub mod kms_emulator;
 
 use anyhow::{Context, Result};
 use rustls_pki_types::pem::PemObject;
