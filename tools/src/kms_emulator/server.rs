@@ -214,11 +214,16 @@ async fn handle(req: Request<Incoming>, shared: &Shared, ctl: &ConnCtl) -> Respo
                 let who = caller
                     .map(|c| c.arn)
                     .unwrap_or_else(|| "(unauthenticated)".into());
+                // serde's messages may quote the offending input, which could be a plaintext.
+                let message = if e.code() == "SerializationException" {
+                    "(not logged)"
+                } else {
+                    e.message.as_str()
+                };
                 eprintln!(
-                    "kms-emulator: {op_name} by {who} -> {} {}: {}",
+                    "kms-emulator: {op_name} by {who} -> {} {}: {message}",
                     e.status,
-                    e.code(),
-                    e.message
+                    e.code()
                 );
             }
             error_response(&e)
