@@ -50,19 +50,24 @@ pub fn round_trip<S: Read + Write>(
 pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Response> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    // After an interim (1xx) response the buffer may already hold the whole next one.
+    let mut need_more = true;
     let (status, head_len, length, chunked, keep_alive) = loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                if buf.is_empty() {
-                    "connection closed before a response"
-                } else {
-                    "connection closed inside the response head"
-                },
-            ));
+        if need_more {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    if buf.is_empty() {
+                        "connection closed before a response"
+                    } else {
+                        "connection closed inside the response head"
+                    },
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-        buf.extend_from_slice(&chunk[..n]);
+        need_more = true;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         match resp
@@ -98,6 +103,7 @@ pub fn read_response<S: Read>(stream: &mut S, max_body: usize) -> io::Result<Res
                 if (100..200).contains(&status) {
                     // An interim response: drop it and read the real one.
                     buf.drain(..head_len);
+                    need_more = buf.is_empty();
                     continue;
                 }
                 break (status, head_len, length, chunked, keep_alive);

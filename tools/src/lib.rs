@@ -4,3 +4,4 @@ pub mod encrypt;
 pub mod kms_client;
 pub mod s3_server;
 pub mod verify;
+pub mod kms_emulator;

@@ -32,6 +32,8 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Print the KMS key policy statement that lets only the attested enclave decrypt.
     KeyPolicy(cmd::key_policy::KeyPolicyArgs),
+    /// Run a local AWS KMS (HTTPS, SigV4, key policies, Nitro Recipient), or edit its state.
+    KmsEmulator(Box<cmd::kms_emulator::Command>),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
+        Command::KmsEmulator(c) => cmd::kms_emulator::run(*c),
     };
     match result {
         Ok(code) => code,

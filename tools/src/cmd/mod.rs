@@ -5,6 +5,7 @@ pub mod cms;
 pub mod encrypt;
 pub mod key_policy;
 pub mod verify;
+pub mod kms_emulator;
 
 use anyhow::{Context, Result};
 use rustls_pki_types::pem::PemObject;

@@ -1,0 +1,143 @@
+//! The enclave's own KMS client (enclave-init, dev build) against the emulator over TLS, with
+//! Recipient documents from the software NSM whose PCR0 is this test binary's hash: the path
+//! a bid takes in production, with only the two stand-ins swapped in.
+
+mod common;
+
+use bidding_core::auction::Reason;
+use bidding_core::names::KeyArn;
+use bidding_core::session::enclave::{BidTicket, DecryptJob, DecryptOutcome};
+use common::*;
+use enclave_init::keys::{RecipientAttestation, RecipientKey};
+use enclave_init::kms::{KmsClient, KmsSettings};
+use enclave_init::soft_nsm::SoftNsm;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+fn policy_for_image(pcr0: &[u8]) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": ALICE_ARN}, "Action": "kms:*", "Resource": "*"},
+            {"Sid": "Enable enclave data processing", "Effect": "Allow", "Principal": {"AWS": PARENT_ROLE}, "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": hex::encode(pcr0)}}}
+        ]
+    })
+    .to_string()
+}
+
+#[test]
+fn enclave_client_opens_bids_through_the_emulator() {
+    let nsm_dir = tempfile::tempdir().unwrap();
+    let nsm = Arc::new(SoftNsm::open(nsm_dir.path()).unwrap());
+    let root = enclave_init::soft_nsm::dev_root_der(nsm_dir.path()).unwrap();
+    // Every third Decrypt is throttled: the client must retry through it.
+    let emu = Emu::start_with(Some(root), |c| {
+        c.faults = vec!["Decrypt:throttle=0.3".parse().unwrap()];
+        c.fault_seed = Some(3);
+        c.log = false;
+    });
+    let admin = emu.client(alice());
+    let good_key = create_key(&admin, Some(&policy_for_image(&nsm.pcr(0).unwrap())));
+    let other_key = create_key(&admin, Some(&policy_for_image(&[0x11; 48])));
+    let context = BTreeMap::from([
+        ("auction".to_owned(), "a1".to_owned()),
+        ("buyer".to_owned(), "Buyer1".to_owned()),
+        ("lot".to_owned(), "7".to_owned()),
+    ]);
+    let encrypt = |key: &str, amount: &[u8], ctx: &BTreeMap<String, String>| {
+        let v = admin
+            .call(
+                "Encrypt",
+                &json!({"KeyId": key, "Plaintext": b64(amount), "EncryptionContext": ctx}),
+            )
+            .ok();
+        unb64(&v["CiphertextBlob"])
+    };
+
+    let key = Arc::new(RecipientKey::generate().unwrap());
+    let attestation = Arc::new(RecipientAttestation::new(nsm.clone(), key));
+    let settings = KmsSettings {
+        proxy: format!("tcp:{}", emu.running().addr()).parse().unwrap(),
+        connections: 2,
+        bid_deadline: Duration::from_secs(30),
+        io_timeout: Duration::from_secs(10),
+        extra_ca_pem: Some(std::fs::read(emu.running().ca_pem()).unwrap()),
+    };
+    let client = KmsClient::start(settings, attestation).unwrap();
+    let credentials = Arc::new(parent());
+    let (tx, rx) = mpsc::channel();
+    let submit = |index: usize, key: &str, ciphertext: Vec<u8>, ctx: BTreeMap<String, String>| {
+        let tx = tx.clone();
+        client.submit(
+            DecryptJob {
+                ticket: BidTicket { request: 1, index },
+                key_arn: KeyArn::new(key).unwrap(),
+                ciphertext,
+                context: ctx,
+                retry_without_context: false,
+                credentials: credentials.clone(),
+            },
+            Arc::new(AtomicBool::new(false)),
+            move |ticket, outcome| {
+                let summary = match outcome {
+                    DecryptOutcome::Plaintext(p) => Ok(p.to_vec()),
+                    DecryptOutcome::Disqualified(r) => Err(format!("{r:?}")),
+                    DecryptOutcome::Fatal { code, message } => {
+                        Err(format!("fatal {code:?}: {message}"))
+                    }
+                };
+                let _ = tx.send((ticket.index, summary));
+            },
+        );
+    };
+
+    let mut other_lot = context.clone();
+    other_lot.insert("lot".into(), "8".into());
+    for i in 0..6 {
+        submit(
+            i,
+            &good_key,
+            encrypt(&good_key, format!("10000{i}").as_bytes(), &context),
+            context.clone(),
+        );
+    }
+    // A bid moved to another lot, a bid under another buyer's key, a key this image may not use.
+    submit(
+        10,
+        &good_key,
+        encrypt(&good_key, b"5", &context),
+        other_lot.clone(),
+    );
+    submit(
+        11,
+        &other_key,
+        encrypt(&good_key, b"5", &context),
+        context.clone(),
+    );
+    submit(
+        12,
+        &other_key,
+        encrypt(&other_key, b"5", &context),
+        context.clone(),
+    );
+
+    let mut results: BTreeMap<usize, Result<Vec<u8>, String>> = BTreeMap::new();
+    for _ in 0..9 {
+        let (i, r) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every bid gets an outcome");
+        results.insert(i, r);
+    }
+    for i in 0..6 {
+        assert_eq!(results[&i], Ok(format!("10000{i}").into_bytes()), "bid {i}");
+    }
+    assert_eq!(results[&10], Err(format!("{:?}", Reason::Undecryptable)));
+    assert_eq!(results[&11], Err(format!("{:?}", Reason::WrongKey)));
+    assert_eq!(results[&12], Err(format!("{:?}", Reason::AccessDenied)));
+    // One document served every call.
+    assert_eq!(emu.running().attestation_verifications(), 1);
+}
