@@ -13,7 +13,11 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { Exit::Config as u8 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Config as u8
+            } else {
+                0
+            });
         }
     };
     let settings = match config::load(cli, &|k| env.get(k)) {

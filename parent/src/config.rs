@@ -515,7 +515,9 @@ pub fn auction_from_file(path: &Path) -> Result<AuctionConfig, Vec<String>> {
     let file = read_file(path).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let id = match file.auction_id {
-        Some(id) => AuctionId::new(id).map_err(|e| errors.push(format!("auction_id: {e}"))).ok(),
+        Some(id) => AuctionId::new(id)
+            .map_err(|e| errors.push(format!("auction_id: {e}")))
+            .ok(),
         None => {
             errors.push("auction_id: missing".into());
             None

@@ -1,10 +1,10 @@
 //! Driving one auction through the enclave: a stream to it, core's parent session on top.
 
+use bidding_core::config::AuctionConfig;
 use bidding_core::credentials::Credentials;
 use bidding_core::endpoint::Endpoint;
 use bidding_core::session::parent::{Event, Finished, ParentSession, ParentSettings, SessionError};
 use bidding_core::wire::LotBids;
-use bidding_core::config::AuctionConfig;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
@@ -83,7 +83,10 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {
     #[error("cannot connect to the enclave at {endpoint}: {source}")]
-    Connect { endpoint: Endpoint, source: io::Error },
+    Connect {
+        endpoint: Endpoint,
+        source: io::Error,
+    },
     #[error("{0}")]
     Session(#[from] SessionError),
     #[error("refreshing credentials mid-auction: {0}")]

@@ -32,8 +32,13 @@ impl Logger {
     }
 
     fn line(&self, level: &str, msg: &str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let mut shown = self.progress_shown.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let text = match self.format {
             LogFormat::Human => {
                 let stamp = bidding_core::sigv4::format_amz_date(
@@ -62,7 +67,10 @@ impl Logger {
         if !self.terminal || self.format != LogFormat::Human {
             return;
         }
-        let mut shown = self.progress_shown.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let width = 30;
         let filled = done.saturating_mul(width) / total.max(1);
         let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);

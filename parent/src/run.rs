@@ -3,9 +3,9 @@
 //! Order matters: nothing is written until the enclave's result has been checked, and
 //! `output.csv` is written last, so a run that fails anywhere leaves no new `output.csv`.
 
+use crate::aws::Env;
 use crate::aws::credentials::{AssumeRole, CredentialSource};
 use crate::aws::s3::S3Client;
-use crate::aws::Env;
 use crate::config::Settings;
 use crate::enclave::{self, DriveError, Observer};
 use crate::log::Logger;
@@ -94,15 +94,28 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     for input in &settings.inputs {
         let name = format!("s3://{}/{}", input.bucket, input.key);
         let bytes = s3
-            .get_object(&input.bucket, &input.key, settings.max_bid_file_bytes as u64)
-            .map_err(|e| fail(Exit::S3, format!("reading buyer `{}`'s bids: {e}", input.name)))?;
+            .get_object(
+                &input.bucket,
+                &input.key,
+                settings.max_bid_file_bytes as u64,
+            )
+            .map_err(|e| {
+                fail(
+                    Exit::S3,
+                    format!("reading buyer `{}`'s bids: {e}", input.name),
+                )
+            })?;
         let limits = Limits {
             max_bytes: settings.max_bid_file_bytes,
             ..Limits::default()
         };
         let rows = bidfile::parse_encrypted(&name, &bytes, limits)
             .map_err(|e| fail(Exit::Input, format!("buyer `{}`: {e}", input.name)))?;
-        log.info(&format!("buyer `{}`: {} bids in {name}", input.name, rows.len()));
+        log.info(&format!(
+            "buyer `{}`: {} bids in {name}",
+            input.name,
+            rows.len()
+        ));
         bids += rows.len();
         files.push(BuyerFile {
             buyer: input.name.clone(),
@@ -112,7 +125,10 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     }
     let lots = lots::assemble(files).map_err(|e| fail(Exit::Input, e.to_string()))?;
     if lots.is_empty() {
-        return Err(fail(Exit::Input, "no bids in any buyer's file: nothing to decide"));
+        return Err(fail(
+            Exit::Input,
+            "no bids in any buyer's file: nothing to decide",
+        ));
     }
     if settings.dry_run {
         log.info(&format!(
@@ -145,7 +161,10 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         log.info("credentials refreshed before expiry");
         Ok(fresh)
     };
-    let mut observer = LogObserver { log, expected_pcr0: settings.expected_pcr0.is_some() };
+    let mut observer = LogObserver {
+        log,
+        expected_pcr0: settings.expected_pcr0.is_some(),
+    };
     let finished = enclave::drive(
         &settings.enclave,
         parent,
@@ -161,7 +180,11 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     let writes: [(&str, &[u8], &str); 4] = [
         (&out.json_key, &finished.output_json, "application/json"),
         (&out.config_key, &finished.config_json, "application/json"),
-        (&out.attestation_key, &finished.attestation, "application/cbor"),
+        (
+            &out.attestation_key,
+            &finished.attestation,
+            "application/cbor",
+        ),
         // Last: its presence means the run completed.
         (&out.key, &finished.output_csv, "text/csv"),
     ];
@@ -209,7 +232,10 @@ fn drive_error(e: DriveError) -> RunError {
         DriveError::Session(SessionError::Enclave {
             code: ErrorCode::Busy,
             ..
-        }) => fail(Exit::Enclave, "the enclave is serving another parent session; try again later"),
+        }) => fail(
+            Exit::Enclave,
+            "the enclave is serving another parent session; try again later",
+        ),
         other => fail(Exit::Enclave, format!("{other}; nothing was written")),
     }
 }
@@ -227,10 +253,16 @@ impl Observer for LogObserver<'_> {
             info.build,
             if info.dev { ", DEV build" } else { "" },
             hex::encode(&info.pcr0),
-            if self.expected_pcr0 { " as expected" } else { " (no expected PCR0 configured)" }
+            if self.expected_pcr0 {
+                " as expected"
+            } else {
+                " (no expected PCR0 configured)"
+            }
         ));
         if info.dev {
-            self.log.warn("this is a dev enclave with a software NSM: its results prove nothing to anyone");
+            self.log.warn(
+                "this is a dev enclave with a software NSM: its results prove nothing to anyone",
+            );
         }
     }
     fn progress(&mut self, done: usize, total: usize) {
@@ -250,16 +282,21 @@ fn lock(settings: &Settings) -> Result<File, RunError> {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(fail(
             Exit::Locked,
-            format!("another bidding-parent run holds {}; not starting", path.display()),
+            format!(
+                "another bidding-parent run holds {}; not starting",
+                path.display()
+            ),
         )),
-        Err(TryLockError::Error(e)) => {
-            Err(fail(Exit::Config, format!("lock file {}: {e}", path.display())))
-        }
+        Err(TryLockError::Error(e)) => Err(fail(
+            Exit::Config,
+            format!("lock file {}: {e}", path.display()),
+        )),
     }
 }
 
 fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("attestation root {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("attestation root {}: {e}", path.display()))?;
     if !bytes.starts_with(b"-----BEGIN") {
         return Ok(bytes);
     }
@@ -273,5 +310,10 @@ fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| format!("attestation root {}: not a PEM certificate ({e})", path.display()))
+        .map_err(|e| {
+            format!(
+                "attestation root {}: not a PEM certificate ({e})",
+                path.display()
+            )
+        })
 }

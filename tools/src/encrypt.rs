@@ -53,7 +53,11 @@ pub fn seal_rows(
             .collect();
     });
     let mut out = format!("{}\n", ENCRYPTED_HEADER.join(",")).into_bytes();
-    let mut blobs = blobs.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().flatten();
+    let mut blobs = blobs
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten();
     for row in rows {
         let blob = blobs.next().expect("one blob per row");
         out.extend_from_slice(format!("{},{blob}\n", row.lot).as_bytes());

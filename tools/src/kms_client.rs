@@ -47,7 +47,12 @@ impl KmsClient {
         };
         let endpoint = endpoint
             .map(|e| e.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("https://{}", kms::endpoint_host(credentials.region.as_str())));
+            .unwrap_or_else(|| {
+                format!(
+                    "https://{}",
+                    kms::endpoint_host(credentials.region.as_str())
+                )
+            });
         Ok(KmsClient {
             http,
             endpoint,
@@ -63,7 +68,10 @@ impl KmsClient {
         let body = serde_json::to_vec(request).expect("KMS bodies serialise");
         let target = format!("{}{op}", kms::TARGET_PREFIX);
         let url = format!("{}/", self.endpoint);
-        let headers = [("content-type", kms::CONTENT_TYPE), ("x-amz-target", target.as_str())];
+        let headers = [
+            ("content-type", kms::CONTENT_TYPE),
+            ("x-amz-target", target.as_str()),
+        ];
         let req = Request {
             method: "POST",
             url: &url,

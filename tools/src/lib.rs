@@ -2,6 +2,6 @@
 
 pub mod encrypt;
 pub mod kms_client;
+pub mod kms_emulator;
 pub mod s3_server;
 pub mod verify;
-pub mod kms_emulator;

@@ -148,7 +148,10 @@ impl s3s::access::S3Access for BucketMustExist {
         if let s3s::path::S3Path::Object { bucket, .. } = cx.s3_path()
             && !self.0.join(&**bucket).is_dir()
         {
-            return Err(s3s::s3_error!(NoSuchBucket, "The specified bucket does not exist"));
+            return Err(s3s::s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
         }
         Ok(())
     }

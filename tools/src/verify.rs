@@ -38,10 +38,9 @@ pub fn verify_result(
             hex::encode(expected_pcr0)
         ));
     }
-    let (config_sha256, output_sha256) = doc
-        .user_data()
-        .and_then(parse_result_commitment)
-        .ok_or("attestation is not a result attestation (its user_data is not an SBR1 commitment)")?;
+    let (config_sha256, output_sha256) = doc.user_data().and_then(parse_result_commitment).ok_or(
+        "attestation is not a result attestation (its user_data is not an SBR1 commitment)",
+    )?;
     let actual = sha256(output);
     if actual != output_sha256 {
         return Err(format!(

@@ -58,7 +58,11 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
         Ok(rows) => rows,
         Err(errors) => {
             // Every bad line, so the buyer can fix them all at once; nothing is encrypted.
-            eprintln!("bidctl: {} has {} problem(s); nothing was encrypted:", a.file.display(), errors.0.len());
+            eprintln!(
+                "bidctl: {} has {} problem(s); nothing was encrypted:",
+                a.file.display(),
+                errors.0.len()
+            );
             for e in &errors.0 {
                 eprintln!("  {e}");
             }
@@ -76,14 +80,21 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     let credentials = CredentialSource::chain(env.clone(), region.clone())
         .fetch()
         .map_err(|e| anyhow!("{e}"))?;
-    let ca = match a.ca_bundle.clone().or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from)) {
-        Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?),
+    let ca = match a
+        .ca_bundle
+        .clone()
+        .or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from))
+    {
+        Some(p) => {
+            Some(std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?)
+        }
         None => None,
     };
     let endpoint = a
         .kms_endpoint
         .or_else(|| bidding_parent::aws::env::endpoint_url(&env, "KMS"));
-    let client = KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
+    let client =
+        KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
     let sealing = Sealing {
         key: &key,
         auction: &auction,
@@ -101,7 +112,10 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
                 .with_endpoint(endpoint)
                 .with_force_path_style(path_style)
                 .put_object(&bucket, &object, &csv, "text/csv")?;
-            eprintln!("bidctl: {} sealed bids uploaded to s3://{bucket}/{object}", rows.len());
+            eprintln!(
+                "bidctl: {} sealed bids uploaded to s3://{bucket}/{object}",
+                rows.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

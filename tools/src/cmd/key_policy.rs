@@ -31,16 +31,27 @@ pub struct KeyPolicyArgs {
 }
 
 pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
-    if !(a.role_arn.starts_with("arn:") && a.role_arn.contains(":iam::") && a.role_arn.contains(":role/")) {
-        bail!("--role-arn `{}` is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", a.role_arn);
+    if !(a.role_arn.starts_with("arn:")
+        && a.role_arn.contains(":iam::")
+        && a.role_arn.contains(":role/"))
+    {
+        bail!(
+            "--role-arn `{}` is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+            a.role_arn
+        );
     }
     let mut pcrs: Vec<(&str, String)> = Vec::new();
     if let Some(path) = &a.describe_eif {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        let m = v
-            .get("Measurements")
-            .ok_or_else(|| anyhow!("{}: no `Measurements` (is this `nitro-cli describe-eif` output?)", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let m = v.get("Measurements").ok_or_else(|| {
+            anyhow!(
+                "{}: no `Measurements` (is this `nitro-cli describe-eif` output?)",
+                path.display()
+            )
+        })?;
         for name in ["PCR0", "PCR1", "PCR2", "PCR8"] {
             if let Some(h) = m.get(name).and_then(Value::as_str) {
                 pcrs.push((name, h.to_owned()));
@@ -50,7 +61,12 @@ pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
             bail!("{}: Measurements has no PCR0", path.display());
         }
     } else {
-        for (name, v) in [("PCR0", &a.pcr0), ("PCR1", &a.pcr1), ("PCR2", &a.pcr2), ("PCR8", &a.pcr8)] {
+        for (name, v) in [
+            ("PCR0", &a.pcr0),
+            ("PCR1", &a.pcr1),
+            ("PCR2", &a.pcr2),
+            ("PCR8", &a.pcr8),
+        ] {
             if let Some(h) = v {
                 pcrs.push((name, h.clone()));
             }
@@ -70,7 +86,10 @@ pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
         };
         condition.insert(key, Value::String(h));
     }
-    if pcrs.iter().all(|(_, h)| h.trim().bytes().all(|b| b == b'0')) {
+    if pcrs
+        .iter()
+        .all(|(_, h)| h.trim().bytes().all(|b| b == b'0'))
+    {
         eprintln!(
             "bidctl: WARNING: every measurement is zero. That is a debug-mode enclave (nitro-cli run-enclave --debug-mode): its console is visible to the operator and anyone can build one with these values. Never use this policy for real bids."
         );

@@ -4,8 +4,8 @@ pub mod attestation;
 pub mod cms;
 pub mod encrypt;
 pub mod key_policy;
-pub mod verify;
 pub mod kms_emulator;
+pub mod verify;
 
 use anyhow::{Context, Result};
 use rustls_pki_types::pem::PemObject;

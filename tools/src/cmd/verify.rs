@@ -32,8 +32,10 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> Result<ExitCode> {
-    let output = std::fs::read(&a.output).with_context(|| format!("reading {}", a.output.display()))?;
-    let doc = std::fs::read(&a.attestation).with_context(|| format!("reading {}", a.attestation.display()))?;
+    let output =
+        std::fs::read(&a.output).with_context(|| format!("reading {}", a.output.display()))?;
+    let doc = std::fs::read(&a.attestation)
+        .with_context(|| format!("reading {}", a.attestation.display()))?;
     let root = match &a.root {
         Some(p) => super::read_certificate(p)?,
         None => AWS_NITRO_ROOT_G1_DER.to_vec(),
@@ -54,7 +56,11 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
         ),
     };
     let at = if a.now {
-        VerifyAt::UnixMillis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)
+        VerifyAt::UnixMillis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64,
+        )
     } else {
         VerifyAt::Document
     };
@@ -68,7 +74,11 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
                 c.module_id,
                 hex::encode(&c.pcr0),
                 c.timestamp_ms,
-                if config.is_some() { ", for this configuration" } else { "" }
+                if config.is_some() {
+                    ", for this configuration"
+                } else {
+                    ""
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
