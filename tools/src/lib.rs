@@ -1,7 +1,21 @@
 //! The library behind `bidctl`: local stand-ins for AWS and the tools buyers and operators run.
 
+pub mod cleanup;
+pub mod demo;
 pub mod encrypt;
 pub mod kms_client;
 pub mod kms_emulator;
 pub mod s3_server;
+pub mod stack;
 pub mod verify;
+
+/// The DER of a certificate given as PEM (or already DER).
+pub fn pem_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(bytes.to_vec());
+    }
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
+    Ok(cert.as_ref().to_vec())
+}

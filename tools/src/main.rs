@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod cmd;
 
-use bidding_tools::{encrypt, kms_client, verify};
+use bidding_tools::{cleanup, demo, encrypt, kms_client, verify};
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +32,28 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Print the KMS key policy statement that lets only the attested enclave decrypt.
     KeyPolicy(cmd::key_policy::KeyPolicyArgs),
+    /// Run a whole auction locally: S3, the KMS emulator, a dev enclave and the parent.
+    Demo(cmd::demo::DemoArgs),
     /// Run a local AWS KMS (HTTPS, SigV4, key policies, Nitro Recipient), or edit its state.
     KmsEmulator(Box<cmd::kms_emulator::Command>),
 }
 
 fn main() -> ExitCode {
+    // bidctl runs the dev enclave and the parent as child processes of itself, so that one
+    // `cargo run` builds everything the demo needs and each process can be measured apart.
+    let mut args = std::env::args_os();
+    match args.nth(1).as_deref().and_then(|a| a.to_str()) {
+        Some("__enclave") => {
+            enclave_init::cli::main_from(std::iter::once("enclave-init".into()).chain(args))
+        }
+        Some("__parent") => {
+            return bidding_parent::cli::main_from(
+                std::iter::once("bidding-parent".into()).chain(args),
+                bidding_parent::aws::Env::process(),
+            );
+        }
+        _ => {}
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
@@ -44,6 +61,7 @@ fn main() -> ExitCode {
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
         Command::KmsEmulator(c) => cmd::kms_emulator::run(*c),
     };
     match result {

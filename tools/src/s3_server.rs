@@ -19,13 +19,17 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Serves buckets = directories under `root` for one access key.
-    pub fn start(root: &Path, access_key_id: &str, secret: &str) -> std::io::Result<S3Server> {
+    /// Serves buckets = directories under `root` for these access keys (id, secret).
+    pub fn start(root: &Path, keys: &[(&str, &str)]) -> std::io::Result<S3Server> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| std::io::Error::other(format!("s3s-fs over {}: {e:?}", root.display())))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key_id, secret));
+        let mut auth = s3s::auth::SimpleAuth::new();
+        for (id, secret) in keys {
+            auth.register((*id).to_owned(), (*secret).into());
+        }
+        builder.set_auth(auth);
         builder.set_access(BucketMustExist(root.to_owned()));
         let service = builder.build();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

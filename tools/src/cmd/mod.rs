@@ -2,23 +2,17 @@
 
 pub mod attestation;
 pub mod cms;
+pub mod demo;
 pub mod encrypt;
 pub mod key_policy;
 pub mod kms_emulator;
 pub mod verify;
 
 use anyhow::{Context, Result};
-use rustls_pki_types::pem::PemObject;
 use std::path::Path;
 
 /// Reads a file that holds one certificate, PEM or DER, and returns the DER.
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.starts_with(b"-----BEGIN") {
-        let cert = rustls_pki_types::CertificateDer::from_pem_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
-        Ok(cert.as_ref().to_vec())
-    } else {
-        Ok(bytes)
-    }
+    bidding_tools::pem_certificate(&bytes).with_context(|| path.display().to_string())
 }

@@ -1,0 +1,372 @@
+//! The whole local pipeline on one machine: an S3 server, the KMS emulator, the software NSM's
+//! dev root and a dev enclave process, with an operator and buyers that each have their own
+//! credentials, KMS key (with a real-format key policy pinned to the enclave's PCR0) and
+//! bucket. The demo, the end-to-end tests and the benchmarks all stand on it.
+
+use crate::encrypt::{Sealing, seal_rows};
+use crate::kms_client::KmsClient;
+use crate::kms_emulator::{self, FaultRule, Principal};
+use crate::s3_server::S3Server;
+use anyhow::{Context, Result, anyhow, bail};
+use bidding_core::bidfile::PlaintextRow;
+use bidding_core::credentials::{Credentials, Secret};
+use bidding_core::endpoint::Endpoint;
+use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+use bidding_parent::aws::s3::S3Client;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCOUNT: &str = kms_emulator::DEFAULT_ACCOUNT;
+pub const REGION: &str = kms_emulator::DEFAULT_REGION;
+pub const OPERATOR_ROLE: &str = "arn:aws:iam::111122223333:role/bidding-parent";
+pub const OUTPUT_BUCKET: &str = "auction-results";
+
+#[derive(Clone, Default)]
+pub struct StackOptions {
+    pub kms_faults: Vec<FaultRule>,
+    pub kms_fault_seed: Option<u64>,
+    /// Emulator request log on stderr.
+    pub kms_log: bool,
+}
+
+/// A buyer's account: credentials, KMS key and bucket.
+pub struct Buyer {
+    pub name: BuyerName,
+    pub credentials: Credentials,
+    pub key: KeyArn,
+    pub bucket: String,
+}
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub s3: S3Server,
+    pub kms: kms_emulator::Running,
+    pub nsm_dir: PathBuf,
+    pub dev_root_pem: PathBuf,
+    pub operator: Credentials,
+    pub buyers: Vec<Buyer>,
+    /// The enclave image's measurement: SHA-384 of the executable that runs the dev enclave.
+    pub pcr0: [u8; 48],
+}
+
+fn random_token(len: usize, alphabet: &[u8]) -> Result<String> {
+    let mut bytes = vec![0u8; len];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow!("system randomness failed"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect())
+}
+
+fn new_credentials() -> Result<Credentials> {
+    Ok(Credentials {
+        access_key_id: format!(
+            "AKIA{}",
+            random_token(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")?
+        ),
+        secret_access_key: Secret::new(random_token(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        )?),
+        session_token: None,
+        expiration: None,
+        region: Region::new(REGION).expect("valid region"),
+    })
+}
+
+fn principal(c: &Credentials, arn: String) -> Principal {
+    Principal {
+        access_key_id: c.access_key_id.clone(),
+        secret_access_key: c.secret_access_key.clone(),
+        session_token: c.session_token.clone(),
+        expiration: c.expiration,
+        arn,
+    }
+}
+
+/// SHA-384 of a file: the dev enclave's PCR0 when that file runs it.
+pub fn sha384_file(path: &Path) -> Result<[u8; 48]> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &bytes);
+    Ok(d.as_ref().try_into().expect("SHA-384 is 48 bytes"))
+}
+
+/// The key policy of a buyer's key: the buyer administers it and encrypts with it; the
+/// operator's role may only Decrypt, and only for a Recipient attested with this PCR0.
+pub fn buyer_key_policy(buyer_arn: &str, pcr0: &[u8]) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "BuyerAdministersAndEncrypts", "Effect": "Allow", "Principal": {"AWS": buyer_arn},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "AllowDecryptOnlyByTheAttestedSealedBidEnclave", "Effect": "Allow",
+             "Principal": {"AWS": OPERATOR_ROLE}, "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": hex::encode(pcr0)}}}
+        ]
+    })
+    .to_string()
+}
+
+impl Stack {
+    /// Starts S3 and KMS under `dir` with an operator and the named buyers; `enclave_exe` is
+    /// the executable that will run the dev enclave (its hash is the PCR0 the keys trust).
+    pub fn start(
+        dir: &Path,
+        buyers: &[BuyerName],
+        enclave_exe: &Path,
+        opts: StackOptions,
+    ) -> Result<Stack> {
+        std::fs::create_dir_all(dir)?;
+        let nsm_dir = dir.join("nsm");
+        let dev_root = enclave_init::soft_nsm::dev_root_der(&nsm_dir).map_err(|e| anyhow!(e))?;
+        let kms_dir = dir.join("kms");
+        std::fs::create_dir_all(&kms_dir)?;
+        let operator = new_credentials()?;
+        let mut principals = vec![principal(
+            &operator,
+            format!("arn:aws:sts::{ACCOUNT}:assumed-role/bidding-parent/i-0demo"),
+        )];
+        let mut accounts = Vec::new();
+        for name in buyers {
+            let c = new_credentials()?;
+            let arn = format!("arn:aws:iam::{ACCOUNT}:user/{name}");
+            principals.push(principal(&c, arn));
+            accounts.push((name.clone(), c));
+        }
+        kms_emulator::state::write_principals(&kms_dir, &principals).map_err(|e| anyhow!(e))?;
+        let mut config = kms_emulator::Config::new(&kms_dir);
+        config.attestation_root_der = dev_root;
+        config.faults = opts.kms_faults.clone();
+        config.fault_seed = opts.kms_fault_seed;
+        config.log = opts.kms_log;
+        let kms = kms_emulator::spawn(config)?;
+        let keys: Vec<(&str, &str)> = std::iter::once(&operator)
+            .chain(accounts.iter().map(|(_, c)| c))
+            .map(|c| (c.access_key_id.as_str(), c.secret_access_key.expose()))
+            .collect();
+        let s3 = S3Server::start(&dir.join("s3"), &keys)?;
+        s3.create_bucket(OUTPUT_BUCKET)?;
+        let pcr0 = sha384_file(enclave_exe)?;
+        let mut stack = Stack {
+            dir: dir.to_owned(),
+            s3,
+            kms,
+            dev_root_pem: nsm_dir.join("root.pem"),
+            nsm_dir,
+            operator,
+            buyers: Vec::new(),
+            pcr0,
+        };
+        for (name, credentials) in accounts {
+            let arn = format!("arn:aws:iam::{ACCOUNT}:user/{name}");
+            let client = stack.kms_client(&credentials)?;
+            let meta = client
+                .create_key(
+                    &format!("sealed bids of {name}"),
+                    Some(buyer_key_policy(&arn, &pcr0)),
+                )
+                .with_context(|| format!("creating {name}'s KMS key"))?;
+            let bucket = format!(
+                "{}-bids",
+                name.as_str().to_ascii_lowercase().replace(['_', '.'], "-")
+            );
+            stack.s3.create_bucket(&bucket)?;
+            stack.buyers.push(Buyer {
+                name,
+                credentials,
+                key: KeyArn::new(meta.arn).map_err(|e| anyhow!("emulator key ARN: {e}"))?,
+                bucket,
+            });
+        }
+        Ok(stack)
+    }
+
+    pub fn kms_client(&self, credentials: &Credentials) -> Result<KmsClient> {
+        let ca = std::fs::read(self.kms.ca_pem())?;
+        KmsClient::new(credentials.clone(), Some(self.kms.endpoint()), Some(&ca))
+            .map_err(|e| anyhow!(e))
+    }
+
+    pub fn s3_client(&self, credentials: &Credentials) -> S3Client {
+        S3Client::new(credentials.region.clone(), credentials.clone())
+            .with_endpoint(Some(self.s3.endpoint().to_owned()))
+            .with_force_path_style(true)
+    }
+
+    pub fn buyer(&self, name: &str) -> Result<&Buyer> {
+        self.buyers
+            .iter()
+            .find(|b| b.name.as_str() == name)
+            .ok_or_else(|| anyhow!("no buyer {name}"))
+    }
+
+    /// Encrypts a buyer's plaintext rows with the buyer's own key and credentials and uploads
+    /// `encrypted.csv` to the buyer's bucket, as `bidctl encrypt --upload` does.
+    pub fn seal_and_upload(
+        &self,
+        buyer: &Buyer,
+        auction: &AuctionId,
+        rows: &[PlaintextRow],
+        context: bool,
+    ) -> Result<Vec<u8>> {
+        let client = self.kms_client(&buyer.credentials)?;
+        let sealing = Sealing {
+            key: &buyer.key,
+            auction,
+            buyer: &buyer.name,
+            context,
+        };
+        let csv = seal_rows(&client, &sealing, rows, 8)?;
+        self.s3_client(&buyer.credentials).put_object(
+            &buyer.bucket,
+            "encrypted.csv",
+            &csv,
+            "text/csv",
+        )?;
+        Ok(csv)
+    }
+
+    /// Starts a dev enclave as `exe __enclave ...`, listening on a Unix socket in the stack's
+    /// directory, reaching KMS over TLS with the emulator's CA.
+    pub fn start_enclave(&self, exe: &Path, name: &str, extra: &[&str]) -> Result<EnclaveProcess> {
+        let socket = self.dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let log = self.dir.join(format!("{name}.log"));
+        let child = Command::new(exe)
+            .arg("__enclave")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--kms-proxy")
+            .arg(format!("tcp:{}", self.kms.addr()))
+            .arg("--kms-ca")
+            .arg(self.kms.ca_pem())
+            .arg("--soft-nsm")
+            .arg(&self.nsm_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {} __enclave", exe.display()))?;
+        crate::cleanup::register_child(child.id());
+        let mut process = EnclaveProcess {
+            child,
+            endpoint: Endpoint::Unix(socket.display().to_string()),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = process.child.try_wait()? {
+                bail!(
+                    "the dev enclave exited at start ({status}); its log:\n{}",
+                    process.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the dev enclave did not listen within 20 s; its log:\n{}",
+                    process.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(process)
+    }
+
+    /// The parent's TOML configuration for an auction among the stack's buyers.
+    pub fn parent_config(
+        &self,
+        auction: &AuctionId,
+        enclave: &Endpoint,
+        reveal: &str,
+        allow_no_context: bool,
+    ) -> String {
+        let mut t = format!(
+            "auction_id = \"{auction}\"\nregion = \"{REGION}\"\nenclave = \"{enclave}\"\nexpected_pcr0 = \"{}\"\nallow_dev_enclave = true\nattestation_root = \"{}\"\nreveal = \"{reveal}\"\nallow_no_context = {allow_no_context}\ns3_endpoint = \"{}\"\nlock_file = \"{}\"\n\n[output]\nbucket = \"{OUTPUT_BUCKET}\"\n",
+            hex::encode(self.pcr0),
+            self.dev_root_pem.display(),
+            self.s3.endpoint(),
+            self.dir.join("parent.lock").display(),
+        );
+        for b in &self.buyers {
+            t.push_str(&format!(
+                "\n[[buyers]]\nname = \"{}\"\nbucket = \"{}\"\nkey = \"encrypted.csv\"\nkey_arn = \"{}\"\n",
+                b.name, b.bucket, b.key
+            ));
+        }
+        t
+    }
+
+    /// Runs the parent (`exe __parent --config FILE ...`) with the operator's credentials in
+    /// its environment, and waits for it.
+    pub fn run_parent(&self, exe: &Path, config: &Path, extra: &[&str]) -> Result<ParentRun> {
+        let mut cmd = self.parent_command(exe, config, extra);
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {} __parent", exe.display()))?;
+        Ok(ParentRun {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// The parent as a command, for callers that need the child process itself.
+    pub fn parent_command(&self, exe: &Path, config: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.arg("__parent")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", &self.operator.access_key_id)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                self.operator.secret_access_key.expose(),
+            )
+            .env("AWS_REGION", REGION)
+            // Nothing here may reach for the real instance metadata service.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Reads an object of the output bucket through S3, as a user would.
+    pub fn fetch_output(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self
+            .s3_client(&self.operator)
+            .get_object(OUTPUT_BUCKET, key, 256 * 1024 * 1024)?)
+    }
+}
+
+pub struct ParentRun {
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+/// A dev enclave child process; killed (by its PID) when dropped.
+pub struct EnclaveProcess {
+    pub child: Child,
+    pub endpoint: Endpoint,
+    pub log: PathBuf,
+}
+
+impl EnclaveProcess {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        crate::cleanup::unregister_child(self.child.id());
+    }
+}
+
+impl Drop for EnclaveProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
