@@ -383,6 +383,7 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
                     nonce,
                 } => attest_jobs.push((ticket, user_data, nonce)),
                 Action::Decrypt(job) => kms_jobs.push(job),
+                Action::UseCredentials(_) => {}
             }
         }
         while let Some(e) = parent.poll_event() {

@@ -9,6 +9,7 @@
 use crate::keys::RecipientAttestation;
 use crate::transport::{self, Stream};
 use bidding_core::auction::Reason;
+use bidding_core::credentials::Credentials;
 use bidding_core::endpoint::Endpoint;
 use bidding_core::kms::{self as kms_body, Failure};
 use bidding_core::session::enclave::{BidTicket, DecryptJob, DecryptOutcome};
@@ -44,6 +45,7 @@ struct Job {
 
 pub struct KmsClient {
     queue: mpsc::Sender<Job>,
+    latest: Arc<Mutex<Option<Arc<Credentials>>>>,
 }
 
 impl KmsClient {
@@ -54,11 +56,13 @@ impl KmsClient {
         let tls = Arc::new(tls_config(settings.extra_ca_pem.as_deref())?);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let latest = Arc::new(Mutex::new(None));
         for i in 0..settings.connections.max(1) {
             let worker = Worker {
                 settings: settings.clone(),
                 tls: tls.clone(),
                 recipient: recipient.clone(),
+                latest: latest.clone(),
                 conn: None,
             };
             let rx = rx.clone();
@@ -67,7 +71,12 @@ impl KmsClient {
                 .spawn(move || worker.run(rx))
                 .map_err(|e| format!("cannot start KMS worker: {e}"))?;
         }
-        Ok(KmsClient { queue: tx })
+        Ok(KmsClient { queue: tx, latest })
+    }
+
+    /// Credentials for every call from now on, queued bids included.
+    pub fn use_credentials(&self, credentials: Arc<Credentials>) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(credentials);
     }
 
     /// Queues a bid. `done` runs on a worker thread unless `cancelled` is set first.
@@ -126,6 +135,7 @@ struct Worker {
     settings: KmsSettings,
     tls: Arc<rustls::ClientConfig>,
     recipient: Arc<RecipientAttestation>,
+    latest: Arc<Mutex<Option<Arc<Credentials>>>>,
     conn: Option<(String, Conn)>,
 }
 
@@ -262,7 +272,16 @@ impl Worker {
     }
 
     fn post(&mut self, job: &DecryptJob, target: &str, body: &[u8]) -> Attempt {
-        let region = job.credentials.region.as_str();
+        // The newest credentials the parent sent, unless they are for another region (the
+        // enclave refuses that, but a bid must never go to a region its job did not name).
+        let credentials = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|c| c.region == job.credentials.region)
+            .unwrap_or_else(|| job.credentials.clone());
+        let region = credentials.region.as_str();
         let host = kms_body::endpoint_host(region);
         let url = format!("https://{host}/");
         let base = [
@@ -279,7 +298,7 @@ impl Worker {
             &req,
             "kms",
             region,
-            &job.credentials,
+            &credentials,
             sigv4::Payload::Default,
             SystemTime::now(),
         ) {

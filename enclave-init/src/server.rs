@@ -204,6 +204,16 @@ pub fn run_session(stream: Stream, ctx: &Context) {
                     });
                     session.attested(ticket, doc);
                 }
+                Action::UseCredentials(c) => {
+                    log!(
+                        "credentials received for {} (expire {})",
+                        c.region,
+                        c.expiration.map_or("never".to_owned(), |e| e.to_string())
+                    );
+                    if let Ok(kms) = ctx.kms() {
+                        kms.use_credentials(c);
+                    }
+                }
                 Action::Decrypt(job) => match ctx.kms() {
                     Ok(kms) => {
                         let tx = tx.clone();

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         while let Some(action) = s.poll_action() {
             match action {
                 Action::Attest { ticket, .. } => s.attested(ticket, Ok(vec![0xa0])),
+                Action::UseCredentials(_) => {}
                 Action::Decrypt(job) => s.decrypted(
                     job.ticket,
                     DecryptOutcome::Plaintext(Plaintext::new(SECRET_AMOUNT.to_vec().into())),

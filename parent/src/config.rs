@@ -103,6 +103,10 @@ pub struct Cli {
     /// Seconds to wait for any one enclave answer [default: 120].
     #[arg(long)]
     pub enclave_timeout_secs: Option<u64>,
+    /// Fetch fresh credentials this many seconds before the current ones expire, and send
+    /// them to the enclave [default: 300].
+    #[arg(long)]
+    pub credentials_refresh_secs: Option<u64>,
     /// S3 endpoint URL [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]; implies path-style.
     #[arg(long)]
     pub s3_endpoint: Option<String>,
@@ -162,6 +166,7 @@ pub struct FileConfig {
     pub window: Option<usize>,
     pub max_bid_file_bytes: Option<usize>,
     pub enclave_timeout_secs: Option<u64>,
+    pub credentials_refresh_secs: Option<u64>,
     pub s3_endpoint: Option<String>,
     pub s3_path_style: Option<bool>,
     pub lock_file: Option<PathBuf>,
@@ -223,6 +228,7 @@ pub struct Settings {
     pub window: usize,
     pub max_bid_file_bytes: usize,
     pub enclave_timeout_secs: u64,
+    pub credentials_refresh_secs: u64,
     pub s3_endpoint: Option<String>,
     pub s3_path_style: bool,
     pub lock_file: PathBuf,
@@ -496,6 +502,10 @@ pub fn resolve(
         window,
         max_bid_file_bytes,
         enclave_timeout_secs,
+        credentials_refresh_secs: cli
+            .credentials_refresh_secs
+            .or(file.credentials_refresh_secs)
+            .unwrap_or(300),
         s3_path_style: cli.s3_path_style
             || file.s3_path_style.unwrap_or(false)
             || s3_endpoint.is_some(),

@@ -150,6 +150,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     parent.reply_timeout = settings.enclave_timeout_secs * 1000;
     parent.close_timeout = settings.enclave_timeout_secs * 1000;
     parent.hello_timeout = settings.enclave_timeout_secs.min(60) * 1000;
+    parent.refresh_margin = settings.credentials_refresh_secs * 1000;
     let lot_count = lots.len();
     log.info(&format!(
         "connecting to the enclave at {} ({lot_count} lots, {bids} bids, window {})",

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub struct S3Server {
     endpoint: String,
+    keys: Keys,
     root: PathBuf,
     fail_next: Arc<AtomicU32>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -25,11 +26,11 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| std::io::Error::other(format!("s3s-fs over {}: {e:?}", root.display())))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        let mut auth = s3s::auth::SimpleAuth::new();
+        let auth = Keys::default();
         for (id, secret) in keys {
-            auth.register((*id).to_owned(), (*secret).into());
+            auth.add(id, secret);
         }
-        builder.set_auth(auth);
+        builder.set_auth(auth.clone());
         builder.set_access(BucketMustExist(root.to_owned()));
         let service = builder.build();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -55,6 +56,7 @@ impl S3Server {
             })?;
         Ok(S3Server {
             endpoint,
+            keys: auth,
             root: root.to_owned(),
             fail_next,
             stop: Some(stop),
@@ -74,6 +76,16 @@ impl S3Server {
     /// Where an object lives on disk.
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)
+    }
+
+    /// Accepts another access key from now on (temporary credentials issued mid-run).
+    pub fn add_key(&self, access_key_id: &str, secret: &str) {
+        self.keys.add(access_key_id, secret);
+    }
+
+    /// A handle on the accepted keys that other threads can keep.
+    pub fn keys(&self) -> Keys {
+        self.keys.clone()
     }
 
     /// Makes the next `n` requests fail with 500 InternalError.
@@ -138,6 +150,38 @@ async fn serve(
                 .serve_connection(io, handler)
                 .await;
         });
+    }
+}
+
+/// Access keys, shared with the running server so that keys can be added while it runs.
+#[derive(Clone, Default)]
+pub struct Keys(Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>);
+
+impl Keys {
+    pub fn add(&self, id: &str, secret: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), secret.to_owned());
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        match self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(access_key)
+        {
+            Some(secret) => Ok(secret.clone().into()),
+            // What S3 answers for an access key it does not know.
+            None => Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
+        }
     }
 }
 

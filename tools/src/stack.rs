@@ -27,8 +27,122 @@ pub const OUTPUT_BUCKET: &str = "auction-results";
 pub struct StackOptions {
     pub kms_faults: Vec<FaultRule>,
     pub kms_fault_seed: Option<u64>,
-    /// Emulator request log on stderr.
+    /// Emulator request log (on stderr in process, in `kms.log` as a process).
     pub kms_log: bool,
+    /// Run the emulator as `exe kms-emulator ...`, a process of its own (for measuring it, or
+    /// for keeping its log), instead of in this process.
+    pub kms_process: Option<PathBuf>,
+}
+
+/// The KMS emulator, in this process or as a child process.
+pub enum KmsHandle {
+    InProcess(kms_emulator::Running),
+    Process {
+        child: Child,
+        addr: std::net::SocketAddr,
+        ca_pem: PathBuf,
+        log: PathBuf,
+    },
+}
+
+impl KmsHandle {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            KmsHandle::InProcess(r) => r.addr(),
+            KmsHandle::Process { addr, .. } => *addr,
+        }
+    }
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr())
+    }
+    pub fn ca_pem(&self) -> PathBuf {
+        match self {
+            KmsHandle::InProcess(r) => r.ca_pem(),
+            KmsHandle::Process { ca_pem, .. } => ca_pem.clone(),
+        }
+    }
+    /// The emulator's process id, when it runs as a process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            KmsHandle::Process { child, .. } => Some(child.id()),
+            KmsHandle::InProcess(_) => None,
+        }
+    }
+    pub fn log(&self) -> Option<&Path> {
+        match self {
+            KmsHandle::Process { log, .. } => Some(log),
+            KmsHandle::InProcess(_) => None,
+        }
+    }
+}
+
+impl Drop for KmsHandle {
+    fn drop(&mut self) {
+        if let KmsHandle::Process { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::cleanup::unregister_child(child.id());
+        }
+    }
+}
+
+fn spawn_kms_process(exe: &Path, dir: &Path, opts: &StackOptions) -> Result<KmsHandle> {
+    let log = dir.join("kms.log");
+    let mut cmd = Command::new(exe);
+    cmd.arg("kms-emulator")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state")
+        .arg(dir.join("kms"))
+        .arg("--attestation-root")
+        .arg(dir.join("nsm").join("root.pem"));
+    for f in &opts.kms_faults {
+        cmd.arg("--fault").arg(f.to_string());
+    }
+    if let Some(seed) = opts.kms_fault_seed {
+        cmd.arg("--fault-seed").arg(seed.to_string());
+    }
+    if !opts.kms_log {
+        cmd.arg("--quiet");
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("starting {} kms-emulator", exe.display()))?;
+    crate::cleanup::register_child(child.id());
+    let mut handle = KmsHandle::Process {
+        child,
+        addr: "127.0.0.1:0".parse().expect("valid"),
+        ca_pem: dir.join("kms").join("ca.pem"),
+        log: log.clone(),
+    };
+    // It announces `serving <region> on https://ADDR ...` once it listens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.split("://").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            if let KmsHandle::Process { addr: a, .. } = &mut handle {
+                *a = addr;
+            }
+            return Ok(handle);
+        }
+        if let KmsHandle::Process { child, .. } = &mut handle
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("the KMS emulator exited at start ({status}):\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("the KMS emulator did not start within 20 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A buyer's account: credentials, KMS key and bucket.
@@ -42,7 +156,7 @@ pub struct Buyer {
 pub struct Stack {
     pub dir: PathBuf,
     pub s3: S3Server,
-    pub kms: kms_emulator::Running,
+    pub kms: KmsHandle,
     pub nsm_dir: PathBuf,
     pub dev_root_pem: PathBuf,
     pub operator: Credentials,
@@ -136,12 +250,17 @@ impl Stack {
             accounts.push((name.clone(), c));
         }
         kms_emulator::state::write_principals(&kms_dir, &principals).map_err(|e| anyhow!(e))?;
-        let mut config = kms_emulator::Config::new(&kms_dir);
-        config.attestation_root_der = dev_root;
-        config.faults = opts.kms_faults.clone();
-        config.fault_seed = opts.kms_fault_seed;
-        config.log = opts.kms_log;
-        let kms = kms_emulator::spawn(config)?;
+        let kms = match &opts.kms_process {
+            Some(exe) => spawn_kms_process(exe, dir, &opts)?,
+            None => {
+                let mut config = kms_emulator::Config::new(&kms_dir);
+                config.attestation_root_der = dev_root;
+                config.faults = opts.kms_faults.clone();
+                config.fault_seed = opts.kms_fault_seed;
+                config.log = opts.kms_log;
+                KmsHandle::InProcess(kms_emulator::spawn(config)?)
+            }
+        };
         let keys: Vec<(&str, &str)> = std::iter::once(&operator)
             .chain(accounts.iter().map(|(_, c)| c))
             .map(|c| (c.access_key_id.as_str(), c.secret_access_key.expose()))

@@ -122,6 +122,9 @@ pub enum Action {
     },
     /// Open a bid, then call [`EnclaveSession::decrypted`].
     Decrypt(DecryptJob),
+    /// New credentials arrived: sign every KMS call from now on with them, including calls
+    /// for bids queued before (a long auction outlives one set of temporary credentials).
+    UseCredentials(Arc<Credentials>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,7 +509,9 @@ impl EnclaveSession {
             region: c.region.clone(),
             expiration: c.expiration,
         };
-        self.credentials = Some(Arc::new(c));
+        let c = Arc::new(c);
+        self.credentials = Some(c.clone());
+        self.actions.push_back(Action::UseCredentials(c));
         if self.phase == Phase::AwaitCredentials {
             self.phase = Phase::Ready;
         }

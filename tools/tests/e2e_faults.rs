@@ -1,0 +1,441 @@
+//! Faults across process boundaries. Each must end in the right result or a clear error with
+//! nothing written — never a wrong winner, never a partial output presented as complete.
+
+mod support;
+
+use bidding_core::credentials::Secret;
+use bidding_tools::kms_emulator::{self, Principal};
+use bidding_tools::stack::{EnclaveProcess, StackOptions};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use support::*;
+
+type Fates = BTreeMap<u64, Vec<(String, Fate)>>;
+
+/// Two buyers on `lots` lots with distinct amounts; Buyer2 wins odd lots.
+fn two_buyers(w: &World, auction: &str, lots: u64) -> Fates {
+    let mut fates = Fates::new();
+    let mut b1 = Vec::new();
+    let mut b2 = Vec::new();
+    for lot in 1..=lots {
+        let (x, y) = (
+            5000 + lot * 3,
+            if lot % 2 == 1 {
+                5000 + lot * 3 + 1
+            } else {
+                4000 + lot
+            },
+        );
+        b1.push(bid(lot, x));
+        b2.push(bid(lot, y));
+        fates.insert(
+            lot,
+            vec![
+                ("Buyer1".into(), Fate::Valid(u128::from(x) * 100)),
+                ("Buyer2".into(), Fate::Valid(u128::from(y) * 100)),
+            ],
+        );
+    }
+    upload(w, "Buyer1", &csv(&seal(w, "Buyer1", auction, &b1)));
+    upload(w, "Buyer2", &csv(&seal(w, "Buyer2", auction, &b2)));
+    fates
+}
+
+fn slow_kms(latency_ms: u64) -> StackOptions {
+    StackOptions {
+        kms_faults: vec![format!("Decrypt:latency={latency_ms}ms").parse().unwrap()],
+        ..StackOptions::default()
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn enclave_killed_mid_auction_leaves_no_output() {
+    let w = world(&["Buyer1", "Buyer2"], slow_kms(40));
+    two_buyers(&w, "kill", 300);
+    let mut enclave = w.stack.start_enclave(&exe(), "enclave-kill", &[]).unwrap();
+    let config = write_config(&w, &Auction::new("kill", "none"), &enclave);
+    let mut parent = w
+        .stack
+        .parent_command(&exe(), &config, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the enclave to open bids", Duration::from_secs(30), || {
+        enclave.log_text().contains("credentials received")
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    enclave.kill();
+    let mut stderr = String::new();
+    parent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = parent.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection mid-auction"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert!(!output_exists(&w));
+}
+
+#[test]
+fn kms_throttling_storm_still_decides_correctly() {
+    let opts = StackOptions {
+        kms_faults: vec![
+            "Decrypt:throttle=0.6".parse().unwrap(),
+            "Decrypt:error500=0.1".parse().unwrap(),
+            "Decrypt:reset=0.05".parse().unwrap(),
+        ],
+        kms_fault_seed: Some(11),
+        ..StackOptions::default()
+    };
+    let w = world(&["Buyer1", "Buyer2"], opts);
+    let fates = two_buyers(&w, "storm", 60);
+    let out = run(&w, &Auction::new("storm", "none"));
+    assert_eq!(
+        out.run.code,
+        Some(0),
+        "{}\n{}",
+        out.run.stderr,
+        out.enclave_log
+    );
+    assert_eq!(
+        String::from_utf8(w.stack.fetch_output("output.csv").unwrap()).unwrap(),
+        expected_csv(&fates, "none")
+    );
+}
+
+#[test]
+fn s3_500s_are_retried() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    let fates = two_buyers(&w, "s3faults", 20);
+    // The first three requests (reads of the bid files) fail.
+    w.stack.s3.fail_next(3);
+    let out = run(&w, &Auction::new("s3faults", "winning-bid"));
+    assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
+    assert_eq!(
+        String::from_utf8(w.stack.fetch_output("output.csv").unwrap()).unwrap(),
+        expected_csv(&fates, "winning-bid")
+    );
+    // S3 failing for good: a clear S3 error and no output.
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    two_buyers(&w, "s3down", 5);
+    w.stack.s3.fail_next(1000);
+    let out = run(&w, &Auction::new("s3down", "none"));
+    assert_eq!(out.run.code, Some(5), "{}", out.run.stderr);
+    assert!(
+        out.run.stderr.contains("InternalError"),
+        "{}",
+        out.run.stderr
+    );
+    w.stack.s3.fail_next(0);
+    assert!(!output_exists(&w));
+}
+
+#[test]
+fn a_garbage_buyer_file_is_an_input_error() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    two_buyers(&w, "garbage", 5);
+    upload(&w, "Buyer2", b"[].contract,[].bid\n1,AQID\n2,not base64!\n");
+    let out = run(&w, &Auction::new("garbage", "none"));
+    assert_eq!(out.run.code, Some(3), "{}", out.run.stderr);
+    assert!(
+        out.run
+            .stderr
+            .contains("s3://buyer2-bids/encrypted.csv line 3: bid: invalid base64"),
+        "{}",
+        out.run.stderr
+    );
+    assert!(!output_exists(&w));
+    upload(&w, "Buyer2", b"\x00\x01binary garbage\xff\xfe");
+    let out = run(&w, &Auction::new("garbage", "none"));
+    assert_eq!(out.run.code, Some(3), "{}", out.run.stderr);
+    assert!(
+        out.run.stderr.contains("s3://buyer2-bids/encrypted.csv"),
+        "{}",
+        out.run.stderr
+    );
+    assert!(!output_exists(&w));
+}
+
+/// A bid moved to another lot (the parent reordering rows) or into another buyer's file:
+/// KMS refuses it (wrong context, wrong key); the bid is set aside and nothing else changes.
+#[test]
+fn moved_bids_are_set_aside_not_counted() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    let b1 = seal(
+        &w,
+        "Buyer1",
+        "moved",
+        &[bid(1, 900), bid(2, 100), bid(3, 500)],
+    );
+    let b2 = seal(
+        &w,
+        "Buyer2",
+        "moved",
+        &[bid(1, 200), bid(2, 300), bid(3, 400)],
+    );
+    // Buyer1's bids for lots 1 and 2 swapped: each now sits under the other lot.
+    let mut moved1 = b1.clone();
+    let (x, y) = (moved1[0].1.clone(), moved1[1].1.clone());
+    moved1[0].1 = y;
+    moved1[1].1 = x;
+    // Buyer1's lot-3 bid moved into Buyer2's file (and out of Buyer1's).
+    moved1.remove(2);
+    let mut moved2 = b2.clone();
+    moved2[2].1 = b1[2].1.clone();
+    upload(&w, "Buyer1", &csv(&moved1));
+    upload(&w, "Buyer2", &csv(&moved2));
+    let out = run(&w, &Auction::new("moved", "winning-bid"));
+    assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
+    assert_eq!(
+        String::from_utf8(w.stack.fetch_output("output.csv").unwrap()).unwrap(),
+        "Property,Result,Price\n1,Buyer2 Wins,200\n2,Buyer2 Wins,300\n3,No valid bids,\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&w.stack.fetch_output("output.json").unwrap()).unwrap();
+    let reasons: Vec<(String, String)> = json["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| {
+            let lot = l["lot"].as_str().unwrap().to_owned();
+            l["disqualified"].as_array().unwrap().iter().map(move |d| {
+                (
+                    lot.clone(),
+                    format!(
+                        "{} {}",
+                        d["buyer"].as_str().unwrap(),
+                        d["reason"].as_str().unwrap()
+                    ),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("1".to_owned(), "Buyer1 undecryptable".to_owned()),
+            ("2".to_owned(), "Buyer1 undecryptable".to_owned()),
+            ("3".to_owned(), "Buyer2 wrong_key".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn two_concurrent_runs_never_both_write() {
+    let w = world(&["Buyer1", "Buyer2"], slow_kms(30));
+    two_buyers(&w, "overlap", 120);
+    let enclave = w
+        .stack
+        .start_enclave(&exe(), "enclave-overlap", &[])
+        .unwrap();
+    let config = write_config(&w, &Auction::new("overlap", "none"), &enclave);
+    let spawn = || {
+        w.stack
+            .parent_command(&exe(), &config, &[])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = spawn();
+    let (a, b) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(7)],
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let locked = if a.status.code() == Some(7) {
+        &a.stderr
+    } else {
+        &b.stderr
+    };
+    assert!(String::from_utf8_lossy(locked).contains("another bidding-parent run holds"));
+}
+
+/// A fake EC2 instance metadata service (IMDSv2) that hands out short-lived credentials, a
+/// new set on every fetch, each registered with the KMS emulator (which refuses it once it
+/// expires) and the S3 server.
+struct Imds {
+    endpoint: String,
+    issued: Arc<Mutex<u32>>,
+}
+
+fn imds(w: &World, lifetime: Duration) -> Imds {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let issued = Arc::new(Mutex::new(0u32));
+    let kms_dir = w.dir.path().join("kms");
+    let count = issued.clone();
+    let s3_keys = w.stack.s3.keys();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut token = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if h.to_ascii_lowercase()
+                    .starts_with("x-aws-ec2-metadata-token:")
+                {
+                    token = Some(h.split_once(':').unwrap().1.trim().to_owned());
+                }
+            }
+            let answer = |status: &str, body: &str| {
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let reply = if line.starts_with("PUT /latest/api/token") {
+                answer("200 OK", "imds-token")
+            } else if token.as_deref() != Some("imds-token") {
+                answer("401 Unauthorized", "")
+            } else if path == "/latest/meta-data/iam/security-credentials/" {
+                answer("200 OK", "bidding-parent")
+            } else if path == "/latest/meta-data/iam/security-credentials/bidding-parent" {
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                let id = format!("ASIAIMDSROTATING{:04}", *n);
+                let secret = format!("imds-secret-{:04}-xxxxxxxxxxxxxxxxxxxxxxxxxx", *n);
+                let token = format!("imds-session-token-{:04}", *n);
+                let expires = SystemTime::now() + lifetime;
+                let exp_secs = expires
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                kms_emulator::state::add_principal(
+                    &kms_dir,
+                    Principal {
+                        access_key_id: id.clone(),
+                        secret_access_key: Secret::new(secret.clone()),
+                        session_token: Some(Secret::new(token.clone())),
+                        expiration: Some(exp_secs),
+                        arn: "arn:aws:sts::111122223333:assumed-role/bidding-parent/i-0imds".into(),
+                    },
+                )
+                .unwrap();
+                s3_keys.add(&id, &secret);
+                let body = serde_json::json!({
+                    "Code": "Success",
+                    "LastUpdated": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                    "Type": "AWS-HMAC",
+                    "AccessKeyId": id,
+                    "SecretAccessKey": secret,
+                    "Token": token,
+                    "Expiration": humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(exp_secs)).to_string(),
+                })
+                .to_string();
+                answer("200 OK", &body)
+            } else {
+                answer("404 Not Found", "")
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    Imds { endpoint, issued }
+}
+
+fn run_with_imds(
+    w: &World,
+    enclave: &EnclaveProcess,
+    auction: &str,
+    imds: &Imds,
+    refresh_secs: u64,
+) -> (Option<i32>, String) {
+    let config = write_config(w, &Auction::new(auction, "none"), enclave);
+    let home = w.dir.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = Command::new(exe())
+        .arg("__parent")
+        .arg("--config")
+        .arg(&config)
+        .arg("--credentials-refresh-secs")
+        .arg(refresh_secs.to_string())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.endpoint)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Instance-role credentials that live 6 s, in an auction that takes longer: the parent
+/// fetches new ones before they expire and the enclave signs with them from then on. With
+/// refreshing effectively off, the same auction fails with a credentials error (the emulator
+/// refuses expired credentials like KMS does), which shows the first run was not luck.
+#[test]
+fn credentials_expiring_mid_auction_are_refreshed() {
+    let w = world(&["Buyer1", "Buyer2"], slow_kms(60));
+    let fates = two_buyers(&w, "expiring", 500);
+    let issuer = imds(&w, Duration::from_secs(6));
+    let enclave = w
+        .stack
+        .start_enclave(&exe(), "enclave-expiring", &[])
+        .unwrap();
+    let started = Instant::now();
+    let (code, stderr) = run_with_imds(&w, &enclave, "expiring", &issuer, 3);
+    assert_eq!(code, Some(0), "{stderr}\n{}", enclave.log_text());
+    assert!(
+        started.elapsed() > Duration::from_secs(7),
+        "the auction must outlive the first credentials"
+    );
+    assert!(*issuer.issued.lock().unwrap() >= 3, "{stderr}");
+    assert!(stderr.contains("credentials refreshed"), "{stderr}");
+    assert_eq!(
+        String::from_utf8(w.stack.fetch_output("output.csv").unwrap()).unwrap(),
+        expected_csv(&fates, "none")
+    );
+    drop(enclave);
+
+    // The control: same auction (new ciphertexts, fresh enclave), refresh only at expiry.
+    let w = world(&["Buyer1", "Buyer2"], slow_kms(60));
+    two_buyers(&w, "expired", 500);
+    let issuer = imds(&w, Duration::from_secs(6));
+    let enclave = w
+        .stack
+        .start_enclave(&exe(), "enclave-expired", &[])
+        .unwrap();
+    let (code, stderr) = run_with_imds(&w, &enclave, "expired", &issuer, 0);
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(stderr.contains("ExpiredToken"), "{stderr}");
+    assert!(!output_exists(&w));
+}
