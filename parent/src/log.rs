@@ -22,16 +22,21 @@ impl Logger {
     }
 
     pub fn info(&self, msg: &str) {
-        self.line("info", msg);
-    }
-    pub fn warn(&self, msg: &str) {
-        self.line("warn", msg);
-    }
-    pub fn error(&self, msg: &str) {
-        self.line("error", msg);
+        self.line("info", msg, None);
     }
 
-    fn line(&self, level: &str, msg: &str) {
+    /// An info line that also carries machine-readable fields (in the JSON format).
+    pub fn info_with(&self, msg: &str, fields: serde_json::Value) {
+        self.line("info", msg, Some(fields));
+    }
+    pub fn warn(&self, msg: &str) {
+        self.line("warn", msg, None);
+    }
+    pub fn error(&self, msg: &str) {
+        self.line("error", msg, None);
+    }
+
+    fn line(&self, level: &str, msg: &str, fields: Option<serde_json::Value>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -55,6 +60,11 @@ impl Logger {
                     "msg": msg,
                 });
                 v["program"] = "bidding-parent".into();
+                if let Some(serde_json::Value::Object(extra)) = fields {
+                    for (k, x) in extra {
+                        v[k] = x;
+                    }
+                }
                 format!("{v}\n")
             }
         };

@@ -166,6 +166,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         log,
         expected_pcr0: settings.expected_pcr0.is_some(),
     };
+    let session_started = Instant::now();
     let finished = enclave::drive(
         &settings.enclave,
         parent,
@@ -176,6 +177,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         &mut observer,
     )
     .map_err(drive_error)?;
+    let session_secs = session_started.elapsed().as_secs_f64();
 
     let out = &settings.output;
     let writes: [(&str, &[u8], &str); 4] = [
@@ -193,20 +195,46 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         s3.put_object(&out.bucket, key, body, content_type)
             .map_err(|e| fail(Exit::S3, format!("writing results: {e}")))?;
     }
-    log.info(&format!(
-        "auction {} done in {:.1} s: {lot_count} lots decided; wrote s3://{}/{} and its attestation s3://{}/{}",
-        settings.auction.auction_id(),
-        started.elapsed().as_secs_f64(),
-        out.bucket,
-        out.key,
-        out.bucket,
-        out.attestation_key
-    ));
+    let (p50, p99) = percentiles(&finished.lot_latency_ms);
+    log.info_with(
+        &format!(
+            "auction {} done in {:.1} s ({lot_count} lots, {bids} bids; enclave session {session_secs:.1} s, {:.0} bids/s, lot latency p50 {p50} ms, p99 {p99} ms); wrote s3://{}/{} and its attestation s3://{}/{}",
+            settings.auction.auction_id(),
+            started.elapsed().as_secs_f64(),
+            bids as f64 / session_secs.max(1e-9),
+            out.bucket,
+            out.key,
+            out.bucket,
+            out.attestation_key
+        ),
+        serde_json::json!({
+            "event": "done",
+            "lots": lot_count,
+            "bids": bids,
+            "session_secs": session_secs,
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }),
+    );
     Ok(Summary {
         lots: lot_count,
         bids,
         finished: Some(finished),
     })
+}
+
+/// Median and 99th percentile (nearest rank).
+fn percentiles(values: &[u64]) -> (u64, u64) {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| -> u64 {
+        if v.is_empty() {
+            return 0;
+        }
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1]
+    };
+    (at(0.50), at(0.99))
 }
 
 fn drive_error(e: DriveError) -> RunError {

@@ -1,5 +1,6 @@
 //! The library behind `bidctl`: local stand-ins for AWS and the tools buyers and operators run.
 
+pub mod bench;
 pub mod cleanup;
 pub mod demo;
 pub mod encrypt;

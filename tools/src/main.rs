@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod cmd;
 
-use bidding_tools::{cleanup, demo, encrypt, kms_client, verify};
+use bidding_tools::{bench, cleanup, demo, encrypt, kms_client, verify};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,8 @@ enum Command {
     KeyPolicy(cmd::key_policy::KeyPolicyArgs),
     /// Run a whole auction locally: S3, the KMS emulator, a dev enclave and the parent.
     Demo(cmd::demo::DemoArgs),
+    /// Measure throughput, latency, CPU and memory per process against the RSA floor.
+    Bench(cmd::bench::BenchArgs),
     /// Run a local AWS KMS (HTTPS, SigV4, key policies, Nitro Recipient), or edit its state.
     KmsEmulator(Box<cmd::kms_emulator::Command>),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::KmsEmulator(c) => cmd::kms_emulator::run(*c),
     };
     match result {

@@ -72,6 +72,8 @@ pub struct Finished {
     /// The canonical configuration bytes the attestation commits to.
     pub config_json: Vec<u8>,
     pub attestation: Vec<u8>,
+    /// Each lot's time from being sent to its outcome arriving, in ms, in arrival order.
+    pub lot_latency_ms: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -150,6 +152,9 @@ pub struct ParentSession {
     next_id: u64,
     phase: Phase,
     in_flight: HashMap<u64, (Sent, Millis)>,
+    /// When each lot request went out, for latency figures.
+    lot_sent_at: HashMap<u64, Millis>,
+    lot_latency_ms: Vec<u64>,
     results: Vec<LotResult>,
     credentials: Credentials,
     refresh_requested: bool,
@@ -181,6 +186,8 @@ impl ParentSession {
             next_id: 1,
             phase: Phase::AwaitHello,
             in_flight: HashMap::new(),
+            lot_sent_at: HashMap::new(),
+            lot_latency_ms: Vec::new(),
             credentials,
             refresh_requested: false,
             enclave: None,
@@ -339,6 +346,9 @@ impl ParentSession {
             return;
         }
         let deadline = now.saturating_add(self.timeout_for(&sent));
+        if matches!(sent, Sent::Lot(_)) {
+            self.lot_sent_at.insert(id, now);
+        }
         self.in_flight.insert(id, (sent, deadline));
     }
 
@@ -449,6 +459,9 @@ impl ParentSession {
             }
             (Sent::Lot(i), Response::Lot(result)) => {
                 self.check_lot(i, &result)?;
+                if let Some(at) = self.lot_sent_at.remove(&id) {
+                    self.lot_latency_ms.push(now.saturating_sub(at));
+                }
                 self.results.push(result);
                 self.events.push_back(Event::Progress {
                     done: self.results.len(),
@@ -561,6 +574,7 @@ impl ParentSession {
             output_json,
             config_json: self.config.canonical_bytes(),
             attestation: c.attestation,
+            lot_latency_ms: std::mem::take(&mut self.lot_latency_ms),
         })));
         Ok(())
     }

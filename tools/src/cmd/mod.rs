@@ -1,6 +1,7 @@
 //! One module per `bidctl` subcommand.
 
 pub mod attestation;
+pub mod bench;
 pub mod cms;
 pub mod demo;
 pub mod encrypt;

@@ -1,0 +1,345 @@
+//! `bidctl bench`: the whole local pipeline under load, measured per process, against the
+//! floor every bid must pay — one RSA-2048 OAEP private decryption inside the enclave.
+//!
+//! Each process is its own: the KMS emulator (`bidctl kms-emulator`), the dev enclave
+//! (`bidctl __enclave`) and the parent (`bidctl __parent`), so CPU time and peak memory are
+//! read per process from the kernel (`/proc/<pid>/stat` and `status`, and `wait4`'s rusage for
+//! the parent, which exits). The S3 server runs in this process, outside the figures.
+
+use crate::stack::{Stack, StackOptions};
+use anyhow::{Context, Result, anyhow, bail};
+use bidding_core::bidfile::PlaintextRow;
+use bidding_core::names::{AuctionId, BuyerName, LotId};
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub lots: u64,
+    pub buyers: usize,
+    pub kms_latency_ms: u64,
+    pub window: usize,
+    pub connections: usize,
+}
+
+/// One run's figures, under the keys the JSON line uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub lots: u64,
+    pub bids: u64,
+    pub kms_latency_ms: u64,
+    pub window: usize,
+    pub connections: usize,
+    pub seconds: f64,
+    pub lots_per_s: f64,
+    pub bids_per_s: f64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub enclave_cpu_ms_per_bid: f64,
+    pub parent_cpu_ms_per_bid: f64,
+    pub kms_cpu_ms_per_bid: f64,
+    pub enclave_peak_rss_kib: u64,
+    pub parent_peak_rss_kib: u64,
+    pub kms_peak_rss_kib: u64,
+    pub rsa_decrypt_ms: f64,
+}
+
+/// The floor: mean time of one RSA-2048 OAEP (SHA-256) private decryption with the enclave's
+/// crypto library (aws-lc-rs), on this thread.
+pub fn rsa_floor_ms() -> Result<f64> {
+    use aws_lc_rs::rsa::{
+        KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+        PrivateDecryptingKey,
+    };
+    let private =
+        PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| anyhow!("RSA keygen"))?;
+    let public = OaepPublicEncryptingKey::new(private.public_key())
+        .map_err(|_| anyhow!("RSA public key"))?;
+    let private = OaepPrivateDecryptingKey::new(private).map_err(|_| anyhow!("RSA private key"))?;
+    let mut ciphertext = vec![0u8; public.ciphertext_size()];
+    let ciphertext = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut ciphertext, None)
+        .map_err(|_| anyhow!("RSA encrypt"))?
+        .to_vec();
+    let mut out = vec![0u8; private.min_output_size()];
+    // Warm up, then measure long enough for a stable mean.
+    for _ in 0..50 {
+        private
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+            .map_err(|_| anyhow!("RSA decrypt"))?;
+    }
+    let n = 1000;
+    let started = Instant::now();
+    for _ in 0..n {
+        private
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+            .map_err(|_| anyhow!("RSA decrypt"))?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(n))
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// CPU seconds (user + system, all threads) of a running process.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad /proc stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    Ok(ticks / clock_ticks())
+}
+
+/// Peak resident set size in KiB (VmHWM) of a running process.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmHWM for pid {pid}"))
+}
+
+/// Bids: every buyer bids on every lot, amounts spread so that winners vary.
+fn plaintext_rows(lots: u64, buyer: usize) -> Vec<PlaintextRow> {
+    (1..=lots)
+        .map(|lot| {
+            let v = (lot
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(buyer as u64 * 40_503))
+                % 1_000_000
+                + 1000;
+            PlaintextRow {
+                line: lot + 1,
+                lot: LotId::new(lot.to_string()).expect("numeric lot id"),
+                amount: bidding_core::amount::Amount::parse(
+                    format!("{v}.{:02}", lot % 100).as_bytes(),
+                )
+                .expect("valid amount"),
+            }
+        })
+        .collect()
+}
+
+/// Runs one auction of `cfg` in `dir` with the executable `exe` (a release `bidctl`).
+pub fn run_once(
+    cfg: &BenchConfig,
+    dir: &Path,
+    exe: &Path,
+    rsa_decrypt_ms: f64,
+    say: &mut dyn FnMut(&str),
+) -> Result<Figures> {
+    let names: Vec<BuyerName> = (1..=cfg.buyers)
+        .map(|i| BuyerName::new(format!("Buyer{i}")).expect("valid"))
+        .collect();
+    let mut opts = StackOptions {
+        kms_process: Some(exe.to_owned()),
+        ..StackOptions::default()
+    };
+    if cfg.kms_latency_ms > 0 {
+        opts.kms_faults = vec![
+            format!("Decrypt:latency={}ms", cfg.kms_latency_ms)
+                .parse()
+                .map_err(|e: String| anyhow!(e))?,
+        ];
+    }
+    let stack = Stack::start(dir, &names, exe, opts)?;
+    let auction = AuctionId::new("bench").expect("valid");
+    say(&format!(
+        "  sealing {} bids with the buyers' keys…",
+        cfg.lots * cfg.buyers as u64
+    ));
+    for (i, name) in names.iter().enumerate() {
+        let buyer = stack.buyer(name.as_str())?;
+        stack.seal_and_upload(buyer, &auction, &plaintext_rows(cfg.lots, i), true)?;
+    }
+    let enclave = stack.start_enclave(
+        exe,
+        "bench-enclave",
+        &["--kms-connections", &cfg.connections.to_string()],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !enclave.log_text().contains("recipient key ready") {
+        if Instant::now() > deadline {
+            bail!(
+                "the enclave's key was not ready in 30 s:\n{}",
+                enclave.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let enclave_pid = enclave.child.id();
+    let kms_pid = stack
+        .kms
+        .pid()
+        .ok_or_else(|| anyhow!("the emulator must run as a process"))?;
+    let (enclave_cpu0, kms_cpu0) = (cpu_seconds(enclave_pid)?, cpu_seconds(kms_pid)?);
+
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        stack.parent_config(&auction, &enclave.endpoint, "none", false),
+    )?;
+    say(&format!(
+        "  running the auction: {} lots × {} buyers, KMS latency {} ms, window {}, {} KMS connections…",
+        cfg.lots, cfg.buyers, cfg.kms_latency_ms, cfg.window, cfg.connections
+    ));
+    let mut child = stack
+        .parent_command(
+            exe,
+            &config,
+            &[
+                "--window",
+                &cfg.window.to_string(),
+                "--log-format",
+                "json",
+                "--enclave-timeout-secs",
+                "600",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the parent")?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let (status, usage) = wait4(child.id())?;
+    let log = reader
+        .join()
+        .map_err(|_| anyhow!("stderr reader panicked"))?;
+    if status != 0 {
+        bail!(
+            "the parent failed (status {status}):\n{log}\nenclave log:\n{}",
+            enclave.log_text()
+        );
+    }
+    let enclave_cpu = cpu_seconds(enclave_pid)? - enclave_cpu0;
+    let kms_cpu = cpu_seconds(kms_pid)? - kms_cpu0;
+    let enclave_rss = peak_rss_kib(enclave_pid)?;
+    let kms_rss = peak_rss_kib(kms_pid)?;
+    let done: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .ok_or_else(|| anyhow!("the parent's log has no summary:\n{log}"))?;
+    let seconds = done["session_secs"].as_f64().unwrap_or(0.0).max(1e-9);
+    let bids = done["bids"].as_u64().unwrap_or(0);
+    let lots = done["lots"].as_u64().unwrap_or(0);
+    let per_bid = |cpu: f64| cpu * 1000.0 / bids.max(1) as f64;
+    Ok(Figures {
+        lots,
+        bids,
+        kms_latency_ms: cfg.kms_latency_ms,
+        window: cfg.window,
+        connections: cfg.connections,
+        seconds,
+        lots_per_s: lots as f64 / seconds,
+        bids_per_s: bids as f64 / seconds,
+        p50_ms: done["p50_ms"].as_u64().unwrap_or(0),
+        p99_ms: done["p99_ms"].as_u64().unwrap_or(0),
+        enclave_cpu_ms_per_bid: per_bid(enclave_cpu),
+        parent_cpu_ms_per_bid: per_bid(usage.cpu_seconds),
+        kms_cpu_ms_per_bid: per_bid(kms_cpu),
+        enclave_peak_rss_kib: enclave_rss,
+        parent_peak_rss_kib: usage.max_rss_kib,
+        kms_peak_rss_kib: kms_rss,
+        rsa_decrypt_ms,
+    })
+}
+
+struct Usage {
+    cpu_seconds: f64,
+    max_rss_kib: u64,
+}
+
+/// Waits for a child and returns its exit status and resource usage.
+fn wait4(pid: u32) -> Result<(i32, Usage)> {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child; status and ru point to live locals.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(anyhow!("wait4: {e}"));
+        }
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((
+        code,
+        Usage {
+            cpu_seconds: tv(ru.ru_utime) + tv(ru.ru_stime),
+            max_rss_kib: ru.ru_maxrss as u64,
+        },
+    ))
+}
+
+pub fn print_table(rows: &[(&str, &Figures)], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<22} {:>8} {:>6} {:>5} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "run",
+        "lots",
+        "L ms",
+        "conn",
+        "lots/s",
+        "bids/s",
+        "p50 ms",
+        "p99 ms",
+        "encl ms/b",
+        "parent ms/b",
+        "kms ms/b",
+        "encl RSS",
+        "parent RSS"
+    )?;
+    for (name, f) in rows {
+        writeln!(
+            out,
+            "{:<22} {:>8} {:>6} {:>5} {:>9.0} {:>9.0} {:>7} {:>7} {:>10.3} {:>10.3} {:>10.3} {:>7} KiB {:>7} KiB",
+            name,
+            f.lots,
+            f.kms_latency_ms,
+            f.connections,
+            f.lots_per_s,
+            f.bids_per_s,
+            f.p50_ms,
+            f.p99_ms,
+            f.enclave_cpu_ms_per_bid,
+            f.parent_cpu_ms_per_bid,
+            f.kms_cpu_ms_per_bid,
+            f.enclave_peak_rss_kib,
+            f.parent_peak_rss_kib
+        )?;
+    }
+    Ok(())
+}
+
+/// A scratch directory per run, removed afterwards.
+pub fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("bidctl-bench-{}-{tag}", std::process::id()))
+}
