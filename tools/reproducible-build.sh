@@ -12,12 +12,14 @@
 #     path rustc embeds come out the same from any directory. Config files cannot expand $PWD,
 #     which is why this script, not .cargo/config.toml, sets them;
 #   - matching -ffile-prefix-map in CFLAGS for aws-lc's C and assembly (its __FILE__ strings);
-#   - SOURCE_DATE_EPOCH fixed to the commit's time for anything that would stamp a date;
+#   - SOURCE_DATE_EPOCH=0 for anything that would stamp a date (nothing does today);
 #   - the release profile: LTO, one codegen unit, panic=abort, symbols stripped.
 # Other environment that could change the output (wrappers, extra flags) is cleared.
 #
-# Environment: CARGO_HOME and CARGO_TARGET_DIR are honoured (any paths without whitespace);
-# SOURCE_DATE_EPOCH overrides the commit time. Needs rustup, musl-gcc (Debian: musl-tools).
+# Environment: CARGO_HOME and CARGO_TARGET_DIR are honoured (any paths without whitespace).
+# Needs rustup and musl-gcc (Debian: musl-tools). The bytes also depend on the C toolchain
+# (Debian 12's gcc 12.2 and musl 1.2.3 here), which is why they are part of the pinned build
+# environment described in the README.
 set -euo pipefail
 
 target=x86_64-unknown-linux-musl
@@ -46,10 +48,9 @@ have=$(rustc --version | awk '{print $2}')
 rustup target list --installed 2>/dev/null | grep -qx "$target" \
   || die "the $target target is missing (rustup target add $target)"
 
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-  SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || true)
-  [ -n "$SOURCE_DATE_EPOCH" ] || die "not a git checkout: set SOURCE_DATE_EPOCH"
-fi
+# Nothing in the build should read the clock; if something does (GCC's __DATE__), it gets a
+# constant. Always this one, whatever the caller's environment says, so that nobody's differs.
+SOURCE_DATE_EPOCH=0
 export SOURCE_DATE_EPOCH
 
 # Prefix maps, most general first: rustc and GCC both let the last matching one win, and the

@@ -57,7 +57,15 @@ fn main() {
     let pid1 = pid1::is_pid1();
     // Before any thread exists, so all of them inherit the mask.
     let signals = pid1::block_signals();
-    let args = match Args::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if pid1 {
+        let (ours, kernel_words) = pid1::split_kernel_words(argv);
+        if !kernel_words.is_empty() {
+            log!("ignoring the kernel's boot words {kernel_words:?}");
+        }
+        argv = ours;
+    }
+    let args = match Args::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) if !pid1 => e.exit(),
         Err(e) => pid1::finish(&format!("bad arguments: {e}"), 2, pid1),

@@ -24,6 +24,12 @@ enum Command {
     /// Open a KMS CiphertextForRecipient (CMS EnvelopedData) with an RSA private key.
     #[command(subcommand)]
     Cms(cmd::cms::Command),
+    /// Write the reproducible initramfs (newc cpio) of an enclave image whose PID 1 is
+    /// enclave-init.
+    Initramfs(cmd::initramfs::Args),
+    /// Print the PCR0, PCR1 and PCR2 of the enclave image made of a kernel, a cmdline and
+    /// ramdisks.
+    Pcr(cmd::pcr::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
         Command::Cms(c) => cmd::cms::run(c),
+        Command::Initramfs(a) => cmd::initramfs::run(a),
+        Command::Pcr(a) => cmd::pcr::run(a),
     };
     match result {
         Ok(code) => code,

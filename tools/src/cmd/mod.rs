@@ -2,6 +2,8 @@
 
 pub mod attestation;
 pub mod cms;
+pub mod initramfs;
+pub mod pcr;
 
 use anyhow::{Context, Result};
 use rustls_pki_types::pem::PemObject;
