@@ -198,13 +198,15 @@ pub fn check_static_elf(bytes: &[u8]) -> Result<(), String> {
     let phoff = usize::try_from(u64_at(32).ok_or_else(truncated)?).map_err(|_| truncated())?;
     let phentsize = usize::from(u16_at(54).ok_or_else(truncated)?);
     let phnum = usize::from(u16_at(56).ok_or_else(truncated)?);
-    if phentsize < 56 {
+    let table_end = phnum
+        .checked_mul(phentsize)
+        .and_then(|n| n.checked_add(phoff))
+        .ok_or_else(truncated)?;
+    if phentsize < 56 || table_end > bytes.len() {
         return Err(truncated());
     }
     for i in 0..phnum {
-        let ph = phoff
-            .checked_add(i.checked_mul(phentsize).ok_or_else(truncated)?)
-            .ok_or_else(truncated)?;
+        let ph = phoff + i * phentsize;
         const PT_INTERP: u32 = 3;
         if u32_at(ph).ok_or_else(truncated)? == PT_INTERP {
             let interp = u64_at(ph + 8)
