@@ -70,10 +70,32 @@ for m in "${maps[@]}"; do
   cflags+=("-ffile-prefix-map=$m")
 done
 
-# Anything from the caller's environment that would change what rustc or cc are asked to do.
-unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS \
-  RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO_BUILD_RUSTC_WRAPPER CARGO_PROFILE_RELEASE_DEBUG \
-  CFLAGS TARGET_CFLAGS CXXFLAGS AWS_LC_SYS_CFLAGS AWS_LC_SYS_CMAKE_BUILDER AWS_LC_SYS_NO_ASM
+# Anything in the caller's environment that would change what cargo, rustc, cc or the linker
+# are asked to do (profiles, flags, wrappers, linkers, include paths, aws-lc's switches).
+for name in $(compgen -e); do
+  case $name in
+    CARGO_PROFILE_*|CARGO_BUILD_*|CARGO_TARGET_*|CARGO_ENCODED_RUSTFLAGS|CARGO_INCREMENTAL|\
+    CARGO_UNSTABLE_*|RUSTFLAGS|RUSTC|RUSTC_*|RUSTDOC|RUSTDOCFLAGS|CC|CC_*|CXX|CXX_*|AR|AR_*|\
+    CFLAGS|CFLAGS_*|CXXFLAGS|CXXFLAGS_*|CPPFLAGS|LDFLAGS|TARGET_*|HOST_*|AWS_LC_SYS_*|\
+    CPATH|C_INCLUDE_PATH|LIBRARY_PATH|COMPILER_PATH|GCC_EXEC_PREFIX)
+      unset "$name" ;;
+  esac
+done
+# Names with hyphens, which bash cannot hold but cc would read; env drops them below.
+env_drop=()
+for v in CC AR CFLAGS CXXFLAGS; do env_drop+=(-u "${v}_x86_64-unknown-linux-musl"); done
+# Cargo configuration files can set profiles and linkers too; they cannot be switched off, so
+# say where they are.
+configs=()
+d=$root
+while :; do
+  for f in "$d/.cargo/config.toml" "$d/.cargo/config"; do [ -f "$f" ] && configs+=("$f"); done
+  [ "$d" = / ] && break
+  d=$(dirname "$d")
+done
+for f in "$cargo_home/config.toml" "$cargo_home/config"; do [ -f "$f" ] && configs+=("$f"); done
+[ ${#configs[@]} -eq 0 ] \
+  || note "WARNING: cargo also reads ${configs[*]}: a profile, linker or flag set there changes the bytes"
 export CARGO_ENCODED_RUSTFLAGS
 CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; printf '%s' "${rustflags[*]}")
 export CC_x86_64_unknown_linux_musl=musl-gcc
@@ -84,8 +106,7 @@ export TZ=UTC LC_ALL=C
 note "checkout $root, CARGO_HOME $cargo_home, target dir $target_dir"
 note "$(rustc --version); $(musl-gcc --version | head -n 1); SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 start=$(date +%s)
-# (A name with hyphens, which only env can unset.)
-env -u CFLAGS_x86_64-unknown-linux-musl \
+env "${env_drop[@]}" \
   cargo build --release --locked --target "$target" -p enclave-init >&2
 bin=$target_dir/$target/release/enclave-init
 [ -f "$bin" ] || die "cargo did not produce $bin"
