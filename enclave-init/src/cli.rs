@@ -62,7 +62,17 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
     let pid1 = pid1::is_pid1();
     // Before any thread exists, so all of them inherit the mask.
     let signals = pid1::block_signals();
-    let args = match Args::try_parse_from(args) {
+    let mut argv: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if pid1 {
+        // The kernel hands words of its command line it does not know (nitro-cli's
+        // `nomodules`, say) to /init as arguments.
+        let (ours, kernel_words) = pid1::split_kernel_words(argv);
+        if !kernel_words.is_empty() {
+            log!("ignoring the kernel's boot words {kernel_words:?}");
+        }
+        argv = ours;
+    }
+    let args = match Args::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) if !pid1 => e.exit(),
         Err(e) => pid1::finish(&format!("bad arguments: {e}"), 2, pid1),

@@ -8,6 +8,7 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -146,4 +147,52 @@ pub fn finish(reason: &str, code: i32, pid1: bool) -> ! {
         }
     }
     std::process::exit(code)
+}
+
+/// Splits PID 1's argv into the arguments meant for us and the kernel's leftovers. The kernel
+/// hands init every word of its command line that it does not recognise and that has no `=`
+/// (nitro-cli's cmdline has `nomodules`), followed by whatever comes after ` -- `. Ours all
+/// start with `-`, so the bare words before the first one are the kernel's: they are returned
+/// second, to be logged and ignored, instead of making the argument parser refuse to boot.
+pub fn split_kernel_words(mut argv: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    let first_flag = argv
+        .iter()
+        .skip(1)
+        .position(|a| a.as_encoded_bytes().starts_with(b"-"))
+        .map_or(argv.len(), |i| i + 1);
+    let leftovers = argv.drain(1.min(argv.len())..first_flag).collect();
+    (argv, leftovers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn kernel_words_before_our_flags_are_set_aside() {
+        assert_eq!(
+            split_kernel_words(os(&["/init", "nomodules"])),
+            (os(&["/init"]), os(&["nomodules"]))
+        );
+        assert_eq!(
+            split_kernel_words(os(&["/init", "nomodules", "quiet2", "--no-heartbeat"])),
+            (
+                os(&["/init", "--no-heartbeat"]),
+                os(&["nomodules", "quiet2"])
+            )
+        );
+        assert_eq!(
+            split_kernel_words(os(&["/init", "--listen", "vsock:any:5005", "x"])),
+            (os(&["/init", "--listen", "vsock:any:5005", "x"]), os(&[]))
+        );
+        assert_eq!(
+            split_kernel_words(os(&["/init"])),
+            (os(&["/init"]), os(&[]))
+        );
+        assert_eq!(split_kernel_words(os(&[])), (os(&[]), os(&[])));
+    }
 }

@@ -20,3 +20,5 @@ pub fn pem_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
     Ok(cert.as_ref().to_vec())
 }
+pub mod initramfs;
+pub mod pcr;

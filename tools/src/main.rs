@@ -38,6 +38,12 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Run a local AWS KMS (HTTPS, SigV4, key policies, Nitro Recipient), or edit its state.
     KmsEmulator(Box<cmd::kms_emulator::Command>),
+    /// Write the reproducible initramfs (newc cpio) of an enclave image whose PID 1 is
+    /// enclave-init.
+    Initramfs(cmd::initramfs::Args),
+    /// Print the PCR0, PCR1 and PCR2 of the enclave image made of a kernel, a cmdline and
+    /// ramdisks.
+    Pcr(cmd::pcr::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::KmsEmulator(c) => cmd::kms_emulator::run(*c),
+        Command::Initramfs(a) => cmd::initramfs::run(a),
+        Command::Pcr(a) => cmd::pcr::run(a),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,8 @@ pub mod encrypt;
 pub mod key_policy;
 pub mod kms_emulator;
 pub mod verify;
+pub mod initramfs;
+pub mod pcr;
 
 use anyhow::{Context, Result};
 use std::path::Path;

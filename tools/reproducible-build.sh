@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds enclave-init for x86_64-unknown-linux-musl so that its bytes depend only on the source
+# (and the pinned build environment), never on where the checkout, CARGO_HOME or the target
+# directory live, nor on when the build ran. Prints the binary's SHA-384 as its last line.
+#
+#   tools/reproducible-build.sh            # -> target/x86_64-unknown-linux-musl/release/enclave-init
+#
+# What makes the bytes reproducible:
+#   - the toolchain pinned in rust-toolchain.toml and `cargo build --locked` (Cargo.lock);
+#   - --remap-path-prefix for the checkout (/build), CARGO_HOME (/cargo), the target directory
+#     (/target) and the toolchain's sysroot (/rustc-sysroot): panic locations and any other
+#     path rustc embeds come out the same from any directory. Config files cannot expand $PWD,
+#     which is why this script, not .cargo/config.toml, sets them;
+#   - matching -ffile-prefix-map in CFLAGS for aws-lc's C and assembly (its __FILE__ strings);
+#   - SOURCE_DATE_EPOCH=0 for anything that would stamp a date (nothing does today);
+#   - the release profile: LTO, one codegen unit, panic=abort, symbols stripped.
+# Other environment that could change the output (wrappers, extra flags) is cleared.
+#
+# Environment: CARGO_HOME and CARGO_TARGET_DIR are honoured (any paths without whitespace).
+# Needs rustup and musl-gcc (Debian: musl-tools). The bytes also depend on the C toolchain
+# (Debian 12's gcc 12.2 and musl 1.2.3 here), which is why they are part of the pinned build
+# environment described in the README.
+set -euo pipefail
+
+target=x86_64-unknown-linux-musl
+die() { printf 'reproducible-build: %s\n' "$*" >&2; exit 1; }
+note() { printf 'reproducible-build: %s\n' "$*" >&2; }
+
+cd "$(dirname "$0")/.."
+root=$(pwd -P)
+[ -f "$root/Cargo.lock" ] && [ -d "$root/enclave-init" ] || die "$root is not the project's checkout"
+
+command -v cargo >/dev/null || die "cargo not found (install rustup)"
+command -v musl-gcc >/dev/null || die "musl-gcc not found (Debian: apt-get install musl-tools)"
+
+abs() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+cargo_home=$(abs "${CARGO_HOME:-$HOME/.cargo}")
+target_dir=$(abs "${CARGO_TARGET_DIR:-$root/target}")
+sysroot=$(rustc --print sysroot)
+for p in "$root" "$cargo_home" "$target_dir" "$sysroot"; do
+  case $p in *[[:space:]]*) die "paths with whitespace are not supported: '$p'" ;; esac
+done
+
+# The pinned toolchain (rust-toolchain.toml) must be the one running.
+want=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+have=$(rustc --version | awk '{print $2}')
+[ "$have" = "$want" ] || die "rustc is $have but rust-toolchain.toml pins $want"
+rustup target list --installed 2>/dev/null | grep -qx "$target" \
+  || die "the $target target is missing (rustup target add $target)"
+
+# Nothing in the build should read the clock; if something does (GCC's __DATE__), it gets a
+# constant. Always this one, whatever the caller's environment says, so that nobody's differs.
+SOURCE_DATE_EPOCH=0
+export SOURCE_DATE_EPOCH
+
+# Prefix maps, most general first: rustc and GCC both let the last matching one win, and the
+# target directory usually lies inside the checkout.
+maps=("$sysroot=/rustc-sysroot" "$cargo_home=/cargo" "$root=/build" "$target_dir=/target")
+# The same directories reached through symlinks would be other strings: map those spellings too.
+for m in "${maps[@]}"; do
+  from=${m%=*} to=${m##*=}
+  real=$(realpath -m "$from")
+  [ "$real" = "$from" ] || maps+=("$real=$to")
+done
+
+rustflags=(-C target-feature=+crt-static)
+cflags=()
+for m in "${maps[@]}"; do
+  rustflags+=("--remap-path-prefix=$m")
+  cflags+=("-ffile-prefix-map=$m")
+done
+
+# Anything in the caller's environment that would change what cargo, rustc, cc or the linker
+# are asked to do (profiles, flags, wrappers, linkers, include paths, aws-lc's switches).
+for name in $(compgen -e); do
+  case $name in
+    CARGO_PROFILE_*|CARGO_BUILD_*|CARGO_TARGET_*|CARGO_ENCODED_RUSTFLAGS|CARGO_INCREMENTAL|\
+    CARGO_UNSTABLE_*|RUSTFLAGS|RUSTC|RUSTC_*|RUSTDOC|RUSTDOCFLAGS|CC|CC_*|CXX|CXX_*|AR|AR_*|\
+    CFLAGS|CFLAGS_*|CXXFLAGS|CXXFLAGS_*|CPPFLAGS|LDFLAGS|TARGET_*|HOST_*|AWS_LC_SYS_*|\
+    CPATH|C_INCLUDE_PATH|LIBRARY_PATH|COMPILER_PATH|GCC_EXEC_PREFIX)
+      unset "$name" ;;
+  esac
+done
+# Names with hyphens, which bash cannot hold but cc would read; env drops them below.
+env_drop=()
+for v in CC AR CFLAGS CXXFLAGS; do env_drop+=(-u "${v}_x86_64-unknown-linux-musl"); done
+# Cargo configuration files can set profiles and linkers too; they cannot be switched off, so
+# say where they are.
+configs=()
+d=$root
+while :; do
+  for f in "$d/.cargo/config.toml" "$d/.cargo/config"; do [ -f "$f" ] && configs+=("$f"); done
+  [ "$d" = / ] && break
+  d=$(dirname "$d")
+done
+for f in "$cargo_home/config.toml" "$cargo_home/config"; do [ -f "$f" ] && configs+=("$f"); done
+[ ${#configs[@]} -eq 0 ] \
+  || note "WARNING: cargo also reads ${configs[*]}: a profile, linker or flag set there changes the bytes"
+export CARGO_ENCODED_RUSTFLAGS
+CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; printf '%s' "${rustflags[*]}")
+export CC_x86_64_unknown_linux_musl=musl-gcc
+export CFLAGS_x86_64_unknown_linux_musl="${cflags[*]}"
+export CARGO_HOME=$cargo_home CARGO_TARGET_DIR=$target_dir
+export TZ=UTC LC_ALL=C
+
+note "checkout $root, CARGO_HOME $cargo_home, target dir $target_dir"
+note "$(rustc --version); $(musl-gcc --version | head -n 1); SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
+start=$(date +%s)
+env "${env_drop[@]}" \
+  cargo build --release --locked --target "$target" -p enclave-init >&2
+bin=$target_dir/$target/release/enclave-init
+[ -f "$bin" ] || die "cargo did not produce $bin"
+
+if command -v file >/dev/null; then
+  file -b "$bin" | grep -qE 'statically linked|static-pie linked' || die "$bin is not statically linked: $(file -b "$bin")"
+fi
+note "built in $(( $(date +%s) - start )) s: $bin ($(stat -c %s "$bin") bytes, static)"
+sha384sum "$bin" | awk '{print $1}'

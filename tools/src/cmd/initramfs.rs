@@ -1,0 +1,65 @@
+//! `bidctl initramfs --out FILE [--enclave-init PATH] [--nsm-ko FILE]`: the reproducible
+//! initramfs for an enclave image in which enclave-init is PID 1.
+
+use anyhow::{Context, Result, anyhow};
+use bidding_tools::initramfs;
+use clap::Args as ClapArgs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Where to write the `newc` cpio archive.
+    #[arg(long)]
+    out: PathBuf,
+    /// The static enclave-init binary to install as /init.
+    #[arg(long, default_value = initramfs::DEFAULT_ENCLAVE_INIT)]
+    enclave_init: PathBuf,
+    /// The NSM driver to install as /nsm.ko, which enclave-init loads at boot (nitro-cli's
+    /// /usr/share/nitro_enclaves/blobs/nsm.ko). Without it the kernel must have the driver
+    /// built in, or the enclave cannot reach /dev/nsm.
+    #[arg(long)]
+    nsm_ko: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let init = std::fs::read(&args.enclave_init).with_context(|| {
+        if args.enclave_init == Path::new(initramfs::DEFAULT_ENCLAVE_INIT) {
+            format!(
+                "reading {} (build it with tools/reproducible-build.sh, or pass --enclave-init)",
+                args.enclave_init.display()
+            )
+        } else {
+            format!("reading {}", args.enclave_init.display())
+        }
+    })?;
+    initramfs::check_static_elf(&init)
+        .map_err(|e| anyhow!("{} cannot be /init: {e}", args.enclave_init.display()))?;
+    let ko = args
+        .nsm_ko
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let entries = initramfs::entries(&init, ko.as_deref());
+    let archive = initramfs::write_newc(&entries)?;
+
+    // Never leave a half-written archive under the requested name.
+    let tmp = args.out.with_extension("partial");
+    std::fs::write(&tmp, &archive).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
+
+    for e in &entries {
+        println!("{}", e.describe());
+    }
+    println!(
+        "{}: {} bytes, sha384 {}",
+        args.out.display(),
+        archive.len(),
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA384,
+            &archive
+        ))
+    );
+    Ok(ExitCode::SUCCESS)
+}
