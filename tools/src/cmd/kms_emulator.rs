@@ -207,6 +207,8 @@ fn serve(args: Serve) -> Result<ExitCode> {
     config.fault_seed = args.fault_seed;
     config.log = !args.quiet;
     let running = kms_emulator::spawn(config)?;
+    // Always, even with --quiet: scripts started with port 0 read the address from here.
+    eprintln!("kms-emulator: listening on {}", running.endpoint());
     if !running.endpoint().starts_with("http:") {
         eprintln!("kms-emulator: clients trust {}", running.ca_pem().display());
     }
