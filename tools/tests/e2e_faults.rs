@@ -439,3 +439,45 @@ fn credentials_expiring_mid_auction_are_refreshed() {
     assert!(stderr.contains("ExpiredToken"), "{stderr}");
     assert!(!output_exists(&w));
 }
+
+/// `--dry-run` reads configuration, credentials and every bid file but never contacts the
+/// enclave; a missing bid file is an S3 error naming bucket and key.
+#[test]
+fn dry_run_and_missing_inputs() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    two_buyers(&w, "dry", 4);
+    let config = w.dir.path().join("dry.toml");
+    let nowhere = bidding_core::endpoint::Endpoint::Unix(
+        w.dir.path().join("no-enclave.sock").display().to_string(),
+    );
+    std::fs::write(
+        &config,
+        w.stack.parent_config(
+            &bidding_core::names::AuctionId::new("dry").unwrap(),
+            &nowhere,
+            "none",
+            false,
+        ),
+    )
+    .unwrap();
+    let run = w.stack.run_parent(&exe(), &config, &["--dry-run"]).unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "dry run: configuration, credentials and 2 bid files are fine (4 lots, 8 bids)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!output_exists(&w));
+
+    std::fs::remove_file(w.stack.s3.object_path("buyer2-bids", "encrypted.csv")).unwrap();
+    let run = w.stack.run_parent(&exe(), &config, &["--dry-run"]).unwrap();
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("buyer2-bids") && run.stderr.contains("encrypted.csv"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("NoSuchKey"), "{}", run.stderr);
+}

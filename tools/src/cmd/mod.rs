@@ -5,11 +5,11 @@ pub mod bench;
 pub mod cms;
 pub mod demo;
 pub mod encrypt;
+pub mod initramfs;
 pub mod key_policy;
 pub mod kms_emulator;
-pub mod verify;
-pub mod initramfs;
 pub mod pcr;
+pub mod verify;
 
 use anyhow::{Context, Result};
 use std::path::Path;

@@ -1,0 +1,437 @@
+//! bidctl's commands as users run them: the binary, its exit codes, stdout and stderr.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::*;
+
+fn bidctl(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: ../shared/fixtures not found (the AWS fixtures live beside the clone in CI)"
+        );
+        None
+    }
+}
+
+#[test]
+fn attestation_verify_and_inspect_on_the_aws_fixtures() {
+    let Some(f) = fixtures() else { return };
+    let valid = f.join("attestation/evervault-valid-2022-10-13.cbor");
+    let debug = f.join("attestation/evervault-debug-2022-10-12.cbor");
+    let (v, d) = (valid.to_str().unwrap(), debug.to_str().unwrap());
+    let pcr0 = "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b";
+
+    let o = bidctl(&["attestation", "verify", v, "--at", "document"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["module_id"], "i-020b6af9246d90e92-enc0183d09086c24190");
+    assert_eq!(json["timestamp"], 1665651482136u64);
+    assert_eq!(json["pcrs"]["0"], pcr0);
+    assert_eq!(json["debug_mode"], false);
+    assert!(json["public_key"].is_null() && json["user_data"].is_null());
+
+    let o = bidctl(&[
+        "attestation",
+        "verify",
+        v,
+        "--at",
+        "document",
+        "--expect-pcr0",
+        pcr0,
+    ]);
+    assert!(o.status.success());
+    let o = bidctl(&[
+        "attestation",
+        "verify",
+        v,
+        "--at",
+        "2022-10-13T09:00:00Z",
+        "--root",
+        f.join("attestation/aws-nitro-root-g1.pem")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // Default `--at now`: long expired. One line on stderr naming the failed step.
+    let o = bidctl(&["attestation", "verify", v]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("expired"), "{err}");
+
+    // Debug mode is reported, and a PCR0 of zeros does not match the real one.
+    let o = bidctl(&[
+        "attestation",
+        "verify",
+        d,
+        "--at",
+        "document",
+        "--expect-pcr0",
+        pcr0,
+    ]);
+    assert!(!o.status.success());
+    let o = bidctl(&["attestation", "inspect", d]);
+    assert!(o.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["debug_mode"], true);
+    assert_eq!(json["user_data"], hex::encode("hello, world!"));
+    assert!(json["nonce"].is_null());
+
+    // A document with one flipped byte, and another root.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&valid).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let flipped = dir.path().join("flipped.cbor");
+    std::fs::write(&flipped, &bytes).unwrap();
+    let o = bidctl(&[
+        "attestation",
+        "verify",
+        flipped.to_str().unwrap(),
+        "--at",
+        "document",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("signature"), "{:?}", text(&o));
+}
+
+#[test]
+fn cms_open_with_an_openssl_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "key.pem",
+    ]);
+    run(&[
+        "pkey", "-in", "key.pem", "-pubout", "-outform", "DER", "-out", "pub.der",
+    ]);
+    let spki = std::fs::read(d.join("pub.der")).unwrap();
+    let rid = bidding_core::cms::recipient_key_id(&spki);
+    std::fs::write(
+        d.join("ext.cnf"),
+        format!(
+            "[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nCN=recipient\n[v3]\nsubjectKeyIdentifier={}\n",
+            rid.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        ),
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "key.pem",
+        "-config",
+        "ext.cnf",
+        "-extensions",
+        "v3",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+    ]);
+    std::fs::write(d.join("plain.txt"), "131415.92").unwrap();
+    run(&[
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-stream",
+        "-keyid",
+        "-aes256",
+        "-in",
+        "plain.txt",
+        "-recip",
+        "cert.pem",
+        "-keyopt",
+        "rsa_padding_mode:oaep",
+        "-keyopt",
+        "rsa_oaep_md:sha256",
+        "-keyopt",
+        "rsa_mgf1_md:sha256",
+        "-outform",
+        "DER",
+        "-out",
+        "env.ber",
+    ]);
+    let key = d.join("key.pem");
+    let env = d.join("env.ber");
+    let o = bidctl(&[
+        "cms",
+        "open",
+        "--key",
+        key.to_str().unwrap(),
+        env.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(o.stdout, b"131415.92");
+    // A wrong expected rid is refused before any decryption.
+    let o = bidctl(&[
+        "cms",
+        "open",
+        "--key",
+        key.to_str().unwrap(),
+        "--expect-rid",
+        &"00".repeat(32),
+        env.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(text(&o).1.contains("recipient key id"), "{:?}", text(&o));
+    // Another key.
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "other.pem",
+    ]);
+    let other = d.join("other.pem");
+    let o = bidctl(&[
+        "cms",
+        "open",
+        "--key",
+        other.to_str().unwrap(),
+        env.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && o.stdout.is_empty());
+}
+
+#[test]
+fn key_policy_statement() {
+    let role = "arn:aws:iam::111122223333:role/bidding-parent";
+    let pcr0 = "ab".repeat(48);
+    let o = bidctl(&[
+        "key-policy",
+        "--role-arn",
+        role,
+        "--pcr0",
+        &pcr0,
+        "--pcr8",
+        &"cd".repeat(48),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Effect"], "Allow");
+    assert_eq!(v["Action"], "kms:Decrypt");
+    assert_eq!(v["Principal"]["AWS"], role);
+    let cond = &v["Condition"]["StringEqualsIgnoreCase"];
+    assert_eq!(cond["kms:RecipientAttestation:ImageSha384"], pcr0);
+    assert_eq!(cond["kms:RecipientAttestation:PCR8"], "cd".repeat(48));
+    assert!(o.stderr.is_empty());
+
+    // From `nitro-cli describe-eif`, with all-zero (debug-mode) measurements: a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let eif = dir.path().join("describe.json");
+    let zero = "0".repeat(96);
+    std::fs::write(
+        &eif,
+        serde_json::json!({"EifVersion": 4, "Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": zero, "PCR1": zero, "PCR2": zero}}).to_string(),
+    )
+    .unwrap();
+    let o = bidctl(&[
+        "key-policy",
+        "--role-arn",
+        role,
+        "--describe-eif",
+        eif.to_str().unwrap(),
+        "--document",
+    ]);
+    assert!(o.status.success());
+    assert!(text(&o).1.contains("debug-mode enclave"), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Statement"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:PCR2"],
+        zero
+    );
+
+    let o = bidctl(&["key-policy", "--role-arn", "not-an-arn", "--pcr0", &pcr0]);
+    assert!(!o.status.success());
+    let o = bidctl(&["key-policy", "--role-arn", role, "--pcr0", "abc"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn encrypt_seals_and_refuses_bad_files_whole() {
+    let w = world(&["Buyer1"], bidding_tools::stack::StackOptions::default());
+    let b = w.stack.buyer("Buyer1").unwrap();
+    let dir = w.dir.path();
+    let envs = |cmd: &mut Command| {
+        cmd.env("AWS_ACCESS_KEY_ID", &b.credentials.access_key_id)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                b.credentials.secret_access_key.expose(),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_KMS", w.stack.kms.endpoint())
+            .env("AWS_CA_BUNDLE", w.stack.kms.ca_pem())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("HOME", dir);
+    };
+    let good = dir.join("bids.csv");
+    std::fs::write(&good, "contract,bid\n1,100000\n2, 2500.5 \n10,007\n").unwrap();
+    let mut cmd = Command::new(exe());
+    cmd.args([
+        "encrypt",
+        "--key-id",
+        b.key.as_str(),
+        "--auction",
+        "a-1",
+        "--buyer",
+        "Buyer1",
+        good.to_str().unwrap(),
+    ]);
+    envs(&mut cmd);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let rows =
+        bidding_core::bidfile::parse_encrypted("stdout", &o.stdout, Default::default()).unwrap();
+    let lots: Vec<&str> = rows.iter().map(|r| r.lot.as_str()).collect();
+    assert_eq!(lots, ["1", "2", "10"]);
+    // Each bid opens, with its context, to the canonical amount.
+    let client = w.stack.kms_client(&b.credentials).unwrap();
+    let auction = bidding_core::names::AuctionId::new("a-1").unwrap();
+    for (row, want) in rows.iter().zip(["100000", "2500.50", "7"]) {
+        let ctx = bidding_core::kms::bid_context(&auction, &row.lot, &b.name);
+        let answer: bidding_core::kms::DecryptResponse = client
+            .call(
+                "Decrypt",
+                &bidding_core::kms::DecryptRequest {
+                    ciphertext_blob: row.ciphertext.clone(),
+                    key_id: Some(b.key.to_string()),
+                    encryption_context: Some(ctx),
+                    encryption_algorithm: None,
+                    recipient: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(answer.plaintext.unwrap(), want.as_bytes());
+    }
+    // --upload puts the same format into the buyer's bucket.
+    let mut cmd = Command::new(exe());
+    cmd.args([
+        "encrypt",
+        "--key-id",
+        b.key.as_str(),
+        "--auction",
+        "a-1",
+        "--buyer",
+        "Buyer1",
+        "--upload",
+        &format!("s3://{}/encrypted.csv", b.bucket),
+        good.to_str().unwrap(),
+    ]);
+    envs(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL_S3", w.stack.s3.endpoint());
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(o.stdout.is_empty());
+    let uploaded = std::fs::read(w.stack.s3.object_path(&b.bucket, "encrypted.csv")).unwrap();
+    assert_eq!(
+        bidding_core::bidfile::parse_encrypted("s3", &uploaded, Default::default())
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // A file with bad rows: every bad line listed, no amount shown, nothing written.
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "contract,bid\n1,100000\n2,-4242\n3,1e5\n3,17\n4,99.999\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(exe());
+    cmd.args([
+        "encrypt",
+        "--key-id",
+        b.key.as_str(),
+        "--auction",
+        "a-1",
+        "--buyer",
+        "Buyer1",
+        bad.to_str().unwrap(),
+    ]);
+    envs(&mut cmd);
+    let o = cmd.output().unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(out.is_empty(), "nothing may be written: {out}");
+    for line in [
+        "line 3: bid: a sign",
+        "line 4: bid: an amount may contain only",
+        "line 5: lot `3` already appears on line 4",
+        "line 6: bid: an amount may have at most 2 digits",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in {err}");
+    }
+    for amount in ["4242", "99.999", "1e5"] {
+        assert!(!err.contains(amount), "{err}");
+    }
+}
+
+#[test]
+fn demo_runs_the_proof_of_concept_scenario() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bidctl(&["demo", "--out", out.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("output.csv")).unwrap(),
+        "Property,Result\n1,Buyer1 Wins\n2,Buyer2 Wins\n3,\"Tie: Buyer1, Buyer2\"\n"
+    );
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("Verified:"), "{stdout}");
+    // The command it prints to check the result works as printed.
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("bidctl verify"))
+        .unwrap();
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let o = bidctl(&args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for f in [
+        "output.csv.attestation",
+        "output.json",
+        "output.csv.config.json",
+        "dev-root.pem",
+    ] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+}
