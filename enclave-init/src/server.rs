@@ -1,9 +1,10 @@
 //! Serving the parent: one session at a time over a stream, driven by core's state machine.
 //!
 //! Three kinds of threads meet here: a reader per connection (stops reading when the session
-//! asks for backpressure), the KMS workers (report opened bids), and the session loop, which
-//! owns the state machine, writes frames and calls the NSM. A second connection while a
-//! session runs gets a `busy` error frame and is closed.
+//! asks for backpressure, and never reads more than a few chunks ahead of the session loop),
+//! the KMS workers (report opened bids), and the session loop, which owns the state machine,
+//! writes frames and calls the NSM. A second connection while a session runs gets a `busy`
+//! error frame and is closed.
 
 use crate::keys::{PendingKey, RecipientAttestation};
 use crate::kms::{KmsClient, KmsSettings};
@@ -79,8 +80,10 @@ pub fn serve(listener: Listener, ctx: Arc<Context>) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("session".into())
             .spawn(move || {
-                run_session(stream, &ctx);
+                let summary = run_session(stream, &ctx);
                 ctx.busy.store(false, Ordering::SeqCst);
+                // Only now: a parent that connects after this line is served, not refused.
+                log!("{summary}");
             })?;
     }
 }
@@ -109,24 +112,55 @@ enum Event {
     Decrypted(BidTicket, DecryptOutcome),
 }
 
-/// Lets the reader thread read only while the session wants input.
+/// Chunks the reader may have read that the session loop has not yet handled. Without this
+/// bound a parent that writes faster than the session decodes (or that stops reading replies,
+/// which blocks the session loop in a write) fills the channel with everything it sends.
+const MAX_UNHANDLED_READS: usize = 4;
+
+/// Lets the reader thread read only while the session wants input and has handled (nearly)
+/// everything read before.
 #[derive(Default)]
 struct Gate {
-    open: Mutex<bool>,
+    state: Mutex<GateState>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    unhandled: usize,
+}
+
 impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
     fn set(&self, open: bool) {
-        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if *g != open {
-            *g = open;
+        let mut g = self.lock();
+        if g.open != open {
+            g.open = open;
             self.changed.notify_all();
         }
     }
-    fn wait_open(&self, stop: &AtomicBool) -> bool {
-        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        while !*g && !stop.load(Ordering::Relaxed) {
+    /// The reader read a chunk and is about to hand it over.
+    fn read_one(&self) {
+        self.lock().unhandled += 1;
+    }
+    /// The session loop handled a chunk.
+    fn handled_one(&self) {
+        let mut g = self.lock();
+        g.unhandled = g.unhandled.saturating_sub(1);
+        self.changed.notify_all();
+    }
+    fn wake(&self) {
+        let _g = self.lock();
+        self.changed.notify_all();
+    }
+    /// Waits until the reader may read; false when the session is over.
+    fn wait_ready(&self, stop: &AtomicBool) -> bool {
+        let ready = |g: &GateState| g.open && g.unhandled < MAX_UNHANDLED_READS;
+        let mut g = self.lock();
+        while !ready(&g) && !stop.load(Ordering::Relaxed) {
             g = self
                 .changed
                 .wait_timeout(g, Duration::from_millis(200))
@@ -137,7 +171,8 @@ impl Gate {
     }
 }
 
-pub fn run_session(stream: Stream, ctx: &Context) {
+/// Runs one parent session to its end and returns the line to log about it.
+pub fn run_session(stream: Stream, ctx: &Context) -> String {
     let started = Instant::now();
     let guard = ctx
         .guard
@@ -154,9 +189,8 @@ pub fn run_session(stream: Stream, ctx: &Context) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(e) => {
-            log!("cannot clone the parent stream: {e}");
             *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.into_guard());
-            return;
+            return format!("session ended at once: cannot clone the parent stream: {e}");
         }
     };
     let _ = writer.set_write_timeout(Some(Duration::from_secs(60)));
@@ -165,13 +199,14 @@ pub fn run_session(stream: Stream, ctx: &Context) {
         let mut stream = stream;
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
-            while gate.wait_open(&stop) {
+            while gate.wait_ready(&stop) {
                 match stream.read(&mut buf) {
                     Ok(0) => {
                         let _ = tx.send(Event::Eof(None));
                         return;
                     }
                     Ok(n) => {
+                        gate.read_one();
                         if tx.send(Event::Input(buf[..n].to_vec())).is_err() {
                             return;
                         }
@@ -246,7 +281,10 @@ pub fn run_session(stream: Stream, ctx: &Context) {
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Event::Input(bytes)) => session.handle_input(&bytes, now_ms()),
+            Ok(Event::Input(bytes)) => {
+                session.handle_input(&bytes, now_ms());
+                gate.handled_one();
+            }
             Ok(Event::Eof(err)) => {
                 if let Some(e) = err {
                     log!("reading from the parent failed: {e}");
@@ -265,11 +303,11 @@ pub fn run_session(stream: Stream, ctx: &Context) {
     }
     cancelled.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    gate.set(true);
+    gate.wake();
     writer.shutdown();
     let _ = reader.join();
     let stats = session.stats();
-    log!(
+    let summary = format!(
         "session ended after {:.1} s: {}; {} lots decided, {} bids opened, {} set aside",
         started.elapsed().as_secs_f64(),
         session.end_reason().unwrap_or("done"),
@@ -278,4 +316,5 @@ pub fn run_session(stream: Stream, ctx: &Context) {
         stats.bids_set_aside
     );
     *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.into_guard());
+    summary
 }
