@@ -6,54 +6,148 @@ use crate::nsm::Nsm;
 use crate::{keys, log, nsm, pid1, server, transport};
 use bidding_core::endpoint::Endpoint;
 use bidding_core::session::enclave::EnclaveSettings;
-use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The sealed-bid auction enclave. Production defaults need no arguments.
-#[derive(Parser)]
-#[command(name = "enclave-init", version, about)]
+const HELP: &str = "\
+enclave-init: the sealed-bid auction enclave. Production defaults need no arguments.
+
+Usage: enclave-init [OPTIONS]
+
+Options:
+  --listen ENDPOINT          where the parent connects [default: vsock:any:5005]
+  --kms-proxy ENDPOINT       the vsock-proxy forwarding to kms.<region>.amazonaws.com:443
+                             [default: vsock:3:8000]
+  --kms-connections N        parallel persistent KMS connections [default: 8]
+  --kms-deadline-secs N      seconds one bid may take at KMS, retries included, before the
+                             auction fails [default: 60]
+  --max-frame BYTES          largest frame accepted from the parent [default: 1048576]
+  --max-pending-bids N       bids being opened at once before the enclave stops reading
+                             (bounds memory) [default: 4096]
+  --max-lots N               lots per auction [default: 1000000]
+  --replay-capacity N        ciphertexts remembered per boot to refuse replays, 32 bytes
+                             each [default: 2000000]
+  --no-heartbeat             as PID 1: skip the boot heartbeat (tests outside an enclave)
+  --nsm-ko PATH              as PID 1: the NSM driver module to load when present
+                             [default: /nsm.ko]
+  -h, --help                 print this help
+  -V, --version              print the version
+
+Endpoints are vsock:CID:PORT; dev builds also take unix:PATH and tcp:HOST:PORT.
+Dev builds only:
+  --soft-nsm DIR             the software NSM, with its chain in DIR
+  --kms-ca PEM               also trust this CA for KMS (the KMS emulator's)
+  --spawn CMD [ARGS...]      start this command after init (tests of PID 1 reaping)
+";
+
+/// The enclave's settings from its command line.
 pub struct Args {
-    /// Where the parent connects.
-    #[arg(long, default_value = "vsock:any:5005")]
     listen: Endpoint,
-    /// The vsock-proxy forwarding to kms.<region>.amazonaws.com:443.
-    #[arg(long, default_value = "vsock:3:8000")]
     kms_proxy: Endpoint,
-    /// Parallel persistent KMS connections.
-    #[arg(long, default_value_t = 8)]
     kms_connections: usize,
-    /// Seconds one bid may take at KMS, retries included, before the auction fails.
-    #[arg(long, default_value_t = 60)]
     kms_deadline_secs: u64,
-    /// Largest frame accepted from the parent, in bytes.
-    #[arg(long, default_value_t = bidding_core::wire::DEFAULT_MAX_FRAME)]
     max_frame: usize,
-    /// Bids being opened at once before the enclave stops reading (bounds memory).
-    #[arg(long, default_value_t = 4096)]
     max_pending_bids: usize,
-    /// Lots per auction.
-    #[arg(long, default_value_t = 1_000_000)]
     max_lots: usize,
-    /// Ciphertexts remembered per boot to refuse replays (32 bytes each).
-    #[arg(long, default_value_t = 2_000_000)]
     replay_capacity: usize,
-    /// As PID 1: skip the boot heartbeat (for tests outside an enclave).
-    #[arg(long)]
     no_heartbeat: bool,
-    /// As PID 1: the NSM driver module to load when present.
-    #[arg(long, default_value = "/nsm.ko")]
     nsm_ko: PathBuf,
-    /// Dev builds only: use the software NSM with its chain in this directory.
-    #[arg(long, hide = !cfg!(feature = "dev"))]
     soft_nsm: Option<PathBuf>,
-    /// Dev builds only: also trust this CA (PEM) for KMS, e.g. the KMS emulator's.
-    #[arg(long, hide = !cfg!(feature = "dev"))]
     kms_ca: Option<PathBuf>,
-    /// Dev builds only: start this command after init (tests of PID 1 reaping).
-    #[arg(long, hide = !cfg!(feature = "dev"), num_args = 1.., allow_hyphen_values = true)]
     spawn: Vec<String>,
+}
+
+/// What the command line asks for.
+pub enum Parsed {
+    Run(Box<Args>),
+    /// `--help` or `--version`: print this and stop.
+    Print(String),
+}
+
+/// Parses the arguments (the first is the program name). lexopt rather than clap: the enclave
+/// image carries every byte of this binary, and clap would be an eighth of our own code.
+pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        listen: "vsock:any:5005".parse().expect("valid default"),
+        kms_proxy: "vsock:3:8000".parse().expect("valid default"),
+        kms_connections: 8,
+        kms_deadline_secs: 60,
+        max_frame: bidding_core::wire::DEFAULT_MAX_FRAME,
+        max_pending_bids: 4096,
+        max_lots: 1_000_000,
+        replay_capacity: 2_000_000,
+        no_heartbeat: false,
+        nsm_ko: PathBuf::from("/nsm.ko"),
+        soft_nsm: None,
+        kms_ca: None,
+        spawn: Vec::new(),
+    };
+    let mut p = lexopt::Parser::from_iter(argv);
+    let err = |e: lexopt::Error| e.to_string();
+    fn num<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
+        let v = p.value().map_err(|e| e.to_string())?;
+        let s = v.to_string_lossy();
+        s.parse()
+            .map_err(|_| format!("{flag}: `{s}` is not a number"))
+    }
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Long("listen") => {
+                a.listen = p
+                    .value()
+                    .map_err(err)?
+                    .string()
+                    .map_err(err)?
+                    .parse()
+                    .map_err(|e| format!("--listen: {e}"))?
+            }
+            Long("kms-proxy") => {
+                a.kms_proxy = p
+                    .value()
+                    .map_err(err)?
+                    .string()
+                    .map_err(err)?
+                    .parse()
+                    .map_err(|e| format!("--kms-proxy: {e}"))?
+            }
+            Long("kms-connections") => a.kms_connections = num(&mut p, "--kms-connections")?,
+            Long("kms-deadline-secs") => a.kms_deadline_secs = num(&mut p, "--kms-deadline-secs")?,
+            Long("max-frame") => a.max_frame = num(&mut p, "--max-frame")?,
+            Long("max-pending-bids") => a.max_pending_bids = num(&mut p, "--max-pending-bids")?,
+            Long("max-lots") => a.max_lots = num(&mut p, "--max-lots")?,
+            Long("replay-capacity") => a.replay_capacity = num(&mut p, "--replay-capacity")?,
+            Long("no-heartbeat") => a.no_heartbeat = true,
+            Long("nsm-ko") => a.nsm_ko = p.value().map_err(err)?.into(),
+            Long("soft-nsm") => a.soft_nsm = Some(p.value().map_err(err)?.into()),
+            Long("kms-ca") => a.kms_ca = Some(p.value().map_err(err)?.into()),
+            Long("spawn") => {
+                a.spawn = p
+                    .raw_args()
+                    .map_err(err)?
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .collect();
+                if a.spawn.is_empty() {
+                    return Err("--spawn needs a command".into());
+                }
+            }
+            Short('h') | Long("help") => return Ok(Parsed::Print(HELP.to_owned())),
+            Short('V') | Long("version") => {
+                return Ok(Parsed::Print(format!(
+                    "enclave-init {}\n",
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            other => return Err(format!("{} (see --help)", other.unexpected())),
+        }
+    }
+    if a.kms_connections == 0 || a.max_frame == 0 || a.max_pending_bids == 0 {
+        return Err(
+            "--kms-connections, --max-frame and --max-pending-bids must be positive".into(),
+        );
+    }
+    Ok(Parsed::Run(Box::new(a)))
 }
 
 /// Runs the enclave with these command-line arguments (the first is the program name); never
@@ -72,9 +166,17 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
         }
         argv = ours;
     }
-    let args = match Args::try_parse_from(argv) {
-        Ok(a) => a,
-        Err(e) if !pid1 => e.exit(),
+    let args = match parse(argv) {
+        Ok(Parsed::Run(a)) => *a,
+        Ok(Parsed::Print(text)) if !pid1 => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        Ok(Parsed::Print(_)) => pid1::finish("asked for help or version as PID 1", 2, pid1),
+        Err(e) if !pid1 => {
+            eprintln!("enclave-init: {e}");
+            std::process::exit(2);
+        }
         Err(e) => pid1::finish(&format!("bad arguments: {e}"), 2, pid1),
     };
     pid1::spawn_signal_thread(signals, pid1);
@@ -186,4 +288,68 @@ fn spawn(cmd: &[String]) -> Result<(), String> {
         .map_err(|e| format!("--spawn {}: {e}", cmd[0]))?;
     log!("spawned pid {} ({})", child.id(), cmd[0]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Result<Parsed, String> {
+        parse(
+            std::iter::once("enclave-init")
+                .chain(v.iter().copied())
+                .map(Into::into),
+        )
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let Ok(Parsed::Run(a)) = args(&[]) else {
+            panic!("defaults")
+        };
+        assert_eq!(a.listen.to_string(), "vsock:any:5005");
+        assert_eq!(a.kms_proxy.to_string(), "vsock:3:8000");
+        assert_eq!(
+            (a.kms_connections, a.kms_deadline_secs, a.max_pending_bids),
+            (8, 60, 4096)
+        );
+        let Ok(Parsed::Run(a)) = args(&[
+            "--listen",
+            "unix:/tmp/e.sock",
+            "--kms-connections=3",
+            "--no-heartbeat",
+            "--spawn",
+            "sh",
+            "-c",
+            "exit 0",
+        ]) else {
+            panic!("flags")
+        };
+        assert_eq!(a.listen.to_string(), "unix:/tmp/e.sock");
+        assert_eq!(a.kms_connections, 3);
+        assert!(a.no_heartbeat);
+        assert_eq!(a.spawn, ["sh", "-c", "exit 0"]);
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert_eq!(
+            args(&["--kms-connections", "x"]).err().unwrap(),
+            "--kms-connections: `x` is not a number"
+        );
+        assert!(
+            args(&["--listen", "ftp:x"])
+                .err()
+                .unwrap()
+                .contains("unknown scheme")
+        );
+        assert!(
+            args(&["--frobnicate"])
+                .err()
+                .unwrap()
+                .contains("--frobnicate")
+        );
+        assert!(args(&["nomodules"]).err().unwrap().contains("nomodules"));
+        assert!(matches!(args(&["--help"]), Ok(Parsed::Print(h)) if h.contains("--kms-proxy")));
+    }
 }

@@ -100,12 +100,111 @@ fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Strin
     if let Some(pem) = extra_ca_pem {
         add_pem_roots(&mut roots, pem)?;
     }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS configuration: {e}"))
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The TLS algorithms the enclave offers KMS: what AWS endpoints and the Amazon Trust Services
+/// chains use (AES-GCM suites; X25519, P-256 and P-384 key exchange; ECDSA P-256/P-384 and RSA
+/// signatures), nothing more. Leaving out what KMS never uses keeps the unused parts of
+/// aws-lc out of the enclave binary (about half a megabyte).
+mod tls {
+    use rustls::SignatureScheme;
+    use rustls::crypto::aws_lc_rs::{cipher_suite, kx_group};
+    use rustls::crypto::{
+        CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms,
+    };
+    use webpki::aws_lc_rs as alg;
+
+    static SIGNATURES: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+        ],
+        mapping: &[
+            (
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+            ),
+            (
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+            ),
+            (
+                SignatureScheme::RSA_PSS_SHA512,
+                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+            ),
+            (
+                SignatureScheme::RSA_PSS_SHA384,
+                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+            ),
+            (
+                SignatureScheme::RSA_PSS_SHA256,
+                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+            ),
+            (
+                SignatureScheme::RSA_PKCS1_SHA512,
+                &[alg::RSA_PKCS1_2048_8192_SHA512],
+            ),
+            (
+                SignatureScheme::RSA_PKCS1_SHA384,
+                &[alg::RSA_PKCS1_2048_8192_SHA384],
+            ),
+            (
+                SignatureScheme::RSA_PKCS1_SHA256,
+                &[alg::RSA_PKCS1_2048_8192_SHA256],
+            ),
+        ],
+    };
+
+    #[derive(Debug)]
+    struct Random;
+    impl SecureRandom for Random {
+        fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+            aws_lc_rs::rand::fill(buf).map_err(|_| GetRandomFailed)
+        }
+    }
+
+    /// The enclave never authenticates to KMS with a TLS client key (SigV4 does that).
+    #[derive(Debug)]
+    struct NoClientKeys;
+    impl KeyProvider for NoClientKeys {
+        fn load_private_key(
+            &self,
+            _: rustls::pki_types::PrivateKeyDer<'static>,
+        ) -> Result<std::sync::Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+            Err(rustls::Error::General(
+                "the enclave has no TLS client keys".into(),
+            ))
+        }
+    }
+
+    pub fn provider() -> CryptoProvider {
+        CryptoProvider {
+            cipher_suites: vec![
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ],
+            kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+            signature_verification_algorithms: SIGNATURES,
+            secure_random: &Random,
+            key_provider: &NoClientKeys,
+        }
+    }
 }
 
 #[cfg(feature = "dev")]
