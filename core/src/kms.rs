@@ -161,6 +161,59 @@ pub struct GenerateDataKeyResponse {
     pub ciphertext_for_recipient: Option<Vec<u8>>,
 }
 
+/// A Recipient attestation document, base64- and JSON-encoded once for the many Decrypt
+/// bodies that reuse it (the document lives for minutes; encoding its 4.6 KB per bid was a
+/// measurable share of the enclave's work beside the RSA operation).
+pub struct EncodedRecipient(Box<serde_json::value::RawValue>);
+
+impl EncodedRecipient {
+    pub fn new(document: &[u8]) -> Self {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(document);
+        let json = serde_json::to_string(&text).expect("a string serialises");
+        EncodedRecipient(serde_json::value::RawValue::from_string(json).expect("valid JSON string"))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DecryptBody<'a> {
+    #[serde(with = "b64")]
+    ciphertext_blob: &'a [u8],
+    key_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_context: Option<&'a BTreeMap<String, String>>,
+    encryption_algorithm: &'static str,
+    recipient: RecipientBody<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecipientBody<'a> {
+    key_encryption_algorithm: &'static str,
+    attestation_document: &'a serde_json::value::RawValue,
+}
+
+/// The body of a Decrypt with a Recipient, as [`DecryptRequest`] would serialise it.
+pub fn decrypt_body(
+    ciphertext: &[u8],
+    key_id: &str,
+    context: Option<&BTreeMap<String, String>>,
+    recipient: &EncodedRecipient,
+) -> Vec<u8> {
+    serde_json::to_vec(&DecryptBody {
+        ciphertext_blob: ciphertext,
+        key_id,
+        encryption_context: context,
+        encryption_algorithm: SYMMETRIC_DEFAULT,
+        recipient: RecipientBody {
+            key_encryption_algorithm: RECIPIENT_ALGORITHM,
+            attestation_document: &recipient.0,
+        },
+    })
+    .expect("plain JSON")
+}
+
 /// The JSON error shape of the KMS protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -296,6 +349,33 @@ mod tests {
             serde_json::to_string(&req).unwrap(),
             r#"{"CiphertextBlob":"AQID","KeyId":"arn:aws:kms:us-east-1:111122223333:key/k","EncryptionContext":{"auction":"a","buyer":"B","lot":"1"},"EncryptionAlgorithm":"SYMMETRIC_DEFAULT","Recipient":{"KeyEncryptionAlgorithm":"RSAES_OAEP_SHA_256","AttestationDocument":"CQ=="}}"#
         );
+    }
+
+    #[test]
+    fn fast_body_is_the_documented_request() {
+        let doc = vec![0x84, 0x44, 0xa1, 0x01, 0x38, 0x22, 0xff];
+        let ctx = bid_context(
+            &AuctionId::new("a").unwrap(),
+            &LotId::new("1").unwrap(),
+            &BuyerName::new("B").unwrap(),
+        );
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
+        for context in [Some(&ctx), None] {
+            let body = decrypt_body(&[1, 2, 3], arn, context, &EncodedRecipient::new(&doc));
+            let parsed: DecryptRequest = serde_json::from_slice(&body).unwrap();
+            let expected = DecryptRequest {
+                ciphertext_blob: vec![1, 2, 3],
+                key_id: Some(arn.into()),
+                encryption_context: context.cloned(),
+                encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+                recipient: Some(RecipientInfo {
+                    key_encryption_algorithm: RECIPIENT_ALGORITHM.into(),
+                    attestation_document: doc.clone(),
+                }),
+            };
+            assert_eq!(parsed, expected);
+            assert_eq!(body, serde_json::to_vec(&expected).unwrap());
+        }
     }
 
     #[test]

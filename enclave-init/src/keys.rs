@@ -7,6 +7,7 @@
 use crate::nsm::{self, Nsm};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use bidding_core::kms::EncodedRecipient;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,7 @@ pub struct RecipientAttestation {
     nsm: Arc<dyn Nsm>,
     key: Arc<RecipientKey>,
     max_age: Duration,
-    current: Mutex<Option<(Instant, Arc<Vec<u8>>)>>,
+    current: Mutex<Option<(Instant, Arc<EncodedRecipient>)>>,
 }
 
 impl RecipientAttestation {
@@ -95,19 +96,20 @@ impl RecipientAttestation {
         }
     }
 
-    pub fn document(&self) -> Result<Arc<Vec<u8>>, String> {
+    /// The current document, encoded for Decrypt bodies.
+    pub fn document(&self) -> Result<Arc<EncodedRecipient>, String> {
         let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, doc)) = &*g
             && at.elapsed() < self.max_age
         {
             return Ok(doc.clone());
         }
-        let doc = Arc::new(nsm::attest(
+        let doc = Arc::new(EncodedRecipient::new(&nsm::attest(
             &*self.nsm,
             None,
             None,
             Some(self.key.spki_der.clone()),
-        )?);
+        )?));
         *g = Some((Instant::now(), doc.clone()));
         Ok(doc)
     }

@@ -287,17 +287,12 @@ impl Worker {
                     };
                 }
             };
-            let body = kms_body::DecryptRequest {
-                ciphertext_blob: job.ciphertext.clone(),
-                key_id: Some(job.key_arn.to_string()),
-                encryption_context: with_context.then(|| job.context.clone()),
-                encryption_algorithm: Some(kms_body::SYMMETRIC_DEFAULT.into()),
-                recipient: Some(kms_body::RecipientInfo {
-                    key_encryption_algorithm: kms_body::RECIPIENT_ALGORITHM.into(),
-                    attestation_document: doc.to_vec(),
-                }),
-            };
-            let body = serde_json::to_vec(&body).expect("plain JSON");
+            let body = kms_body::decrypt_body(
+                &job.ciphertext,
+                job.key_arn.as_str(),
+                with_context.then_some(&job.context),
+                &doc,
+            );
             let failure = match self.post(job, "TrentService.Decrypt", &body) {
                 Attempt::Answer(status, body) if (200..300).contains(&status) => {
                     match kms_body::recipient_ciphertext(&body, job.key_arn.as_str()) {

@@ -280,25 +280,35 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
             .poll_timeout()
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(3600));
-        match rx.recv_timeout(wait) {
-            Ok(Event::Input(bytes)) => {
-                session.handle_input(&bytes, now_ms());
-                gate.handled_one();
-            }
-            Ok(Event::Eof(err)) => {
-                if let Some(e) = err {
-                    log!("reading from the parent failed: {e}");
+        // Take whatever else is already queued before acting and writing: one write and one
+        // wake-up for many outcomes instead of one each.
+        let mut next = Some(rx.recv_timeout(wait));
+        let mut taken = 0;
+        while let Some(event) = next.take() {
+            match event {
+                Ok(Event::Input(bytes)) => {
+                    session.handle_input(&bytes, now_ms());
+                    gate.handled_one();
                 }
-                session.handle_eof();
-            }
-            Ok(Event::Decrypted(ticket, outcome)) => {
-                if let DecryptOutcome::Fatal { code, message } = &outcome {
-                    log!("bid could not be opened ({code}): {message}");
+                Ok(Event::Eof(err)) => {
+                    if let Some(e) = err {
+                        log!("reading from the parent failed: {e}");
+                    }
+                    session.handle_eof();
                 }
-                session.decrypted(ticket, outcome)
+                Ok(Event::Decrypted(ticket, outcome)) => {
+                    if let DecryptOutcome::Fatal { code, message } = &outcome {
+                        log!("bid could not be opened ({code}): {message}");
+                    }
+                    session.decrypted(ticket, outcome)
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => session.handle_timeout(now_ms()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => session.handle_eof(),
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => session.handle_timeout(now_ms()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => session.handle_eof(),
+            taken += 1;
+            if taken < 256 && !session.is_ended() {
+                next = rx.try_recv().ok().map(Ok);
+            }
         }
     }
     cancelled.store(true, Ordering::Relaxed);

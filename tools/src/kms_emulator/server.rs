@@ -150,6 +150,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared, ctl: &ConnCtl) -> Respo
         .take(40)
         .collect::<String>();
     let svc = &shared.service;
+    // A latency fault sets when the answer leaves, counted from the request's arrival, as a
+    // client measures a real service: its processing time is part of the latency.
+    let arrived = tokio::time::Instant::now();
     let outcome = async {
         let now = SystemTime::now();
         let headers: Vec<(&str, &str)> = parts
@@ -179,18 +182,18 @@ async fn handle(req: Request<Incoming>, shared: &Shared, ctl: &ConnCtl) -> Respo
             .operation(target, header("content-type"))
             .map_err(|e| (Some(caller.clone()), e))?;
         let decision = svc.faults.decide(op);
+        let answer = match decision.fault {
+            Some(Injected::Throttle) => Err((Some(caller.clone()), KmsError::throttling())),
+            Some(Injected::Error500) => Err((Some(caller.clone()), KmsError::internal_failure())),
+            // The operation's own clock: a latency fault delays the answer, not the request.
+            _ => svc
+                .call(op, &caller, &body, now)
+                .map_err(|e| (Some(caller.clone()), e)),
+        };
         if !decision.latency.is_zero() {
-            tokio::time::sleep(decision.latency).await;
+            tokio::time::sleep_until(arrived + decision.latency).await;
         }
-        match decision.fault {
-            Some(Injected::Throttle) => return Err((Some(caller), KmsError::throttling())),
-            Some(Injected::Error500) => return Err((Some(caller), KmsError::internal_failure())),
-            _ => {}
-        }
-        // The operation's own clock: a latency fault delays the answer, not the request.
-        let answer = svc
-            .call(op, &caller, &body, now)
-            .map_err(|e| (Some(caller.clone()), e))?;
+        let answer = answer?;
         if decision.fault == Some(Injected::Reset) {
             ctl.arm(answer.len());
         }
