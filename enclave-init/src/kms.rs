@@ -107,8 +107,8 @@ fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Strin
 }
 
 /// The TLS algorithms the enclave offers KMS: what AWS endpoints and the Amazon Trust Services
-/// chains use (AES-GCM suites; X25519, P-256 and P-384 key exchange; ECDSA P-256/P-384 and RSA
-/// signatures), nothing more. Leaving out what KMS never uses keeps the unused parts of
+/// chains use (TLS 1.3 with AES-GCM; X25519, P-256 and P-384 key exchange; ECDSA P-256/P-384
+/// and RSA signatures), nothing more. Leaving out what KMS never uses keeps the unused parts of
 /// aws-lc out of the enclave binary (about half a megabyte).
 mod tls {
     use rustls::SignatureScheme;
@@ -194,10 +194,6 @@ mod tls {
             cipher_suites: vec![
                 cipher_suite::TLS13_AES_128_GCM_SHA256,
                 cipher_suite::TLS13_AES_256_GCM_SHA384,
-                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             ],
             kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
             signature_verification_algorithms: SIGNATURES,

@@ -286,7 +286,9 @@ struct Imds {
     issued: Arc<Mutex<u32>>,
 }
 
-fn imds(w: &World, lifetime: Duration) -> Imds {
+/// `lifetime` is how long KMS honours each set; `advertised` is the expiry IMDS tells the
+/// parent (the same, unless a test wants the parent to be wrong about it).
+fn imds(w: &World, lifetime: Duration, advertised: Duration) -> Imds {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let issued = Arc::new(Mutex::new(0u32));
@@ -332,11 +334,10 @@ fn imds(w: &World, lifetime: Duration) -> Imds {
                 let id = format!("ASIAIMDSROTATING{:04}", *n);
                 let secret = format!("imds-secret-{:04}-xxxxxxxxxxxxxxxxxxxxxxxxxx", *n);
                 let token = format!("imds-session-token-{:04}", *n);
-                let expires = SystemTime::now() + lifetime;
-                let exp_secs = expires
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
+                let now = SystemTime::now();
+                let unix =
+                    |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+                let (exp_secs, told) = (unix(now + lifetime), unix(now + advertised));
                 kms_emulator::state::add_principal(
                     &kms_dir,
                     Principal {
@@ -356,7 +357,7 @@ fn imds(w: &World, lifetime: Duration) -> Imds {
                     "AccessKeyId": id,
                     "SecretAccessKey": secret,
                     "Token": token,
-                    "Expiration": humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(exp_secs)).to_string(),
+                    "Expiration": humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(told)).to_string(),
                 })
                 .to_string();
                 answer("200 OK", &body)
@@ -399,14 +400,15 @@ fn run_with_imds(
 }
 
 /// Instance-role credentials that live 6 s, in an auction that takes longer: the parent
-/// fetches new ones before they expire and the enclave signs with them from then on. With
-/// refreshing effectively off, the same auction fails with a credentials error (the emulator
-/// refuses expired credentials like KMS does), which shows the first run was not luck.
+/// fetches new ones before they expire and the enclave signs with them from then on. When the
+/// parent is told a later expiry than KMS enforces, it does not refresh, and the same auction
+/// fails with a clear credentials error and no output (the emulator refuses expired
+/// credentials mid-auction like KMS does), which shows the first run was not luck.
 #[test]
 fn credentials_expiring_mid_auction_are_refreshed() {
     let w = world(&["Buyer1", "Buyer2"], slow_kms(60));
     let fates = two_buyers(&w, "expiring", 500);
-    let issuer = imds(&w, Duration::from_secs(6));
+    let issuer = imds(&w, Duration::from_secs(6), Duration::from_secs(6));
     let enclave = w
         .stack
         .start_enclave(&exe(), "enclave-expiring", &[])
@@ -426,15 +428,16 @@ fn credentials_expiring_mid_auction_are_refreshed() {
     );
     drop(enclave);
 
-    // The control: same auction (new ciphertexts, fresh enclave), refresh only at expiry.
+    // The control: same auction (new ciphertexts, fresh enclave), but the parent believes the
+    // credentials last an hour, so it never refreshes them.
     let w = world(&["Buyer1", "Buyer2"], slow_kms(60));
     two_buyers(&w, "expired", 500);
-    let issuer = imds(&w, Duration::from_secs(6));
+    let issuer = imds(&w, Duration::from_secs(6), Duration::from_secs(3600));
     let enclave = w
         .stack
         .start_enclave(&exe(), "enclave-expired", &[])
         .unwrap();
-    let (code, stderr) = run_with_imds(&w, &enclave, "expired", &issuer, 0);
+    let (code, stderr) = run_with_imds(&w, &enclave, "expired", &issuer, 3);
     assert_eq!(code, Some(6), "{stderr}");
     assert!(stderr.contains("ExpiredToken"), "{stderr}");
     assert!(!output_exists(&w));

@@ -40,6 +40,7 @@ fn faulty_world(rule: &str, seed: u64, min_faults: usize) -> World {
             kms_faults: vec![rule],
             kms_fault_seed: Some(seed),
             kms_log: false,
+            ..StackOptions::default()
         },
     )
 }
