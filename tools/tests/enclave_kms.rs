@@ -138,6 +138,8 @@ fn enclave_client_opens_bids_through_the_emulator() {
     assert_eq!(results[&10], Err(format!("{:?}", Reason::Undecryptable)));
     assert_eq!(results[&11], Err(format!("{:?}", Reason::WrongKey)));
     assert_eq!(results[&12], Err(format!("{:?}", Reason::AccessDenied)));
-    // One document served every call.
-    assert_eq!(emu.running().attestation_verifications(), 1);
+    // One document served every call: the emulator verified it once, or once per connection
+    // when the first calls of both connections arrived before either check finished.
+    let verifications = emu.running().attestation_verifications();
+    assert!((1..=2).contains(&verifications), "{verifications} verifications");
 }
