@@ -141,5 +141,8 @@ fn enclave_client_opens_bids_through_the_emulator() {
     // One document served every call: the emulator verified it once, or once per connection
     // when the first calls of both connections arrived before either check finished.
     let verifications = emu.running().attestation_verifications();
-    assert!((1..=2).contains(&verifications), "{verifications} verifications");
+    assert!(
+        (1..=2).contains(&verifications),
+        "{verifications} verifications"
+    );
 }
