@@ -266,7 +266,6 @@ impl Worker {
         let deadline = Instant::now() + self.settings.bid_deadline;
         let mut with_context = true;
         let mut attempt = 0u32;
-        let mut last_problem = String::new();
         loop {
             if cancelled.load(Ordering::Relaxed) {
                 return DecryptOutcome::Fatal {
@@ -341,7 +340,7 @@ impl Worker {
                     };
                 }
                 Failure::Retry { code, message } => {
-                    last_problem = format!("{code}: {message}");
+                    let last_problem = format!("{code}: {message}");
                     let pause = backoff(attempt);
                     attempt += 1;
                     let now = Instant::now();
@@ -357,7 +356,6 @@ impl Worker {
                     std::thread::sleep(pause);
                 }
             }
-            let _ = &last_problem;
         }
     }
 
