@@ -324,21 +324,14 @@ fn lock(settings: &Settings) -> Result<File, RunError> {
 }
 
 fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let bytes =
         std::fs::read(path).map_err(|e| format!("attestation root {}: {e}", path.display()))?;
     if !bytes.starts_with(b"-----BEGIN") {
         return Ok(bytes);
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let b64: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
+    CertificateDer::from_pem_slice(&bytes)
+        .map(|c| c.as_ref().to_vec())
         .map_err(|e| {
             format!(
                 "attestation root {}: not a PEM certificate ({e})",
