@@ -2,8 +2,11 @@
 # Builds enclave-init for x86_64-unknown-linux-musl so that its bytes depend only on the source
 # (and the pinned build environment), never on where the checkout, CARGO_HOME or the target
 # directory live, nor on when the build ran. Prints the binary's SHA-384 as its last line.
+# Beside the binary it writes the enclave image's software bill of materials (CycloneDX 1.5
+# JSON, tools/sbom.py), as reproducible as the binary: publish both with the PCRs.
 #
 #   tools/reproducible-build.sh            # -> target/x86_64-unknown-linux-musl/release/enclave-init
+#                                          #    and enclave-init.cdx.json beside it
 #
 # What makes the bytes reproducible:
 #   - the toolchain pinned in rust-toolchain.toml and `cargo build --locked` (Cargo.lock);
@@ -17,7 +20,7 @@
 # Other environment that could change the output (wrappers, extra flags) is cleared.
 #
 # Environment: CARGO_HOME and CARGO_TARGET_DIR are honoured (any paths without whitespace).
-# Needs rustup and musl-gcc (Debian: musl-tools). The bytes also depend on the C toolchain
+# Needs rustup, musl-gcc (Debian: musl-tools) and python3 (3.11 or later, for the SBOM). The bytes also depend on the C toolchain
 # (Debian 12's gcc 12.2 and musl 1.2.3 here), which is why they are part of the pinned build
 # environment described in the README.
 set -euo pipefail
@@ -32,6 +35,7 @@ root=$(pwd -P)
 
 command -v cargo >/dev/null || die "cargo not found (install rustup)"
 command -v musl-gcc >/dev/null || die "musl-gcc not found (Debian: apt-get install musl-tools)"
+command -v python3 >/dev/null || die "python3 not found (Debian: apt-get install python3)"
 
 abs() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
 cargo_home=$(abs "${CARGO_HOME:-$HOME/.cargo}")
@@ -115,4 +119,11 @@ if command -v file >/dev/null; then
   file -b "$bin" | grep -qE 'statically linked|static-pie linked' || die "$bin is not statically linked: $(file -b "$bin")"
 fi
 note "built in $(( $(date +%s) - start )) s: $bin ($(stat -c %s "$bin") bytes, static)"
+
+# The bill of materials: the crates cargo compiled for this binary (cargo tree, same target and
+# features), their checksums from Cargo.lock, and aws-lc's C. Same environment as the build.
+sbom=$bin.cdx.json
+env "${env_drop[@]}" python3 "$root/tools/sbom.py" sbom --binary "$bin" >"$sbom.tmp"
+mv "$sbom.tmp" "$sbom"
+note "SBOM (CycloneDX 1.5): $sbom ($(stat -c %s "$sbom") bytes)"
 sha384sum "$bin" | awk '{print $1}'
