@@ -125,14 +125,17 @@ make_db "$work/dbs"
 
 # --- the checks ---------------------------------------------------------------------------
 # deny LOG DBS CONFIG METADATA CHECK...: runs cargo-deny offline, output to LOG; its status.
-# The manifest is the workspace's that the metadata describes.
+# The manifest is the workspace's that the metadata describes. The enclave's bans leave out
+# dev-dependencies (bidding-core's and enclave-init's tests are not in the image); the
+# workspace check keeps them.
 deny() {
   local log=$1 dbs=$2 config=$3 metadata=$4
   shift 4
-  local manifest
+  local manifest extra=()
   manifest=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["workspace_root"])' \
     "$metadata")/Cargo.toml
-  BIDDING_ADVISORY_DBS=$dbs cargo deny --offline --locked --color never \
+  [ "$config" != deny.enclave.toml ] || extra=(--exclude-dev)
+  BIDDING_ADVISORY_DBS=$dbs cargo deny --offline --locked --color never "${extra[@]}" \
     --manifest-path "$manifest" --metadata-path "$metadata" --config "$config" \
     check --show-stats "$@" >"$log" 2>&1
 }
