@@ -12,7 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod endpoint;
 pub mod kms;
-pub mod lots;
+pub mod manifest;
 pub mod names;
 pub mod output;
 pub mod session;
