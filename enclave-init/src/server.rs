@@ -298,7 +298,7 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
                 }
                 Ok(Event::Decrypted(ticket, outcome)) => {
                     if let DecryptOutcome::Fatal { code, message } = &outcome {
-                        log!("bid could not be opened ({code}): {message}");
+                        log!("a ciphertext (seal or bid) could not be opened ({code}): {message}");
                     }
                     session.decrypted(ticket, outcome)
                 }

@@ -203,15 +203,30 @@ fn enclave_client_opens_bids_through_the_emulator() {
         }
         other => panic!("job {i}: expected a fatal {want:?}, got {other:?}"),
     };
-    fatal(12, ErrorCode::KmsAccessDenied, &other_key, "AccessDeniedException");
+    fatal(
+        12,
+        ErrorCode::KmsAccessDenied,
+        &other_key,
+        "AccessDeniedException",
+    );
     fatal(
         13,
         ErrorCode::KmsAccessDenied,
         &admin_only_key,
         "AccessDeniedException",
     );
-    fatal(14, ErrorCode::KeyUnavailable, &disabled_key, "DisabledException");
-    fatal(15, ErrorCode::KeyUnavailable, &missing_key, "NotFoundException");
+    fatal(
+        14,
+        ErrorCode::KeyUnavailable,
+        &disabled_key,
+        "DisabledException",
+    );
+    fatal(
+        15,
+        ErrorCode::KeyUnavailable,
+        &missing_key,
+        "NotFoundException",
+    );
     // One document served every call: the emulator verified it once, or once per connection
     // when the first calls of both connections arrived before either check finished.
     let verifications = emu.running().attestation_verifications();

@@ -445,13 +445,19 @@ impl EnclaveSession {
                     },
                     DecryptOutcome::Disqualified(reason) => Verdict::Disqualified(reason),
                     DecryptOutcome::Fatal { code, message } => {
-                        let who = self
+                        let (who, request) = self
                             .auction
                             .as_ref()
-                            .map(|a| a.buyer_name(buyer).to_string())
+                            .map(|a| {
+                                (
+                                    a.buyer_name(buyer).to_string(),
+                                    // The file's last chunk waits for this answer.
+                                    a.pending_acks.first().map(|(id, _)| *id),
+                                )
+                            })
                             .unwrap_or_default();
                         self.fail(
-                            None,
+                            request,
                             code,
                             format!("opening buyer `{who}`'s bids: {message}; nothing is decided"),
                         );
