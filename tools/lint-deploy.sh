@@ -22,6 +22,8 @@
 #    expressions (verify only warns about those, so any output fails); systemd-sysusers on the
 #    sysusers file; `systemd-analyze security --offline` holds bidding-parent.service to an
 #    exposure of at most 2.0.
+# 6. deploy/auction.toml.example passes bidding-parent's configuration checks (BIDDING_PARENT=
+#    names a built binary; otherwise it is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'lint-deploy: %s\n' "$*" >&2; }
@@ -33,7 +35,7 @@ case ${1:-} in
   *) echo "usage: tools/lint-deploy.sh [--sync]" >&2; exit 2 ;;
 esac
 
-tools/apt-need.sh lint-deploy python3 python3-venv ca-certificates systemd jq shellcheck
+tools/apt-need.sh lint-deploy python3 python3-venv ca-certificates systemd jq shellcheck util-linux
 
 cfn_lint_version=1.58.0
 venv=target/deploy-venv
@@ -237,5 +239,35 @@ if ! out=$(systemd-analyze security --offline=true --root="$root" --threshold=20
   fail "bidding-parent.service is exposed beyond 2.0"
 fi
 printf '%s\n' "$out" | tail -n 1 >&2
+
+say "auction.toml.example against bidding-parent's own configuration checks"
+# The parent validates its whole configuration before it takes the lock, and exits 7 when
+# another process holds the lock: so, with the lock held here, 7 means the example (with its
+# placeholders filled in) passed every check, and nothing was read or sent anywhere.
+parent=${BIDDING_PARENT:-}
+if [ -z "$parent" ]; then
+  cargo build --locked --quiet -p bidding-parent --bin bidding-parent
+  parent=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/bidding-parent
+fi
+"$venv/bin/python" - deploy/auction.toml.example "$scratch/auction.toml" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+n = iter(range(1, 100))
+def fill(m):
+    what = m.group(1)
+    if what == "PCR0":
+        return "ab" * 48
+    if what.endswith("KeyArn"):
+        return f"arn:aws:kms:us-east-1:111122223333:key/{next(n):08d}-0000-4000-8000-000000000000"
+    if what.endswith("BucketName"):
+        return f"example-bucket-{next(n)}"
+    sys.exit(f"lint-deploy: auction.toml.example: unknown placeholder <{what}>")
+open(sys.argv[2], "w").write(re.sub(r"<([^>]+)>", fill, text))
+EOF
+set +e
+out=$(flock "$scratch/parent.lock" "$parent" --config "$scratch/auction.toml" --lock-file "$scratch/parent.lock" 2>&1)
+rc=$?
+set -e
+[ "$rc" -eq 7 ] || { printf '%s\n' "$out" >&2; fail "bidding-parent exited $rc on deploy/auction.toml.example, not 7 (lock held)"; }
 
 say "deploy/ is clean"
