@@ -126,7 +126,7 @@ pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": "KeyBelongsToTheBuyer",
+                    "Sid": "KeyAdministrationAndTheBuyersOwnUse",
                     "Effect": "Allow",
                     "Principal": { "AWS": admin },
                     "Action": "kms:*",
