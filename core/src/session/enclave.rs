@@ -1041,6 +1041,8 @@ impl EnclaveSession {
             return;
         }
         let reveal = auction.config.reveal();
+        // The lot index is not needed any more: free it before the results are built.
+        drop(std::mem::take(&mut auction.lot_index));
         let mut verdicts = std::mem::take(&mut auction.verdicts);
         verdicts.sort_unstable_by_key(|&(lot, buyer, _)| (lot, buyer));
         let mut results: Vec<LotResult> = Vec::with_capacity(auction.lot_ids.len());
