@@ -47,6 +47,9 @@ pub struct EnclaveSettings {
     pub max_bids: usize,
     /// Largest bid file. A file is held whole until its digest is checked.
     pub max_file_bytes: u64,
+    /// File chunks the parent may send ahead while a file's bids are being opened (its window;
+    /// the parent's default is 16 chunks of under 1 MiB). More ends the session.
+    pub max_held_bytes: usize,
     /// A session with nothing in progress ends after this long without input.
     pub idle_timeout: Millis,
 }
@@ -61,6 +64,7 @@ impl Default for EnclaveSettings {
             max_lots: 1_000_000,
             max_bids: 2_000_000,
             max_file_bytes: 64 * 1024 * 1024,
+            max_held_bytes: 32 * 1024 * 1024,
             idle_timeout: 10 * 60 * 1000,
         }
     }
@@ -199,6 +203,17 @@ struct Auction {
     /// The answer to a file's last chunk, held until every bid of the file is opened: so the
     /// parent's close can never overtake bids still at KMS, and files are opened one at a time.
     pending_acks: Vec<(u64, ChunkAccepted)>,
+    /// Chunks that arrived while a file's bids were being opened, handled once they are.
+    /// Reading goes on meanwhile, so a credentials refresh is never stuck behind them.
+    held: VecDeque<(u64, FileChunk)>,
+    held_bytes: usize,
+}
+
+impl Auction {
+    /// True while a file's bids are queued or being opened.
+    fn busy(&self, jobs: usize) -> bool {
+        !self.queue.is_empty() || jobs > 0 || !self.pending_acks.is_empty()
+    }
 }
 
 impl Auction {
@@ -335,10 +350,13 @@ impl EnclaveSession {
     /// False while the enclave has enough to do: stop reading from the parent until ciphertexts
     /// being opened make room. Bounds the enclave's memory whatever the parent sends.
     pub fn wants_input(&self) -> bool {
+        // Reading goes on while bids are opened (a credentials refresh must get through);
+        // chunks sent ahead are held, up to `max_held_bytes`, which bounds memory.
         self.phase != Phase::Ended
-            && self.queued() == 0
-            && self.jobs.len() < self.settings.max_pending_bids
-            && self.auction.as_ref().is_none_or(|a| a.pending_acks.is_empty())
+            && self
+                .auction
+                .as_ref()
+                .is_none_or(|a| a.held_bytes < self.settings.max_held_bytes)
     }
 
     /// True once the session is over: flush [`poll_transmit`](Self::poll_transmit), then close.
@@ -577,7 +595,7 @@ impl EnclaveSession {
                 self.open(id, Mode::Unsealed, config, None)
             }
             (Phase::Sealing, Request::Seal(seal)) => self.seal(id, seal),
-            (Phase::Files, Request::FileChunk(chunk)) => self.chunk(id, chunk),
+            (Phase::Files, Request::FileChunk(chunk)) => self.chunk_or_hold(id, chunk),
             (Phase::Files, Request::Close(_)) => self.close(id),
             (phase, _) => self.error(
                 Some(id),
@@ -704,6 +722,8 @@ impl EnclaveSession {
             set_aside: BTreeMap::new(),
             rows: 0,
             pending_acks: Vec::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
         });
         self.phase = match mode {
             Mode::Sealed => Phase::Sealing,
@@ -773,6 +793,27 @@ impl EnclaveSession {
         };
         self.jobs.insert(job.ticket, Job::Seal { request: id, buyer });
         self.actions.push_back(Action::Decrypt(job));
+    }
+
+    fn chunk_or_hold(&mut self, id: u64, chunk: FileChunk) {
+        let jobs = self.jobs.len();
+        let cap = self.settings.max_held_bytes;
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        if auction.busy(jobs) || !auction.held.is_empty() {
+            auction.held_bytes += chunk.data.len();
+            auction.held.push_back((id, chunk));
+            if auction.held_bytes > cap {
+                self.fail(
+                    Some(id),
+                    ErrorCode::FileTooLarge,
+                    format!(
+                        "the parent sent more than {cap} bytes of files ahead while bids were being opened; wait for the answer to each file's last chunk"
+                    ),
+                );
+            }
+            return;
+        }
+        self.chunk(id, chunk);
     }
 
     fn chunk(&mut self, id: u64, chunk: FileChunk) {
@@ -991,7 +1032,21 @@ impl EnclaveSession {
             for (id, ack) in std::mem::take(&mut auction.pending_acks) {
                 self.reply(Some(id), Response::ChunkAccepted(ack));
             }
-            return;
+            // Now the chunks sent ahead, until one starts opening bids again.
+            loop {
+                let Some(auction) = self.auction.as_mut() else {
+                    return;
+                };
+                if auction.busy(self.jobs.len()) || self.phase != Phase::Files {
+                    return;
+                }
+                let Some((id, chunk)) = auction.held.pop_front() else {
+                    return;
+                };
+                auction.held_bytes -= chunk.data.len();
+                // `chunk` pumps again when a file completes; that call handles the rest.
+                self.chunk(id, chunk);
+            }
         }
         while self.jobs.len() < self.settings.max_pending_bids {
             let Some(q) = auction.queue.pop_front() else {
@@ -1024,7 +1079,12 @@ impl EnclaveSession {
 
     fn close(&mut self, id: u64) {
         let auction = self.auction.as_mut().expect("phase Files has an auction");
-        if auction.incoming.is_some() || !auction.queue.is_empty() || !self.jobs.is_empty() {
+        if auction.incoming.is_some()
+            || !auction.queue.is_empty()
+            || !self.jobs.is_empty()
+            || !auction.held.is_empty()
+            || !auction.pending_acks.is_empty()
+        {
             self.error(
                 Some(id),
                 ErrorCode::OutOfOrder,

@@ -254,9 +254,16 @@ enum Sent {
     Credentials,
     Open,
     Seal(usize),
-    Chunk { buyer: usize, end: usize },
+    /// `extra`: for a file's last chunk, time on top of the reply timeout for its bids to be
+    /// opened (the enclave answers it only then).
+    Chunk { buyer: usize, end: usize, extra: Millis },
     Close,
 }
+
+/// Time allowed per bid of a file, on top of the reply timeout, before its last chunk must be
+/// answered: 20 bids/s, far below what KMS sustains. The enclave itself gives up on a bid
+/// after its own KMS deadline and says so; this only catches an enclave that went silent.
+pub const MS_PER_BID: Millis = 50;
 
 pub struct ParentSession {
     settings: ParentSettings,
@@ -272,7 +279,6 @@ pub struct ParentSession {
     seals_accepted: usize,
     /// The next chunk to send: buyer index and offset.
     cursor: (usize, usize),
-    sent_bytes: u64,
     acked_bytes: u64,
     total_bytes: u64,
     csv: Vec<u8>,
@@ -308,7 +314,6 @@ impl ParentSession {
             in_flight: HashMap::new(),
             seals_accepted: 0,
             cursor: (0, 0),
-            sent_bytes: 0,
             acked_bytes: 0,
             total_bytes,
             csv: Vec::new(),
@@ -446,6 +451,7 @@ impl ParentSession {
         match sent {
             Sent::Hello => self.settings.hello_timeout,
             Sent::Close => self.settings.close_timeout,
+            Sent::Chunk { extra, .. } => self.settings.reply_timeout.saturating_add(*extra),
             _ => self.settings.reply_timeout,
         }
     }
@@ -457,7 +463,7 @@ impl ParentSession {
             Sent::Credentials => "credentials".into(),
             Sent::Open => format!("open auction {}", self.terms.config().auction_id()),
             Sent::Seal(i) => format!("buyer `{}`'s seal", name(*i)),
-            Sent::Chunk { buyer, end } => {
+            Sent::Chunk { buyer, end, .. } => {
                 format!("buyer `{}`'s file up to byte {end}", name(*buyer))
             }
             Sent::Close => "close".into(),
@@ -501,10 +507,19 @@ impl ParentSession {
                 data: file[start..end].to_vec(),
                 last,
             });
+            // A per-bid file has a row per bid; an envelope file costs one KMS call.
+            let extra = if last {
+                let rows = match FileFormat::detect(file) {
+                    FileFormat::PerBid => file.iter().filter(|&&b| b == b'\n').count() as u64,
+                    FileFormat::Envelope => 1,
+                };
+                rows.saturating_mul(MS_PER_BID)
+            } else {
+                0
+            };
             self.cursor = if last { (buyer + 1, 0) } else { (buyer, end) };
-            self.sent_bytes += (end - start) as u64;
             chunks_in_flight += 1;
-            self.send(msg, Sent::Chunk { buyer, end }, now);
+            self.send(msg, Sent::Chunk { buyer, end, extra }, now);
         }
         if self.phase == Phase::Files
             && self.cursor.0 == self.inputs.len()
@@ -649,7 +664,7 @@ impl ParentSession {
                 }
                 Ok(())
             }
-            (Sent::Chunk { buyer, end }, Response::ChunkAccepted(a)) => {
+            (Sent::Chunk { buyer, end, .. }, Response::ChunkAccepted(a)) => {
                 if a.buyer != self.inputs[buyer].buyer || a.received != end as u64 {
                     return Err(SessionError::Protocol(format!(
                         "answered a chunk of `{}`'s file ending at {end} with `{}` at {}",
