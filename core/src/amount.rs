@@ -231,7 +231,10 @@ mod tests {
             ("1.2.3", MultipleDecimalPoints),
             ("1-", Sign),
             ("NaN", InvalidCharacter),
-            ("00000000000000000000000000000000000000000000000000000000000000001", TooLong),
+            (
+                "00000000000000000000000000000000000000000000000000000000000000001",
+                TooLong,
+            ),
         ] {
             assert_eq!(Amount::parse(text.as_bytes()), Err(err), "{text:?}");
         }

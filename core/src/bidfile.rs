@@ -121,15 +121,22 @@ pub fn parse_encrypted(
     limits: Limits,
 ) -> Result<Vec<EncryptedRow>, BidFileError> {
     let mut rows = Vec::new();
-    parse_rows(file, bytes, limits, ENCRYPTED_HEADER, true, |line, lot, bid| {
-        let ciphertext = decode_ciphertext(bid)?;
-        rows.push(EncryptedRow {
-            line,
-            lot,
-            ciphertext,
-        });
-        Ok(())
-    })
+    parse_rows(
+        file,
+        bytes,
+        limits,
+        ENCRYPTED_HEADER,
+        true,
+        |line, lot, bid| {
+            let ciphertext = decode_ciphertext(bid)?;
+            rows.push(EncryptedRow {
+                line,
+                lot,
+                ciphertext,
+            });
+            Ok(())
+        },
+    )
     .map_err(|mut errors| errors.0.swap_remove(0))?;
     Ok(rows)
 }
@@ -142,17 +149,24 @@ pub fn parse_plaintext(
 ) -> Result<Vec<PlaintextRow>, BidFileErrors> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    let structural = parse_rows(file, bytes, limits, PLAINTEXT_HEADER, false, |line, lot, bid| {
-        match Amount::parse(bid.as_bytes()) {
-            Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
-            Err(e) => errors.push(BidFileError {
-                file: file.to_owned(),
-                line: Some(line),
-                kind: BidFileErrorKind::Amount(e),
-            }),
-        }
-        Ok(())
-    });
+    let structural = parse_rows(
+        file,
+        bytes,
+        limits,
+        PLAINTEXT_HEADER,
+        false,
+        |line, lot, bid| {
+            match Amount::parse(bid.as_bytes()) {
+                Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+                Err(e) => errors.push(BidFileError {
+                    file: file.to_owned(),
+                    line: Some(line),
+                    kind: BidFileErrorKind::Amount(e),
+                }),
+            }
+            Ok(())
+        },
+    );
     if let Err(BidFileErrors(mut more)) = structural {
         errors.append(&mut more);
         errors.sort_by_key(|e| e.line);
@@ -186,15 +200,22 @@ pub fn parse_encrypted_lenient(
 ) -> Result<LenientFile<EncryptedRow>, BidFileError> {
     let mut rows = Vec::new();
     let mut malformed_rows = 0u64;
-    let walked = parse_rows(file, bytes, limits, ENCRYPTED_HEADER, false, |line, lot, bid| {
-        let ciphertext = decode_ciphertext(bid)?;
-        rows.push(EncryptedRow {
-            line,
-            lot,
-            ciphertext,
-        });
-        Ok(())
-    });
+    let walked = parse_rows(
+        file,
+        bytes,
+        limits,
+        ENCRYPTED_HEADER,
+        false,
+        |line, lot, bid| {
+            let ciphertext = decode_ciphertext(bid)?;
+            rows.push(EncryptedRow {
+                line,
+                lot,
+                ciphertext,
+            });
+            Ok(())
+        },
+    );
     let mut duplicates: Vec<LotId> = Vec::new();
     if let Err(BidFileErrors(errors)) = walked {
         for e in errors {
@@ -421,7 +442,8 @@ mod tests {
         assert_eq!(lots, ["3", "5"]);
         assert_eq!(f.duplicate_lots, [LotId::new("1").unwrap()]);
         assert_eq!(f.malformed_rows, 3);
-        let e = parse_encrypted_lenient("f", b"contract,bid\n1,2\n", Limits::default()).unwrap_err();
+        let e =
+            parse_encrypted_lenient("f", b"contract,bid\n1,2\n", Limits::default()).unwrap_err();
         assert!(matches!(e.kind, BidFileErrorKind::BadHeader { .. }), "{e}");
         let f = parse_encrypted_lenient("f", b"[].contract,[].bid\n", Limits::default()).unwrap();
         assert!(f.rows.is_empty() && f.malformed_rows == 0);

@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(ResultCommitment::parse(&bytes[1..]), None);
         let mut sealed = bytes.clone();
         sealed[3] = b'S';
-        assert_eq!(ResultCommitment::parse(&sealed).map(|c| c.mode), Some(Mode::Sealed));
+        assert_eq!(
+            ResultCommitment::parse(&sealed).map(|c| c.mode),
+            Some(Mode::Sealed)
+        );
         sealed[3] = b'1';
         assert_eq!(ResultCommitment::parse(&sealed), None);
     }

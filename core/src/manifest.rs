@@ -102,7 +102,9 @@ pub enum ManifestError {
     NotCanonical,
     #[error("manifest lists {files} files for {buyers} buyers; it needs exactly one per buyer")]
     FileCount { files: usize, buyers: usize },
-    #[error("manifest file {index} belongs to `{found}`, expected `{expected}` (files follow the buyers' order)")]
+    #[error(
+        "manifest file {index} belongs to `{found}`, expected `{expected}` (files follow the buyers' order)"
+    )]
     FileOrder {
         index: usize,
         found: BuyerName,
@@ -246,21 +248,35 @@ mod tests {
         let m = Manifest::new(terms(), vec![file("Buyer1", 1), file("Buyer2", 2)]).unwrap();
         let bytes = m.canonical_bytes();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with(r#"{"manifest":1,"terms":{"auction_id":"a1""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"manifest":1,"terms":{"auction_id":"a1""#),
+            "{text}"
+        );
         assert!(text.contains(r#""format":"per-bid""#), "{text}");
         assert_eq!(Manifest::parse(&bytes).unwrap(), m);
         assert_eq!(m.digest(), sha256(&bytes));
 
-        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
+        let pretty = serde_json::to_vec_pretty(
+            &serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+        .unwrap();
         assert_eq!(Manifest::parse(&pretty), Err(ManifestError::NotCanonical));
         let v2 = text.replacen(r#""manifest":1"#, r#""manifest":2"#, 1);
-        assert_eq!(Manifest::parse(v2.as_bytes()), Err(ManifestError::Version(2)));
+        assert_eq!(
+            Manifest::parse(v2.as_bytes()),
+            Err(ManifestError::Version(2))
+        );
         let extra = text.replacen(r#"{"manifest":1,"#, r#"{"manifest":1,"x":0,"#, 1);
-        assert!(matches!(Manifest::parse(extra.as_bytes()), Err(ManifestError::Malformed(e)) if e.contains("unknown field `x`")));
+        assert!(
+            matches!(Manifest::parse(extra.as_bytes()), Err(ManifestError::Malformed(e)) if e.contains("unknown field `x`"))
+        );
 
         assert_eq!(
             Manifest::new(terms(), vec![file("Buyer1", 1)]),
-            Err(ManifestError::FileCount { files: 1, buyers: 2 })
+            Err(ManifestError::FileCount {
+                files: 1,
+                buyers: 2
+            })
         );
         assert!(matches!(
             Manifest::new(terms(), vec![file("Buyer2", 1), file("Buyer1", 2)]),
@@ -280,8 +296,14 @@ mod tests {
 
     #[test]
     fn formats_are_recognised_from_bytes() {
-        assert_eq!(FileFormat::detect(b"[].contract,[].bid\n"), FileFormat::PerBid);
-        assert_eq!(FileFormat::detect(&[0x02, 0x05, 0x78, 0]), FileFormat::Envelope);
+        assert_eq!(
+            FileFormat::detect(b"[].contract,[].bid\n"),
+            FileFormat::PerBid
+        );
+        assert_eq!(
+            FileFormat::detect(&[0x02, 0x05, 0x78, 0]),
+            FileFormat::Envelope
+        );
         assert_eq!(FileFormat::detect(&[0x02]), FileFormat::PerBid);
     }
 

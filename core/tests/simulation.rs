@@ -428,7 +428,8 @@ enum End {
 fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
     let mut rng = Rng(s.seed | 1);
     let (terms, inputs, expected) = build(&s, &mut rng);
-    let denied = (s.tamper == Tamper::AccessDenied).then(|| arn(rng.below(s.buyers as u64) as usize));
+    let denied =
+        (s.tamper == Tamper::AccessDenied).then(|| arn(rng.below(s.buyers as u64) as usize));
     let mut now = START;
     let mut settings = ParentSettings::new(CHAIN.root.clone());
     settings.window = s.window;
@@ -667,7 +668,13 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
     let faults = s.drop_after.is_some() || s.kms_fatal;
     match end {
         End::Finished(f) => {
-            prop_assert_eq!(s.tamper, Tamper::None, "seed {}: finished despite {:?}", s.seed, s.tamper);
+            prop_assert_eq!(
+                s.tamper,
+                Tamper::None,
+                "seed {}: finished despite {:?}",
+                s.seed,
+                s.tamper
+            );
             // Only a complete, correct result may finish.
             let lots = json_lots(&f.output_json);
             prop_assert_eq!(lots.len(), expected.bids.len(), "seed {}", s.seed);
@@ -698,19 +705,44 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
             let csv = String::from_utf8(f.output_csv.clone()).unwrap();
             prop_assert!(csv.starts_with("Property,Result"));
             prop_assert_eq!(csv.lines().count(), expected.bids.len() + 1);
-            prop_assert_eq!(f.mode, if s.sealed { bidding_core::config::Mode::Sealed } else { bidding_core::config::Mode::Unsealed });
+            prop_assert_eq!(
+                f.mode,
+                if s.sealed {
+                    bidding_core::config::Mode::Sealed
+                } else {
+                    bidding_core::config::Mode::Unsealed
+                }
+            );
         }
         End::Failed(e) => {
             let refused = match s.tamper {
                 Tamper::None => false,
                 Tamper::SealForAnotherManifest | Tamper::SealUnderWrongKey => {
-                    matches!(&e, SessionError::Enclave { code: ErrorCode::SealRefused, .. })
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::SealRefused,
+                            ..
+                        }
+                    )
                 }
                 Tamper::FileChangedAfterManifest => {
-                    matches!(&e, SessionError::Enclave { code: ErrorCode::FileMismatch, .. })
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::FileMismatch,
+                            ..
+                        }
+                    )
                 }
                 Tamper::AccessDenied => {
-                    matches!(&e, SessionError::Enclave { code: ErrorCode::KmsAccessDenied, .. })
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::KmsAccessDenied,
+                            ..
+                        }
+                    )
                 }
             };
             prop_assert!(
@@ -773,7 +805,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 allow_no_context,
                 sealed,
                 // Seal attacks need seals; the unsealed mode has none to attack.
-                tamper: if sealed || tamper == Tamper::AccessDenied { tamper } else { Tamper::None },
+                tamper: if sealed || tamper == Tamper::AccessDenied {
+                    tamper
+                } else {
+                    Tamper::None
+                },
             },
         )
 }

@@ -480,7 +480,10 @@ pub fn resolve(
                 None
             }
         });
-    if expected_pcr0.is_none() && !allow_dev_enclave && !errors.iter().any(|e| e.starts_with("expected_pcr0")) {
+    if expected_pcr0.is_none()
+        && !allow_dev_enclave
+        && !errors.iter().any(|e| e.starts_with("expected_pcr0"))
+    {
         errors.push("expected_pcr0: missing (the enclave image's PCR0 from `nitro-cli describe-eif` or `bidctl pcr`); only a dev run with --allow-dev-enclave may leave it out".into());
     }
     let sealed = !cli.unsealed && file.sealed.unwrap_or(true);
@@ -782,7 +785,12 @@ key_arn = "{ARN2}"
     fn expected_pcr0_is_required_and_never_all_zero() {
         let toml = good_toml().replace(&format!("expected_pcr0 = \"{PCR}\"\n"), "");
         let errors = resolve(Cli::default(), file(&toml), &no_env).unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("expected_pcr0: missing")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("expected_pcr0: missing")),
+            "{errors:?}"
+        );
         let dev = Cli::try_parse_from(["p", "--allow-dev-enclave"]).unwrap();
         assert!(resolve(dev, file(&toml), &no_env).is_ok());
         let zero = good_toml().replace(PCR, &"0".repeat(96));

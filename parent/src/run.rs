@@ -66,7 +66,14 @@ fn connect_aws(
     settings: &Settings,
     env: Env,
     log: &Logger,
-) -> Result<(CredentialSource, bidding_core::credentials::Credentials, S3Client), RunError> {
+) -> Result<
+    (
+        CredentialSource,
+        bidding_core::credentials::Credentials,
+        S3Client,
+    ),
+    RunError,
+> {
     let mut source = match &settings.profile {
         Some(name) => CredentialSource::profile(env, settings.region.clone(), Some(name.clone())),
         None => CredentialSource::chain(env, settings.region.clone()),
@@ -187,7 +194,12 @@ pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Mani
         out.manifest_key,
         hex::encode(manifest.digest())
     ));
-    println!("{}  s3://{}/{}", hex::encode(manifest.digest()), out.bucket, out.manifest_key);
+    println!(
+        "{}  s3://{}/{}",
+        hex::encode(manifest.digest()),
+        out.bucket,
+        out.manifest_key
+    );
     Ok(manifest)
 }
 
@@ -247,7 +259,11 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             let text = s3
                 .get_object(&input.bucket, &input.seal_key, 64 * 1024)
                 .map_err(|e| {
-                    let exit = if e.is_not_found() { Exit::Input } else { Exit::S3 };
+                    let exit = if e.is_not_found() {
+                        Exit::Input
+                    } else {
+                        Exit::S3
+                    };
                     fail(
                         exit,
                         format!(
@@ -434,7 +450,9 @@ fn drive_error(e: DriveError) -> RunError {
             message,
         }) => fail(
             Exit::Credentials,
-            format!("KMS denied access while the enclave opened {request}: {message}; nothing was decided or written"),
+            format!(
+                "KMS denied access while the enclave opened {request}: {message}; nothing was decided or written"
+            ),
         ),
         DriveError::Session(SessionError::Enclave {
             code:

@@ -4,11 +4,11 @@
 
 use crate::stack::{OUTPUT_BUCKET, Stack, StackOptions};
 use crate::verify::{Expected, verify_result};
-use bidding_core::manifest::Manifest;
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::VerifyAt;
 use bidding_core::auction::RevealPolicy;
 use bidding_core::bidfile::{Limits, PlaintextRow, parse_plaintext};
+use bidding_core::manifest::Manifest;
 use bidding_core::names::{AuctionId, BuyerName};
 use std::io::Write;
 use std::path::{Path, PathBuf};

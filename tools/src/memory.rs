@@ -41,7 +41,12 @@ fn status_kib(field: &str) -> Result<u64> {
 
 /// Runs one sealed auction of `lots` lots among `buyers` buyers, each bidding on
 /// `lots × bids_per_lot / buyers` lots (spread evenly), with `ciphertext_len`-byte ciphertexts.
-pub fn measure(lots: u64, buyers: usize, bids: u64, ciphertext_len: usize) -> Result<MemoryFigures> {
+pub fn measure(
+    lots: u64,
+    buyers: usize,
+    bids: u64,
+    ciphertext_len: usize,
+) -> Result<MemoryFigures> {
     if buyers == 0 || lots == 0 {
         bail!("need at least one lot and one buyer");
     }
@@ -97,8 +102,12 @@ pub fn measure(lots: u64, buyers: usize, bids: u64, ciphertext_len: usize) -> Re
     let mut feed = |s: &mut EnclaveSession, msg: Request| {
         id += 1;
         let mut out = Vec::new();
-        encode_frame(&encode_request(&ToEnclave { id, msg }), usize::MAX, &mut out)
-            .expect("frame");
+        encode_frame(
+            &encode_request(&ToEnclave { id, msg }),
+            usize::MAX,
+            &mut out,
+        )
+        .expect("frame");
         s.handle_input(&out, now);
     };
     let marker = bidding_core::manifest::SEAL_MARKER;
@@ -114,7 +123,10 @@ pub fn measure(lots: u64, buyers: usize, bids: u64, ciphertext_len: usize) -> Re
                         } else {
                             b"000000000000100000.00"
                         };
-                        s.decrypted(job.ticket, DecryptOutcome::Plaintext(Plaintext::new(text.to_vec().into())));
+                        s.decrypted(
+                            job.ticket,
+                            DecryptOutcome::Plaintext(Plaintext::new(text.to_vec().into())),
+                        );
                     }
                     Action::Attest { ticket, .. } => s.attested(ticket, Ok(vec![0; 4600])),
                     Action::UseCredentials(_) => {}

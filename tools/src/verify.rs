@@ -9,8 +9,13 @@ use bidding_core::output::OutputHeader;
 /// What the result is checked against: the manifest every buyer sealed, or the configuration
 /// of an unsealed auction.
 pub enum Expected<'a> {
-    Sealed { manifest: &'a Manifest, bytes: &'a [u8] },
-    Unsealed { config: &'a AuctionConfig },
+    Sealed {
+        manifest: &'a Manifest,
+        bytes: &'a [u8],
+    },
+    Unsealed {
+        config: &'a AuctionConfig,
+    },
 }
 
 impl Expected<'_> {
@@ -82,7 +87,11 @@ pub fn verify_result(
     if c.terms_sha256 != terms {
         return Err(format!(
             "the result is for other terms: the attestation commits to {} SHA-256 {}, the one given has {}",
-            if c.mode == Mode::Sealed { "a manifest with" } else { "a configuration with" },
+            if c.mode == Mode::Sealed {
+                "a manifest with"
+            } else {
+                "a configuration with"
+            },
             hex::encode(c.terms_sha256),
             hex::encode(terms)
         ));

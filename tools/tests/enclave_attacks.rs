@@ -50,7 +50,10 @@ fn parent_after(world: &World, enclave: &Enclave, ended: usize) -> Parent {
 fn assert_no_amounts(received: &[u8]) {
     let text = String::from_utf8_lossy(received);
     for (_, amount) in V_BIDS {
-        assert!(!text.contains(amount), "V's amount {amount} left the enclave");
+        assert!(
+            !text.contains(amount),
+            "V's amount {amount} left the enclave"
+        );
     }
 }
 
@@ -80,8 +83,13 @@ fn attack1_reveal_policy_and_single_bid_lots_are_not_the_parents_to_choose() {
     parent.credentials(&world.stack.operator);
     parent.open_sealed(&hostile);
     let id = parent.send(seal_msg("V", seals[0].1.clone()));
-    let message = parent.client.expect_error(Some(id), ErrorCode::SealRefused, true);
-    assert!(message.contains("has not consented to this manifest"), "{message}");
+    let message = parent
+        .client
+        .expect_error(Some(id), ErrorCode::SealRefused, true);
+    assert!(
+        message.contains("has not consented to this manifest"),
+        "{message}"
+    );
     parent.client.expect_eof();
     assert_no_amounts(&parent.client.received);
 
@@ -116,7 +124,9 @@ fn attack1b_a_file_left_out_gives_no_result() {
     parent.start_sealed(&world.stack.operator, &manifest, &seals);
     parent.send_file("V", &files[0]);
     let id = parent.send(Request::Close(Default::default()));
-    let message = parent.client.expect_error(Some(id), ErrorCode::MissingFile, true);
+    let message = parent
+        .client
+        .expect_error(Some(id), ErrorCode::MissingFile, true);
     assert!(message.contains("`P`'s file was never sent"), "{message}");
     parent.client.expect_eof();
     assert_no_amounts(&parent.client.received);
@@ -162,7 +172,9 @@ fn attack2_no_oracle_across_runs_or_boots() {
     parent.credentials(&world.stack.operator);
     parent.open_sealed(&probe_manifest);
     let id = parent.send(seal_msg("V", seals[0].1.clone()));
-    parent.client.expect_error(Some(id), ErrorCode::SealRefused, true);
+    parent
+        .client
+        .expect_error(Some(id), ErrorCode::SealRefused, true);
     parent.client.expect_eof();
 
     // Nor can the parent keep the old manifest and swap P's file under it.
@@ -170,8 +182,13 @@ fn attack2_no_oracle_across_runs_or_boots() {
     parent.start_sealed(&world.stack.operator, &manifest, &seals);
     parent.send_file("V", &files[0]);
     let id = parent.send(file_chunk("P", probe_files[1].clone(), true));
-    let message = parent.client.expect_error(Some(id), ErrorCode::FileMismatch, true);
-    assert!(message.contains("is not the one the manifest names"), "{message}");
+    let message = parent
+        .client
+        .expect_error(Some(id), ErrorCode::FileMismatch, true);
+    assert!(
+        message.contains("is not the one the manifest names"),
+        "{message}"
+    );
     parent.client.expect_eof();
     assert_no_amounts(&parent.client.received);
 }
@@ -199,7 +216,9 @@ fn attack3a_rows_dropped_from_a_file_are_refused() {
     let mut parent = world.parent(&enclave);
     parent.start_sealed(&world.stack.operator, &manifest, &seals);
     let id = parent.send(file_chunk("V", trimmed.into_bytes(), true));
-    parent.client.expect_error(Some(id), ErrorCode::FileMismatch, true);
+    parent
+        .client
+        .expect_error(Some(id), ErrorCode::FileMismatch, true);
     parent.client.expect_eof();
 }
 
@@ -212,7 +231,7 @@ fn attack3b_access_denied_fails_the_auction() {
     let enclave = world.enclave("enclave", &[]);
     // V's key as a careless (or tricked) policy leaves it: only V may use it.
     let v = world.buyer("V");
-    let v_arn = format!("arn:aws:iam::111122223333:user/V");
+    let v_arn = "arn:aws:iam::111122223333:user/V";
     let locked = world
         .stack
         .kms_client(&v.credentials)
@@ -253,7 +272,12 @@ fn attack3b_access_denied_fails_the_auction() {
                     &lot(l),
                     &BuyerName::new("V").unwrap(),
                 );
-                (*l, v_client.encrypt(locked.as_str(), amount.as_bytes(), Some(ctx)).unwrap())
+                (
+                    *l,
+                    v_client
+                        .encrypt(locked.as_str(), amount.as_bytes(), Some(ctx))
+                        .unwrap(),
+                )
             })
             .collect::<Vec<_>>(),
     );
@@ -291,7 +315,11 @@ fn attack3b_access_denied_fails_the_auction() {
     let id = parent.send(file_chunk("V", files[0].clone(), true));
     let (got, e) = parent.client.recv_error();
     assert!(got.is_none() || got == Some(id));
-    assert_eq!((e.code, e.fatal), (ErrorCode::KmsAccessDenied, true), "{e:?}");
+    assert_eq!(
+        (e.code, e.fatal),
+        (ErrorCode::KmsAccessDenied, true),
+        "{e:?}"
+    );
     assert_no_amounts(&parent.client.received);
 }
 
@@ -318,7 +346,10 @@ fn attack5_ciphertexts_of_any_amount_have_one_length() {
         .map(|l| l.split(',').nth(1).unwrap().len())
         .collect();
     assert_eq!(lens.len(), 4);
-    assert!(lens.iter().all(|&l| l == lens[0]), "lengths differ: {lens:?}");
+    assert!(
+        lens.iter().all(|&l| l == lens[0]),
+        "lengths differ: {lens:?}"
+    );
 }
 
 /// A seal made under another buyer's key (the operator's accomplice sealing for V) does not
@@ -336,7 +367,9 @@ fn a_seal_under_another_key_is_refused() {
     parent.credentials(&world.stack.operator);
     parent.open_sealed(&manifest);
     let id = parent.send(seal_msg("V", forged));
-    parent.client.expect_error(Some(id), ErrorCode::SealRefused, true);
+    parent
+        .client
+        .expect_error(Some(id), ErrorCode::SealRefused, true);
     parent.client.expect_eof();
     // And files cannot come before every seal is accepted.
     let mut parent = parent_after(&world, &enclave, 1);

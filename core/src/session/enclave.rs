@@ -159,8 +159,15 @@ enum Phase {
 }
 
 enum AttestPurpose {
-    Hello { id: u64 },
-    Close { id: u64, closed: Closed, csv: Vec<u8>, json: Vec<u8> },
+    Hello {
+        id: u64,
+    },
+    Close {
+        id: u64,
+        closed: Closed,
+        csv: Vec<u8>,
+        json: Vec<u8>,
+    },
 }
 
 /// What a ciphertext being opened is.
@@ -482,7 +489,10 @@ impl EnclaveSession {
                         return;
                     }
                 };
-                let auction = self.auction.as_mut().expect("bids exist only in an auction");
+                let auction = self
+                    .auction
+                    .as_mut()
+                    .expect("bids exist only in an auction");
                 if let Verdict::Disqualified(reason) = verdict {
                     auction.set_aside(buyer, reason, 1);
                 }
@@ -493,7 +503,10 @@ impl EnclaveSession {
     }
 
     fn seal_opened(&mut self, request: u64, buyer: usize, outcome: DecryptOutcome) {
-        let auction = self.auction.as_mut().expect("seals exist only in an auction");
+        let auction = self
+            .auction
+            .as_mut()
+            .expect("seals exist only in an auction");
         let name = auction.buyer_name(buyer).clone();
         let refusal = match outcome {
             DecryptOutcome::Plaintext(p) if crate::ct_eq(&p, SEAL_MARKER) => None,
@@ -507,10 +520,9 @@ impl EnclaveSession {
                     "buyer `{name}`'s seal does not decrypt under its key with this manifest's context ({reason}): the buyer has not consented to this manifest"
                 ),
             )),
-            DecryptOutcome::Fatal { code, message } => Some((
-                code,
-                format!("opening buyer `{name}`'s seal: {message}"),
-            )),
+            DecryptOutcome::Fatal { code, message } => {
+                Some((code, format!("opening buyer `{name}`'s seal: {message}")))
+            }
         };
         if let Some((code, message)) = refusal {
             self.fail(Some(request), code, message);
@@ -685,11 +697,7 @@ impl EnclaveSession {
                 );
                 return;
             }
-            if let Some(f) = m
-                .files()
-                .iter()
-                .find(|f| f.format == FileFormat::Envelope)
-            {
+            if let Some(f) = m.files().iter().find(|f| f.format == FileFormat::Envelope) {
                 self.fail(
                     Some(id),
                     ErrorCode::InvalidManifest,
@@ -789,9 +797,13 @@ impl EnclaveSession {
                 &auction.terms_sha256,
             ),
             retry_without_context: false,
-            credentials: self.credentials.clone().expect("phase Sealing has credentials"),
+            credentials: self
+                .credentials
+                .clone()
+                .expect("phase Sealing has credentials"),
         };
-        self.jobs.insert(job.ticket, Job::Seal { request: id, buyer });
+        self.jobs
+            .insert(job.ticket, Job::Seal { request: id, buyer });
         self.actions.push_back(Action::Decrypt(job));
     }
 
@@ -951,7 +963,9 @@ impl EnclaveSession {
             FileFormat::Envelope => {
                 return Err((
                     ErrorCode::InvalidAuction,
-                    format!("buyer `{name}`'s file is an envelope file; this build opens per-bid files only"),
+                    format!(
+                        "buyer `{name}`'s file is an envelope file; this build opens per-bid files only"
+                    ),
                 ));
             }
         };
@@ -983,8 +997,7 @@ impl EnclaveSession {
                 digests.push(d);
             }
             let fresh: HashSet<&[u8; 32]> = digests.iter().collect();
-            if fresh.len() != digests.len() || digests.iter().any(|d| self.guard.seen.contains(d))
-            {
+            if fresh.len() != digests.len() || digests.iter().any(|d| self.guard.seen.contains(d)) {
                 return Err((
                     ErrorCode::ReplayedCiphertext,
                     format!(
@@ -1063,7 +1076,10 @@ impl EnclaveSession {
                     &spec.name,
                 ),
                 retry_without_context: auction.config.allow_no_context(),
-                credentials: self.credentials.clone().expect("phase Files has credentials"),
+                credentials: self
+                    .credentials
+                    .clone()
+                    .expect("phase Files has credentials"),
             };
             self.jobs.insert(
                 q.ticket,
@@ -1226,7 +1242,11 @@ impl EnclaveSession {
 }
 
 /// The lot's slot in the auction, registering it on first sight.
-fn lot_slot(auction: &mut Auction, lot: &LotId, max_lots: usize) -> Result<u32, (ErrorCode, String)> {
+fn lot_slot(
+    auction: &mut Auction,
+    lot: &LotId,
+    max_lots: usize,
+) -> Result<u32, (ErrorCode, String)> {
     if let Some(&i) = auction.lot_index.get(lot) {
         return Ok(i);
     }

@@ -18,8 +18,8 @@ use crate::output::OutputHeader;
 use crate::session::enclave::chunk_len_for;
 use crate::wire::{
     Close, ErrorCode, FileChunk, FrameDecoder, FrameError, FromEnclave, Hello, MessageError,
-    OpenSealed, OutputFile, PROTOCOL_VERSION, Request, Response, Seal, ToEnclave,
-    decode_response, encode_frame, encode_request,
+    OpenSealed, OutputFile, PROTOCOL_VERSION, Request, Response, Seal, ToEnclave, decode_response,
+    encode_frame, encode_request,
 };
 use std::collections::{HashMap, VecDeque};
 
@@ -146,7 +146,9 @@ pub fn order_inputs(terms: &Terms, inputs: Vec<BuyerInput>) -> Result<Vec<BuyerI
             if input.seal.is_none() {
                 return Err(InputError::MissingSeal(spec.name.clone()));
             }
-            let f = manifest.file(&spec.name).expect("manifest has a file per buyer");
+            let f = manifest
+                .file(&spec.name)
+                .expect("manifest has a file per buyer");
             let sha256 = config::sha256(&input.file);
             if f.sha256 != sha256 || f.size != input.file.len() as u64 {
                 return Err(InputError::Changed {
@@ -256,7 +258,11 @@ enum Sent {
     Seal(usize),
     /// `extra`: for a file's last chunk, time on top of the reply timeout for its bids to be
     /// opened (the enclave answers it only then).
-    Chunk { buyer: usize, end: usize, extra: Millis },
+    Chunk {
+        buyer: usize,
+        end: usize,
+        extra: Millis,
+    },
     Close,
 }
 
@@ -521,9 +527,7 @@ impl ParentSession {
             chunks_in_flight += 1;
             self.send(msg, Sent::Chunk { buyer, end, extra }, now);
         }
-        if self.phase == Phase::Files
-            && self.cursor.0 == self.inputs.len()
-            && chunks_in_flight == 0
+        if self.phase == Phase::Files && self.cursor.0 == self.inputs.len() && chunks_in_flight == 0
         {
             self.phase = Phase::AwaitClose;
             self.send(Request::Close(Close {}), Sent::Close, now);

@@ -88,7 +88,8 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
         None => std::io::stdout().write_all(&csv)?,
         Some(url) => {
             let (bucket, object) = parse_s3_url(&url).map_err(|e| anyhow!("--upload: {e}"))?;
-            aws.s3(&env).put_object(&bucket, &object, &csv, "text/csv")?;
+            aws.s3(&env)
+                .put_object(&bucket, &object, &csv, "text/csv")?;
             eprintln!(
                 "bidctl: {} sealed bids uploaded to s3://{bucket}/{object}",
                 rows.len()

@@ -114,12 +114,20 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
     let terms = m.terms();
 
     // Show the buyer what they consent to, every term of it.
-    eprintln!("bidctl: manifest {} (SHA-256 {})", a.manifest, hex::encode(h));
+    eprintln!(
+        "bidctl: manifest {} (SHA-256 {})",
+        a.manifest,
+        hex::encode(h)
+    );
     eprintln!("  auction          {}", terms.auction_id());
     eprintln!("  reveal           {}", terms.reveal());
     eprintln!(
         "  no-context bids  {}",
-        if terms.allow_no_context() { "accepted" } else { "refused" }
+        if terms.allow_no_context() {
+            "accepted"
+        } else {
+            "refused"
+        }
     );
     for (b, f) in terms.buyers().iter().zip(m.files()) {
         eprintln!(
@@ -191,7 +199,11 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
     std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
         .and_then(|_| std::fs::rename(&tmp, &record_path))
         .with_context(|| format!("writing {}", record_path.display()))?;
-    eprintln!("bidctl: sealed manifest {} for `{buyer}`: {}", hex::encode(h), out.display());
+    eprintln!(
+        "bidctl: sealed manifest {} for `{buyer}`: {}",
+        hex::encode(h),
+        out.display()
+    );
     if let Some(target) = &a.upload {
         let (bucket, object) = if target.is_empty() {
             (file.bucket.clone(), format!("{}.seal", file.key))

@@ -75,7 +75,8 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
     let expected = match (&a.manifest, &a.config) {
         (Some(p), _) => {
             manifest_bytes = read(p)?;
-            manifest = Manifest::parse(&manifest_bytes).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+            manifest =
+                Manifest::parse(&manifest_bytes).map_err(|e| anyhow!("{}: {e}", p.display()))?;
             Expected::Sealed {
                 manifest: &manifest,
                 bytes: &manifest_bytes,
@@ -102,8 +103,7 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
     } else {
         VerifyAt::Document
     };
-    let checked = match verify_result(&output, &json, &doc, &root, &expected_pcr0, at, &expected)
-    {
+    let checked = match verify_result(&output, &json, &doc, &root, &expected_pcr0, at, &expected) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bidctl: verification failed: {e}");
@@ -124,7 +124,9 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
             let counted = checked.header.files.iter().find(|f| f.buyer == name);
             match counted {
                 None => {
-                    eprintln!("bidctl: verification failed: `{name}` is not a buyer of this result");
+                    eprintln!(
+                        "bidctl: verification failed: `{name}` is not a buyer of this result"
+                    );
                     return Ok(ExitCode::FAILURE);
                 }
                 Some(f) if f.sha256 != digest || f.size != bytes.len() as u64 => {
@@ -146,7 +148,8 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
 
     let c = &checked.commitment;
     let h = &checked.header;
-    let when = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(checked.timestamp_ms));
+    let when =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(checked.timestamp_ms));
     println!("verified: this result is genuine and complete");
     println!(
         "  output.csv   {} ({} bytes, SHA-256 {})",
@@ -173,7 +176,11 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
     println!("  reveal       {}", cfg.reveal());
     println!(
         "  no-context bids {}",
-        if cfg.allow_no_context() { "accepted" } else { "refused" }
+        if cfg.allow_no_context() {
+            "accepted"
+        } else {
+            "refused"
+        }
     );
     match c.mode {
         Mode::Sealed => println!(

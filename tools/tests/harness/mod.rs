@@ -8,7 +8,9 @@
 use base64::Engine;
 use bidding_core::attestation::{self, DocumentFields, VerifyAt, VerifyOptions};
 use bidding_core::auction::RevealPolicy;
-use bidding_core::config::{self, AuctionConfig, BuyerSpec, HELLO_USER_DATA, Mode, ResultCommitment};
+use bidding_core::config::{
+    self, AuctionConfig, BuyerSpec, HELLO_USER_DATA, Mode, ResultCommitment,
+};
 use bidding_core::credentials::Credentials;
 use bidding_core::kms::bid_context;
 use bidding_core::manifest::{self, FileEntry, FileFormat, Manifest, SEAL_MARKER};
@@ -757,7 +759,11 @@ impl Parent {
         assert_eq!(closed.mode, mode);
         assert_eq!(closed.terms_sha256, config::sha256(terms), "terms digest");
         assert_eq!(closed.csv_sha256, config::sha256(csv), "output.csv digest");
-        assert_eq!(closed.json_sha256, config::sha256(json), "output.json digest");
+        assert_eq!(
+            closed.json_sha256,
+            config::sha256(json),
+            "output.json digest"
+        );
         let header = OutputHeader::parse(json).unwrap();
         assert_eq!(header.lot_count, closed.lots);
         let fields = self.verify(&closed.attestation);
@@ -797,7 +803,13 @@ impl Parent {
 
 /// A parsed output.json lot: (lot, result, winner or tied names, price, set-aside
 /// (buyer, reason)).
-pub type LotLine = (String, String, Vec<String>, Option<String>, Vec<(String, String)>);
+pub type LotLine = (
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Vec<(String, String)>,
+);
 
 /// The lots of an output.json, in output order.
 pub fn json_lots(json: &[u8]) -> Vec<LotLine> {
