@@ -26,6 +26,9 @@ enum Command {
     /// Open a KMS CiphertextForRecipient (CMS EnvelopedData) with an RSA private key.
     #[command(subcommand)]
     Cms(cmd::cms::Command),
+    /// Open or inspect an AWS Encryption SDK message (an envelope bid file).
+    #[command(subcommand)]
+    Envelope(cmd::envelope::Command),
     /// Seal a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
     Encrypt(cmd::encrypt::EncryptArgs),
     /// Check that an attestation proves an output.csv (and a configuration).
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
         Command::Cms(c) => cmd::cms::run(c),
+        Command::Envelope(c) => cmd::envelope::run(c),
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
