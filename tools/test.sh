@@ -4,7 +4,8 @@
 #   - Debian packages (tools/apt-need.sh: one `apt-get update`, then only what is missing; when
 #     not root it prints the command to run and stops);
 #   - the Rust toolchain pinned in rust-toolchain.toml (needs rustup);
-#   - the independent Python peers (boto3's SigV4 signer and moto's S3/KMS) in target/peers-venv.
+#   - the independent Python peers (boto3's SigV4 signer, moto's S3/KMS and AWS's own
+#     Encryption SDK CLI) in target/peers-venv.
 # Then it runs the whole workspace's tests with those peers required (BIDDING_REQUIRE_PEERS=1),
 # so no interop test can quietly skip. Extra arguments go to `cargo test`, e.g.
 # `tools/test.sh --test initramfs`.
@@ -33,10 +34,14 @@ if ! rustup toolchain list | grep -q "^$channel-"; then
 fi
 
 venv=target/peers-venv
-if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors' 2>/dev/null; then
-  say "installing boto3 and moto into $venv (once)"
+# aws-encryption-cli follows AWS_ENDPOINT_URL_KMS only with botocore >= 1.31 (boto3 >= 1.28),
+# which it does not require itself: both pinned.
+peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0')
+if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli' 2>/dev/null \
+  || ! [ -x "$venv/bin/aws-encryption-cli" ]; then
+  say "installing boto3, moto and aws-encryption-sdk-cli into $venv (once)"
   python3 -m venv --clear "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[s3,kms,iam]==5.2.5' flask flask-cors boto3
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${peers[@]}"
 fi
 export BIDDING_PYTHON="$PWD/$venv/bin/python"
 export BIDDING_REQUIRE_PEERS=1

@@ -11,6 +11,7 @@ pub mod cms;
 pub mod config;
 pub mod credentials;
 pub mod endpoint;
+pub mod esdk;
 pub mod kms;
 pub mod manifest;
 pub mod names;

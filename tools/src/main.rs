@@ -26,6 +26,9 @@ enum Command {
     /// Open a KMS CiphertextForRecipient (CMS EnvelopedData) with an RSA private key.
     #[command(subcommand)]
     Cms(cmd::cms::Command),
+    /// Open or inspect an AWS Encryption SDK message (an envelope bid file).
+    #[command(subcommand)]
+    Envelope(cmd::envelope::Command),
     /// Seal a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
     Encrypt(cmd::encrypt::EncryptArgs),
     /// Seal a sealed auction's manifest: your consent to exactly its terms and files.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
         Command::Cms(c) => cmd::cms::run(c),
+        Command::Envelope(c) => cmd::envelope::run(c),
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Seal(a) => cmd::seal::run(a),
         Command::Verify(a) => cmd::verify::run(a),

@@ -233,6 +233,161 @@ fn cms_open_with_an_openssl_envelope() {
     assert!(!o.status.success() && o.stdout.is_empty());
 }
 
+/// The official AWS Encryption SDK vectors (signed, unsigned, a bad commitment) and a message
+/// of our own encoder, through `bidctl envelope inspect|open`.
+#[test]
+fn envelope_open_and_inspect() {
+    use base64::Engine;
+    use bidding_core::esdk::Encryptor;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    // Ours, with a raw 32-byte key file and with its base64.
+    let key = [0x5au8; 32];
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/0b5f3e4c-6d1a-4c38-9d2e-8f7a6b5c4d3e";
+    let ctx = [("auction", "A-1"), ("buyer", "alice")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let csv = b"contract,bid\n1,100\n2,200.50\n";
+    let m = Encryptor::new(ctx)
+        .unwrap()
+        .encrypt(&key, b"edk", arn, csv, 8)
+        .unwrap();
+    std::fs::write(path("ours.bin"), &m).unwrap();
+    std::fs::write(path("key.raw"), key).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    std::fs::write(path("key.b64"), format!("{b64}\n")).unwrap();
+    for k in ["key.raw", "key.b64"] {
+        let o = bidctl(&[
+            "envelope",
+            "open",
+            "--data-key",
+            &path(k),
+            &path("ours.bin"),
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        assert_eq!(o.stdout, csv);
+    }
+    let o = bidctl(&["envelope", "inspect", &path("ours.bin")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["suite"], "0x0578");
+    assert_eq!(j["signature"], "verified");
+    assert_eq!(j["encryption_context"]["auction"], "A-1");
+    assert_eq!(j["encryption_context"]["buyer"], "alice");
+    assert!(j["encryption_context"]["aws-crypto-public-key"].is_string());
+    assert_eq!(j["data_keys"][0]["provider_id"], "aws-kms");
+    assert_eq!(j["data_keys"][0]["provider_info"], arn);
+    assert_eq!(j["frames"], 4);
+    assert_eq!(j["plaintext_bytes"], csv.len());
+
+    // Refusals: a wrong key, a bad key file, a flipped byte, not a message at all.
+    std::fs::write(path("wrong.raw"), [0x5bu8; 32]).unwrap();
+    let o = bidctl(&[
+        "envelope",
+        "open",
+        "--data-key",
+        &path("wrong.raw"),
+        &path("ours.bin"),
+    ]);
+    assert!(!o.status.success() && o.stdout.is_empty());
+    assert!(text(&o).1.contains("key commitment"), "{:?}", text(&o));
+    std::fs::write(path("short.key"), [1u8; 16]).unwrap();
+    let o = bidctl(&[
+        "envelope",
+        "open",
+        "--data-key",
+        &path("short.key"),
+        &path("ours.bin"),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("32 raw bytes"),
+        "{:?}",
+        text(&o)
+    );
+    let mut bad = m.clone();
+    let n = bad.len();
+    bad[n - 30] ^= 1;
+    std::fs::write(path("bad.bin"), &bad).unwrap();
+    for args in [
+        vec!["envelope", "inspect", &path("bad.bin")],
+        vec![
+            "envelope",
+            "open",
+            "--data-key",
+            &path("key.raw"),
+            &path("bad.bin"),
+        ],
+    ] {
+        let o = bidctl(&args);
+        assert!(!o.status.success() && o.stdout.is_empty());
+        assert!(text(&o).1.contains("signature"), "{:?}", text(&o));
+    }
+    let o = bidctl(&["envelope", "inspect", &path("key.b64")]);
+    assert!(!o.status.success() && text(&o).1.contains("not an AWS Encryption SDK message"));
+
+    let Some(f) = fixtures() else { return };
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.join("esdk/commitment-test-vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let tests = json["tests"].as_array().unwrap();
+    // 3: KMS provider, signed; 1: raw provider, unsigned; 2: bad commitment.
+    for (i, expect) in [
+        (2usize, Some("Plaintext")),
+        (0, Some("GoodCommitment")),
+        (1, None),
+    ] {
+        let t = &tests[i];
+        let decode = |k: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t[k].as_str().unwrap())
+                .unwrap()
+        };
+        std::fs::write(path("v.bin"), decode("ciphertext")).unwrap();
+        std::fs::write(path("v.key"), t["decrypted-dek"].as_str().unwrap()).unwrap();
+        let o = bidctl(&["envelope", "inspect", &path("v.bin")]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["message_id"], hex::encode(decode("message-id")));
+        let o = bidctl(&[
+            "envelope",
+            "open",
+            "--data-key",
+            &path("v.key"),
+            &path("v.bin"),
+        ]);
+        match expect {
+            Some(p) => {
+                assert!(o.status.success(), "{:?}", text(&o));
+                assert_eq!(o.stdout, p.as_bytes());
+            }
+            None => {
+                assert!(!o.status.success() && o.stdout.is_empty());
+                assert!(text(&o).1.contains("key commitment"), "{:?}", text(&o));
+            }
+        }
+        if i == 2 {
+            assert_eq!(j["suite"], "0x0578");
+            assert_eq!(j["signature"], "verified");
+            assert_eq!(j["data_keys"][0]["provider_id"], "aws-kms");
+            assert!(
+                j["data_keys"][0]["provider_info"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("arn:aws:kms:")
+            );
+        }
+        if i == 0 {
+            assert_eq!(j["suite"], "0x0478");
+            assert_eq!(j["signature"], "none (unsigned suite)");
+            // The raw keyring's provider info is binary.
+            assert!(j["data_keys"][0]["provider_info_hex"].is_string());
+        }
+    }
+}
+
 #[test]
 fn key_policy_statement() {
     let role = "arn:aws:iam::111122223333:role/bidding-parent";

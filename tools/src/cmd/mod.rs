@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cms;
 pub mod demo;
 pub mod encrypt;
+pub mod envelope;
 pub mod initramfs;
 pub mod key_policy;
 pub mod kms_emulator;
