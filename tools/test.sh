@@ -1,14 +1,47 @@
 #!/usr/bin/env bash
-# The README's test command. Sets up the independent Python peers once (boto3's SigV4 signer and
-# moto's S3/KMS, in target/peers-venv), then runs the whole workspace's tests with those peers
-# required, so no interop test can quietly skip. Extra arguments go to `cargo test`.
+# The README's test command. On a fresh Debian 12 machine it first sets up what the tests need,
+# each part only when missing:
+#   - Debian packages (tools/apt-need.sh: one `apt-get update`, then only what is missing; when
+#     not root it prints the command to run and stops);
+#   - the Rust toolchain pinned in rust-toolchain.toml (needs rustup);
+#   - the independent Python peers (boto3's SigV4 signer, moto's S3/KMS and AWS's own
+#     Encryption SDK CLI) in target/peers-venv.
+# Then it runs the whole workspace's tests with those peers required (BIDDING_REQUIRE_PEERS=1),
+# so no interop test can quietly skip. Extra arguments go to `cargo test`, e.g.
+# `tools/test.sh --test initramfs`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# What the tests run besides cargo's own builds, by Debian package:
+#   cpio             tools/tests/initramfs.rs: GNU cpio lists, extracts and re-archives ours
+#   openssl          core/tests/cms.rs, tools/tests/cli.rs, tools/tests/kms_emulator.rs
+#   util-linux       tools/tests/enclave_pid1.rs: unshare --pid --mount --fork
+#   python3, python3-venv, ca-certificates   the peers' venv, pip over HTTPS
+#   gcc, libc6-dev   aws-lc's C code and the linker
+# (sh, find, sort, touch, id come from Debian's essential packages.)
+tools/apt-need.sh test.sh cpio openssl util-linux python3 python3-venv ca-certificates gcc libc6-dev
+
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+  say "cargo and rustup are needed: install rustup (https://rustup.rs), e.g."
+  printf '  %s\n' "curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none" >&2
+  exit 1
+fi
+channel=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$channel-"; then
+  say "installing the pinned Rust toolchain $channel (rust-toolchain.toml)"
+  rustup toolchain install   # with no argument: the toolchain file's channel, components, targets
+fi
+
 venv=target/peers-venv
-if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors' 2>/dev/null; then
-  echo "test.sh: installing boto3 and moto into $venv (once)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[s3,kms,iam]==5.2.5' flask flask-cors boto3
+# aws-encryption-cli follows AWS_ENDPOINT_URL_KMS only with botocore >= 1.31 (boto3 >= 1.28),
+# which it does not require itself: both pinned.
+peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0')
+if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli' 2>/dev/null \
+  || ! [ -x "$venv/bin/aws-encryption-cli" ]; then
+  say "installing boto3, moto and aws-encryption-sdk-cli into $venv (once)"
+  python3 -m venv --clear "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${peers[@]}"
 fi
 export BIDDING_PYTHON="$PWD/$venv/bin/python"
 export BIDDING_REQUIRE_PEERS=1

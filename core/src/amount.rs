@@ -1,17 +1,26 @@
 //! Bid amounts: exact decimal numbers compared as integers of the minor unit.
 //!
 //! The rules are deliberately narrow (DESIGN §4): ASCII digits, at most one decimal point with
-//! one or two digits after it, at most 18 digits before it. Everything else is refused rather
-//! than guessed at, because a lenient parser is a place where two implementations (the buyer's
-//! `bidctl encrypt` and the enclave) could disagree about who bid more.
+//! one or two digits after it, at most 18 significant digits before it. Leading zeros and
+//! surrounding ASCII whitespace are allowed: `bidctl encrypt` pads every amount to one fixed
+//! width (so a ciphertext's length says nothing about the amount), and the proof of concept's
+//! buyers made bids with `echo 100000 > bid.txt` (a trailing newline). Everything else is
+//! refused rather than guessed at, because a lenient parser is a place where two
+//! implementations (the buyer's `bidctl encrypt` and the enclave) could disagree about who bid
+//! more.
 //!
 //! Errors never carry the input: an amount is the one secret of the system, and error messages
 //! travel to logs and frames.
 
 use std::fmt;
 
-/// Most digits allowed before the decimal point.
+/// Most significant digits allowed before the decimal point (leading zeros do not count).
 pub const MAX_INTEGER_DIGITS: usize = 18;
+/// Longest text judged at all, whitespace and leading zeros included: bounds the work on
+/// hostile plaintexts.
+pub const MAX_TEXT_LEN: usize = 64;
+/// Width of [`Amount::to_padded`]: 18 integer digits, the point, 2 fraction digits.
+pub const PADDED_WIDTH: usize = MAX_INTEGER_DIGITS + 1 + MAX_FRACTION_DIGITS;
 /// Most digits allowed after the decimal point.
 pub const MAX_FRACTION_DIGITS: usize = 2;
 const MINOR_PER_MAJOR: u128 = 100;
@@ -39,6 +48,8 @@ pub enum AmountError {
     TooManyIntegerDigits,
     #[error("an amount may contain at most one decimal point")]
     MultipleDecimalPoints,
+    #[error("an amount may be at most 64 bytes long, spaces and leading zeros included")]
+    TooLong,
 }
 
 impl Amount {
@@ -47,9 +58,13 @@ impl Amount {
         self.0
     }
 
-    /// Parses the canonical textual form. Takes bytes because decrypted plaintext is bytes and
-    /// must not be required to be UTF-8 before it is judged.
+    /// Parses an amount. Takes bytes because decrypted plaintext is bytes and must not be
+    /// required to be UTF-8 before it is judged.
     pub fn parse(text: &[u8]) -> Result<Amount, AmountError> {
+        if text.len() > MAX_TEXT_LEN {
+            return Err(AmountError::TooLong);
+        }
+        let text = text.trim_ascii();
         if text.is_empty() {
             return Err(AmountError::Empty);
         }
@@ -61,6 +76,7 @@ impl Amount {
         let mut fraction: u128 = 0;
         let mut fraction_digits = 0usize;
         let mut seen_point = false;
+        let mut digits_seen = false;
         for &byte in text {
             match byte {
                 b'0'..=b'9' => {
@@ -72,7 +88,11 @@ impl Amount {
                         }
                         fraction = fraction * 10 + digit;
                     } else {
-                        integer_digits += 1;
+                        digits_seen = true;
+                        // Leading zeros are padding, not digits.
+                        if integer_digits > 0 || digit != 0 {
+                            integer_digits += 1;
+                        }
                         if integer_digits > MAX_INTEGER_DIGITS {
                             return Err(AmountError::TooManyIntegerDigits);
                         }
@@ -85,7 +105,7 @@ impl Amount {
                 _ => return Err(AmountError::InvalidCharacter),
             }
         }
-        if integer_digits == 0 {
+        if !digits_seen {
             return Err(AmountError::MissingIntegerDigits);
         }
         if seen_point && fraction_digits == 0 {
@@ -95,6 +115,15 @@ impl Amount {
             fraction *= 10;
         }
         Ok(Amount(integer * MINOR_PER_MAJOR + fraction))
+    }
+}
+
+impl Amount {
+    /// The fixed-width form buyers seal: `000000000000100000.00`. Every amount has the same
+    /// length, so neither a ciphertext's nor a message's size says anything about it.
+    pub fn to_padded(self) -> String {
+        let (major, minor) = (self.0 / MINOR_PER_MAJOR, self.0 % MINOR_PER_MAJOR);
+        format!("{major:018}.{minor:02}")
     }
 }
 
@@ -133,12 +162,16 @@ mod tests {
     /// An independent, obviously-correct statement of the rules, written with string splitting
     /// instead of a byte loop.
     fn reference(s: &str) -> Option<u128> {
+        if s.len() > 64 {
+            return None;
+        }
+        let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
         let (int, frac) = match s.split_once('.') {
             Some((i, f)) => (i, Some(f)),
             None => (s, None),
         };
         let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty() || int.len() > 18 || !all_digits(int) {
+        if int.is_empty() || int.trim_start_matches('0').len() > 18 || !all_digits(int) {
             return None;
         }
         let frac_units = match frac {
@@ -162,6 +195,10 @@ mod tests {
             ("007", 700),
             ("0.01", 1),
             ("999999999999999999.99", 99_999_999_999_999_999_999),
+            ("000000000000100000.00", 10_000_000),
+            ("0000000000000000000000000000000000001", 100),
+            ("100000\n", 10_000_000),
+            (" \t100000.5\r\n", 10_000_050),
         ] {
             assert_eq!(
                 Amount::parse(text.as_bytes()).map(Amount::minor_units),
@@ -185,13 +222,19 @@ mod tests {
             ("0x10", InvalidCharacter),
             ("١٢", InvalidCharacter),
             ("1 000", InvalidCharacter),
-            (" 1", InvalidCharacter),
-            ("1\n", InvalidCharacter),
+            (" ", Empty),
+            ("\n", Empty),
+            ("1\u{a0}", InvalidCharacter),
+            ("1\0", InvalidCharacter),
             ("1.234", TooManyFractionDigits),
             ("1234567890123456789", TooManyIntegerDigits),
             ("1.2.3", MultipleDecimalPoints),
             ("1-", Sign),
             ("NaN", InvalidCharacter),
+            (
+                "00000000000000000000000000000000000000000000000000000000000000001",
+                TooLong,
+            ),
         ] {
             assert_eq!(Amount::parse(text.as_bytes()), Err(err), "{text:?}");
         }
@@ -206,9 +249,19 @@ mod tests {
         assert!(!dbg.contains("987654"), "{dbg}");
     }
 
+    #[test]
+    fn padded_form_has_one_width_and_parses_back() {
+        for text in ["0", "0.01", "100000", "100000.50", "999999999999999999.99"] {
+            let a = Amount::parse(text.as_bytes()).unwrap();
+            let p = a.to_padded();
+            assert_eq!(p.len(), PADDED_WIDTH, "{text}");
+            assert_eq!(Amount::parse(p.as_bytes()), Ok(a));
+        }
+    }
+
     proptest! {
         #[test]
-        fn agrees_with_reference_on_arbitrary_text(s in "[0-9.+\\-e ,]{0,24}") {
+        fn agrees_with_reference_on_arbitrary_text(s in "[0-9.+\\-e ,\n\t]{0,70}") {
             prop_assert_eq!(Amount::parse(s.as_bytes()).ok().map(Amount::minor_units), reference(&s));
         }
 

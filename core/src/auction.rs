@@ -53,7 +53,12 @@ impl std::str::FromStr for RevealPolicy {
     }
 }
 
-/// Why one bid was set aside. Says what went wrong, never what the bid was.
+/// Why a bid was set aside. Says what went wrong, never what the bid was. Only failures the
+/// buyer alone can cause are reasons: anything the operator could cause (KMS access denied,
+/// throttling, a key made unusable, credentials refused, a file that differs from the
+/// manifest) fails the whole auction instead, because leaving a bid out could change a winner.
+/// Each reason is a deterministic function of the sealed file, so every run of one manifest
+/// sets aside the same bids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -64,10 +69,13 @@ pub enum Reason {
     Undecryptable,
     /// Encrypted under a key other than the buyer's registered one.
     WrongKey,
-    /// The buyer's key policy does not let this enclave decrypt.
-    AccessDenied,
-    /// The buyer's key is disabled, pending deletion or gone.
-    KeyUnavailable,
+    /// The buyer's file names this lot more than once; none of its rows for the lot count.
+    DuplicateLot,
+    /// A row of the buyer's file is not `<lot id>,<bid>` (counted per buyer; it names no lot).
+    MalformedRow,
+    /// The buyer's file as a whole is not a bid file: wrong header, not CSV, not UTF-8, or an
+    /// envelope that fails a check (counted per buyer).
+    MalformedFile,
 }
 
 impl Reason {
@@ -76,8 +84,9 @@ impl Reason {
             Reason::InvalidAmount => "invalid_amount",
             Reason::Undecryptable => "undecryptable",
             Reason::WrongKey => "wrong_key",
-            Reason::AccessDenied => "access_denied",
-            Reason::KeyUnavailable => "key_unavailable",
+            Reason::DuplicateLot => "duplicate_lot",
+            Reason::MalformedRow => "malformed_row",
+            Reason::MalformedFile => "malformed_file",
         }
     }
 }

@@ -121,15 +121,22 @@ pub fn parse_encrypted(
     limits: Limits,
 ) -> Result<Vec<EncryptedRow>, BidFileError> {
     let mut rows = Vec::new();
-    parse_rows(file, bytes, limits, ENCRYPTED_HEADER, |line, lot, bid| {
-        let ciphertext = decode_ciphertext(bid)?;
-        rows.push(EncryptedRow {
-            line,
-            lot,
-            ciphertext,
-        });
-        Ok(())
-    })
+    parse_rows(
+        file,
+        bytes,
+        limits,
+        ENCRYPTED_HEADER,
+        true,
+        |line, lot, bid| {
+            let ciphertext = decode_ciphertext(bid)?;
+            rows.push(EncryptedRow {
+                line,
+                lot,
+                ciphertext,
+            });
+            Ok(())
+        },
+    )
     .map_err(|mut errors| errors.0.swap_remove(0))?;
     Ok(rows)
 }
@@ -142,17 +149,24 @@ pub fn parse_plaintext(
 ) -> Result<Vec<PlaintextRow>, BidFileErrors> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    let structural = parse_rows(file, bytes, limits, PLAINTEXT_HEADER, |line, lot, bid| {
-        match Amount::parse(bid.as_bytes()) {
-            Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
-            Err(e) => errors.push(BidFileError {
-                file: file.to_owned(),
-                line: Some(line),
-                kind: BidFileErrorKind::Amount(e),
-            }),
-        }
-        Ok(())
-    });
+    let structural = parse_rows(
+        file,
+        bytes,
+        limits,
+        PLAINTEXT_HEADER,
+        false,
+        |line, lot, bid| {
+            match Amount::parse(bid.as_bytes()) {
+                Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+                Err(e) => errors.push(BidFileError {
+                    file: file.to_owned(),
+                    line: Some(line),
+                    kind: BidFileErrorKind::Amount(e),
+                }),
+            }
+            Ok(())
+        },
+    );
     if let Err(BidFileErrors(mut more)) = structural {
         errors.append(&mut more);
         errors.sort_by_key(|e| e.line);
@@ -162,6 +176,76 @@ pub fn parse_plaintext(
     } else {
         Err(BidFileErrors(errors))
     }
+}
+
+/// A buyer's file as the enclave judges it: the rows that count, and what was set aside.
+#[derive(Debug, Default)]
+pub struct LenientFile<R> {
+    /// Rows with a valid lot id named once in the file, in file order.
+    pub rows: Vec<R>,
+    /// Lots named on more than one row: none of their rows count (which one the buyer meant
+    /// is not for the enclave to guess).
+    pub duplicate_lots: Vec<LotId>,
+    /// Rows that are not `<lot id>,<bid>` or whose bid is malformed; they name no usable lot.
+    pub malformed_rows: u64,
+}
+
+/// Parses a sealed `encrypted.csv` inside the enclave. Unlike [`parse_encrypted`], a bad row is
+/// set aside on its own (the buyer sealed the file; its other bids still count). Only a file
+/// that is not a bid file at all (empty, wrong header, not UTF-8, over the limits) is an error.
+pub fn parse_encrypted_lenient(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<LenientFile<EncryptedRow>, BidFileError> {
+    let mut rows = Vec::new();
+    let mut malformed_rows = 0u64;
+    let walked = parse_rows(
+        file,
+        bytes,
+        limits,
+        ENCRYPTED_HEADER,
+        false,
+        |line, lot, bid| {
+            let ciphertext = decode_ciphertext(bid)?;
+            rows.push(EncryptedRow {
+                line,
+                lot,
+                ciphertext,
+            });
+            Ok(())
+        },
+    );
+    let mut duplicates: Vec<LotId> = Vec::new();
+    if let Err(BidFileErrors(errors)) = walked {
+        for e in errors {
+            match e.kind {
+                BidFileErrorKind::DuplicateLot { lot, .. } => {
+                    if !duplicates.contains(&lot) {
+                        duplicates.push(lot);
+                    }
+                }
+                BidFileErrorKind::FieldCount { .. }
+                | BidFileErrorKind::Lot(_)
+                | BidFileErrorKind::EmptyCiphertext
+                | BidFileErrorKind::Base64(_)
+                | BidFileErrorKind::CiphertextTooLong { .. }
+                | BidFileErrorKind::Amount(_) => malformed_rows += 1,
+                _ => return Err(e),
+            }
+        }
+    }
+    if !duplicates.is_empty() {
+        let dup: std::collections::HashSet<&LotId> = duplicates.iter().collect();
+        // A duplicated lot's first row was taken before its second was seen; it goes too, and
+        // so does the count of its later rows (which never became rows).
+        rows.retain(|r| !dup.contains(&r.lot));
+    }
+    Ok(LenientFile {
+        rows,
+        duplicate_lots: duplicates,
+        malformed_rows,
+    })
 }
 
 fn decode_ciphertext(bid: &str) -> Result<Vec<u8>, BidFileErrorKind> {
@@ -192,6 +276,7 @@ fn parse_rows(
     bytes: &[u8],
     limits: Limits,
     header: [&str; 2],
+    stop_at_first: bool,
     mut each: impl FnMut(u64, LotId, &str) -> Result<(), BidFileErrorKind>,
 ) -> Result<(), BidFileErrors> {
     let at = |line: Option<u64>, kind| BidFileError {
@@ -292,7 +377,7 @@ fn parse_rows(
         if let Err(kind) = each(line, lot, &record[1]) {
             errors.push(at(Some(line), kind));
         }
-        if !errors.is_empty() && header == ENCRYPTED_HEADER {
+        if !errors.is_empty() && stop_at_first {
             break;
         }
     }
@@ -347,6 +432,21 @@ mod tests {
     fn enc(text: &str) -> Result<Vec<EncryptedRow>, String> {
         parse_encrypted("b1/encrypted.csv", text.as_bytes(), Limits::default())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lenient_parse_sets_rows_aside_one_by_one() {
+        let text = "[].contract,[].bid\n1,AQID\n2,!!\n3,BAUG\n1,BAUG\n,AQID\n4\n5,CQ==\n";
+        let f = parse_encrypted_lenient("f", text.as_bytes(), Limits::default()).unwrap();
+        let lots: Vec<&str> = f.rows.iter().map(|r| r.lot.as_str()).collect();
+        assert_eq!(lots, ["3", "5"]);
+        assert_eq!(f.duplicate_lots, [LotId::new("1").unwrap()]);
+        assert_eq!(f.malformed_rows, 3);
+        let e =
+            parse_encrypted_lenient("f", b"contract,bid\n1,2\n", Limits::default()).unwrap_err();
+        assert!(matches!(e.kind, BidFileErrorKind::BadHeader { .. }), "{e}");
+        let f = parse_encrypted_lenient("f", b"[].contract,[].bid\n", Limits::default()).unwrap();
+        assert!(f.rows.is_empty() && f.malformed_rows == 0);
     }
 
     #[test]

@@ -8,13 +8,80 @@ use std::collections::HashSet;
 
 pub const MAX_BUYERS: usize = 64;
 
-/// Prefix of a result attestation's `user_data`, so a document made for another purpose (the
-/// hello, say) can never pass for a result.
-pub const RESULT_COMMITMENT_TAG: &[u8; 4] = b"SBR1";
 /// `user_data` of the hello attestation.
 pub const HELLO_USER_DATA: &[u8; 4] = b"SBH1";
-/// Length of a result commitment: tag, SHA-256 of the configuration, SHA-256 of the output.
-pub const RESULT_COMMITMENT_LEN: usize = 4 + 32 + 32;
+/// Prefix of a sealed auction's result commitment; the terms digest is the manifest's, H.
+pub const SEALED_RESULT_TAG: &[u8; 4] = b"SBRS";
+/// Prefix of an unsealed auction's result commitment; the terms digest is the configuration's.
+/// A different tag, so a verifier always knows which guarantee a result carries.
+pub const UNSEALED_RESULT_TAG: &[u8; 4] = b"SBRU";
+/// Length of a result commitment: tag, then SHA-256 of the terms, of output.csv, of output.json.
+pub const RESULT_COMMITMENT_LEN: usize = 4 + 32 * 3;
+
+/// Whether the buyers sealed the manifest (the default) or trust the operator (unsealed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Sealed,
+    Unsealed,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Sealed => "sealed",
+            Mode::Unsealed => "unsealed",
+        })
+    }
+}
+
+/// What a result attestation's `user_data` commits to. Everything a verifier needs besides the
+/// files themselves: which mode, which terms (the manifest's digest H, or the unsealed
+/// configuration's), and the exact bytes of both outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultCommitment {
+    pub mode: Mode,
+    pub terms_sha256: [u8; 32],
+    pub csv_sha256: [u8; 32],
+    pub json_sha256: [u8; 32],
+}
+
+impl ResultCommitment {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(RESULT_COMMITMENT_LEN);
+        v.extend_from_slice(match self.mode {
+            Mode::Sealed => SEALED_RESULT_TAG,
+            Mode::Unsealed => UNSEALED_RESULT_TAG,
+        });
+        v.extend_from_slice(&self.terms_sha256);
+        v.extend_from_slice(&self.csv_sha256);
+        v.extend_from_slice(&self.json_sha256);
+        v
+    }
+
+    /// The commitment in a document's `user_data`, if it is one.
+    pub fn parse(user_data: &[u8]) -> Option<Self> {
+        if user_data.len() != RESULT_COMMITMENT_LEN {
+            return None;
+        }
+        let mode = match &user_data[..4] {
+            t if t == SEALED_RESULT_TAG => Mode::Sealed,
+            t if t == UNSEALED_RESULT_TAG => Mode::Unsealed,
+            _ => return None,
+        };
+        let digest = |i: usize| -> [u8; 32] {
+            user_data[4 + 32 * i..4 + 32 * (i + 1)]
+                .try_into()
+                .expect("length checked above")
+        };
+        Some(ResultCommitment {
+            mode,
+            terms_sha256: digest(0),
+            csv_sha256: digest(1),
+            json_sha256: digest(2),
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,25 +201,6 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
-/// `user_data` of the result attestation: `SBR1 ‖ SHA-256(config) ‖ SHA-256(output.csv)`.
-pub fn result_commitment(config_digest: &[u8; 32], output_digest: &[u8; 32]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RESULT_COMMITMENT_LEN);
-    v.extend_from_slice(RESULT_COMMITMENT_TAG);
-    v.extend_from_slice(config_digest);
-    v.extend_from_slice(output_digest);
-    v
-}
-
-/// Splits a result commitment into its two digests, if it is one.
-pub fn parse_result_commitment(user_data: &[u8]) -> Option<([u8; 32], [u8; 32])> {
-    if user_data.len() != RESULT_COMMITMENT_LEN || !user_data.starts_with(RESULT_COMMITMENT_TAG) {
-        return None;
-    }
-    let config = user_data[4..36].try_into().ok()?;
-    let output = user_data[36..68].try_into().ok()?;
-    Some((config, output))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,12 +227,24 @@ mod tests {
         );
         let back: AuctionConfig = serde_json::from_slice(&c.canonical_bytes()).unwrap();
         assert_eq!(back, c);
-        let commitment = result_commitment(&c.digest(), &sha256(b"x"));
+        let commitment = ResultCommitment {
+            mode: Mode::Unsealed,
+            terms_sha256: c.digest(),
+            csv_sha256: sha256(b"x"),
+            json_sha256: sha256(b"y"),
+        };
+        let bytes = commitment.to_bytes();
+        assert!(bytes.starts_with(b"SBRU"));
+        assert_eq!(ResultCommitment::parse(&bytes), Some(commitment));
+        assert_eq!(ResultCommitment::parse(&bytes[1..]), None);
+        let mut sealed = bytes.clone();
+        sealed[3] = b'S';
         assert_eq!(
-            parse_result_commitment(&commitment),
-            Some((c.digest(), sha256(b"x")))
+            ResultCommitment::parse(&sealed).map(|c| c.mode),
+            Some(Mode::Sealed)
         );
-        assert_eq!(parse_result_commitment(&commitment[1..]), None);
+        sealed[3] = b'1';
+        assert_eq!(ResultCommitment::parse(&sealed), None);
     }
 
     #[test]

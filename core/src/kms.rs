@@ -248,6 +248,12 @@ pub enum Failure {
     Retry { code: String, message: String },
     /// The operator's credentials are wrong, expired or unsigned: no bid can be opened.
     Credentials { code: String, message: String },
+    /// KMS denied access to the key: the key policy does not allow this role or this enclave
+    /// measurement, or the role's IAM policy does not allow the key. The operator can cause
+    /// that (a role without the permission), so it is never the buyer's fault.
+    Denied { code: String, message: String },
+    /// The key is disabled, pending deletion, gone or not for decryption.
+    KeyState { code: String, message: String },
     /// Anything else, including KMS answers we cannot make sense of: fatal for the auction,
     /// because guessing could change a winner.
     Fatal { code: String, message: String },
@@ -279,11 +285,11 @@ pub fn classify_error(status: u16, body: &[u8]) -> Failure {
     match code.as_str() {
         "InvalidCiphertextException" => Failure::Bid(Reason::Undecryptable),
         "IncorrectKeyException" => Failure::Bid(Reason::WrongKey),
-        "AccessDeniedException" => Failure::Bid(Reason::AccessDenied),
+        "AccessDeniedException" => Failure::Denied { code, message },
         "DisabledException"
         | "KMSInvalidStateException"
         | "NotFoundException"
-        | "InvalidKeyUsageException" => Failure::Bid(Reason::KeyUnavailable),
+        | "InvalidKeyUsageException" => Failure::KeyState { code, message },
         "ThrottlingException"
         | "LimitExceededException"
         | "KMSInternalException"
@@ -389,6 +395,14 @@ mod tests {
             classify_error(400, &body("com.amazonaws.kms#IncorrectKeyException")),
             Failure::Bid(Reason::WrongKey)
         );
+        assert!(matches!(
+            classify_error(400, &body("AccessDeniedException")),
+            Failure::Denied { .. }
+        ));
+        assert!(matches!(
+            classify_error(400, &body("DisabledException")),
+            Failure::KeyState { .. }
+        ));
         assert!(matches!(
             classify_error(400, &body("ThrottlingException")),
             Failure::Retry { .. }

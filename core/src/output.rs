@@ -4,9 +4,11 @@
 //! the parent re-renders them from the lot results to check the enclave's digest.
 
 use crate::auction::{LotResult, Outcome, Reason, RevealPolicy};
-use crate::config::AuctionConfig;
-use crate::names::{BuyerName, LotId};
-use serde::Serialize;
+use crate::config::{AuctionConfig, Mode};
+use crate::manifest::FileFormat;
+use crate::names::{AuctionId, BuyerName, LotId};
+use crate::wire::message::hex32;
+use serde::{Deserialize, Serialize};
 
 /// Sorts results into output order: numeric-aware by lot id.
 pub fn sort_results(results: &mut [LotResult]) {
@@ -53,10 +55,68 @@ pub fn render_csv(results: &[LotResult], policy: RevealPolicy) -> Vec<u8> {
     w.into_inner().expect("flushing into memory cannot fail")
 }
 
+/// A buyer's file as the enclave received it: what counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSummary {
+    pub buyer: BuyerName,
+    pub format: FileFormat,
+    pub size: u64,
+    #[serde(with = "hex32")]
+    pub sha256: [u8; 32],
+}
+
+/// How many of a buyer's bids were set aside for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAside {
+    pub buyer: BuyerName,
+    pub reason: Reason,
+    pub count: u64,
+}
+
+/// Everything `output.json` says besides the lots, for readers (the parent's summary,
+/// `bidctl verify`). The attestation commits to the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OutputHeader {
+    pub auction_id: AuctionId,
+    pub mode: Mode,
+    #[serde(with = "hex32")]
+    pub terms_sha256: [u8; 32],
+    pub reveal: RevealPolicy,
+    pub lot_count: u64,
+    pub files: Vec<FileSummary>,
+    pub set_aside: Vec<SetAside>,
+}
+
+impl OutputHeader {
+    pub fn parse(json: &[u8]) -> Result<OutputHeader, String> {
+        serde_json::from_slice(json).map_err(|e| format!("output.json: {e}"))
+    }
+}
+
+/// What `output.json` is made of.
+pub struct Report<'a> {
+    pub config: &'a AuctionConfig,
+    pub mode: Mode,
+    pub terms_sha256: [u8; 32],
+    pub files: &'a [FileSummary],
+    /// In the buyers' configured order, then by reason.
+    pub set_aside: &'a [SetAside],
+    /// In output order.
+    pub results: &'a [LotResult],
+}
+
 #[derive(Serialize)]
 struct JsonOutput<'a> {
     auction_id: &'a str,
+    mode: Mode,
+    #[serde(with = "hex32")]
+    terms_sha256: &'a [u8; 32],
     reveal: RevealPolicy,
+    lot_count: u64,
+    files: &'a [FileSummary],
+    set_aside: &'a [SetAside],
     lots: Vec<JsonLot<'a>>,
 }
 
@@ -70,6 +130,7 @@ struct JsonLot<'a> {
     tied: Option<&'a [BuyerName]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     price: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     disqualified: Vec<JsonDisq<'a>>,
 }
 
@@ -79,9 +140,12 @@ struct JsonDisq<'a> {
     reason: Reason,
 }
 
-/// The JSON rendering: the same results plus each set-aside bid's reason code.
-pub fn render_json(config: &AuctionConfig, results: &[LotResult]) -> Vec<u8> {
-    let lots = results
+/// `output.json`: the mode, the terms' digest, every file that counted, the set-aside counts
+/// per buyer and reason, and each lot's result with the reasons its bids were set aside.
+/// Never an amount beyond the price the reveal policy asks for.
+pub fn render_json(report: &Report<'_>) -> Vec<u8> {
+    let lots = report
+        .results
         .iter()
         .map(|r| {
             let (result, winner, tied) = match &r.outcome {
@@ -107,11 +171,17 @@ pub fn render_json(config: &AuctionConfig, results: &[LotResult]) -> Vec<u8> {
         })
         .collect();
     let doc = JsonOutput {
-        auction_id: config.auction_id().as_str(),
-        reveal: config.reveal(),
+        auction_id: report.config.auction_id().as_str(),
+        mode: report.mode,
+        terms_sha256: &report.terms_sha256,
+        reveal: report.config.reveal(),
+        lot_count: report.results.len() as u64,
+        files: report.files,
+        set_aside: report.set_aside,
         lots,
     };
-    let mut out = serde_json::to_vec_pretty(&doc).expect("serialising strings cannot fail");
+    // One lot per line keeps a million-lot file small and still readable.
+    let mut out = serde_json::to_vec(&doc).expect("serialising strings cannot fail");
     out.push(b'\n');
     out
 }
@@ -191,14 +261,36 @@ mod tests {
             false,
         )
         .unwrap();
-        let json = String::from_utf8(render_json(&config, &results)).unwrap();
+        let files = [FileSummary {
+            buyer: b("B"),
+            format: FileFormat::PerBid,
+            size: 12,
+            sha256: [7; 32],
+        }];
+        let set_aside = [SetAside {
+            buyer: b("C"),
+            reason: Reason::WrongKey,
+            count: 1,
+        }];
+        let report = Report {
+            config: &config,
+            mode: Mode::Sealed,
+            terms_sha256: [9; 32],
+            files: &files,
+            set_aside: &set_aside,
+            results: &results,
+        };
+        let json = String::from_utf8(render_json(&report)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["lots"][0]["price"], "1234.50");
         assert_eq!(v["lots"][0]["disqualified"][0]["reason"], "wrong_key");
         assert_eq!(v["lots"][1]["result"], "no_valid_bid");
-        assert_eq!(
-            json,
-            String::from_utf8(render_json(&config, &results)).unwrap()
-        );
+        assert_eq!(v["mode"], "sealed");
+        assert_eq!(json, String::from_utf8(render_json(&report)).unwrap());
+        let header = OutputHeader::parse(json.as_bytes()).unwrap();
+        assert_eq!(header.files, files);
+        assert_eq!(header.set_aside, set_aside);
+        assert_eq!(header.lot_count, 2);
+        assert_eq!(header.terms_sha256, [9; 32]);
     }
 }

@@ -8,20 +8,22 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine;
 use bidding_core::amount::Amount;
 use bidding_core::attestation::{DocumentFields, encode_document};
-use bidding_core::auction::{Outcome, Reason, RevealPolicy};
+use bidding_core::auction::{Reason, RevealPolicy};
 use bidding_core::cms::Plaintext;
-use bidding_core::config::{AuctionConfig, BuyerSpec};
+use bidding_core::config::{AuctionConfig, BuyerSpec, sha256};
 use bidding_core::credentials::{Credentials, Secret};
+use bidding_core::manifest::{self, FileEntry, FileFormat, Manifest, SEAL_MARKER};
 use bidding_core::names::{AuctionId, BuyerName, KeyArn, LotId, Region};
 use bidding_core::session::enclave::{
     Action, DecryptJob, DecryptOutcome, EnclaveSession, EnclaveSettings, ReplayGuard,
 };
-use bidding_core::session::parent::{Event, Finished, ParentSession, ParentSettings, SessionError};
-use bidding_core::wire::{
-    ErrorCode, FrameDecoder, FromEnclave, LotBids, Response, SealedBid, decode_response,
+use bidding_core::session::parent::{
+    BuyerInput, Event, Finished, ParentSession, ParentSettings, SessionError, Terms, order_inputs,
 };
+use bidding_core::wire::{ErrorCode, FrameDecoder, FromEnclave, Response, decode_response};
 use proptest::prelude::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde::{Deserialize, Serialize};
@@ -139,6 +141,7 @@ fn attest(now: u64, user_data: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
 }
 
 /// What a scripted ciphertext holds: the key it was made under, its context, its plaintext.
+/// (Plaintext as bytes would be as good; a string keeps failing seeds readable.)
 #[derive(Serialize, Deserialize)]
 struct FakeCiphertext {
     key: String,
@@ -148,9 +151,18 @@ struct FakeCiphertext {
     salt: u64,
 }
 
-/// The scripted KMS: decides like KMS would from the job's KeyId and context.
-fn kms(job: &DecryptJob) -> DecryptOutcome {
-    let ct: FakeCiphertext = serde_json::from_slice(&job.ciphertext).unwrap();
+/// The scripted KMS: decides like KMS would from the job's KeyId and context. `denied` is a
+/// key the operator's role may not use.
+fn kms(job: &DecryptJob, denied: Option<&KeyArn>) -> DecryptOutcome {
+    if denied == Some(&job.key_arn) {
+        return DecryptOutcome::Fatal {
+            code: ErrorCode::KmsAccessDenied,
+            message: "scripted AccessDeniedException".into(),
+        };
+    }
+    let Ok(ct) = serde_json::from_slice::<FakeCiphertext>(&job.ciphertext) else {
+        return DecryptOutcome::Disqualified(Reason::Undecryptable);
+    };
     if ct.key != job.key_arn.as_str() {
         return DecryptOutcome::Disqualified(Reason::WrongKey);
     }
@@ -195,6 +207,23 @@ struct Scenario {
     /// Credentials expire during the auction, so the parent must refresh them.
     short_credentials: bool,
     allow_no_context: bool,
+    /// Buyers sealed the manifest (the default mode); otherwise unsealed.
+    sealed: bool,
+    /// An attack or fault on the sealed flow, chosen by the seed.
+    tamper: Tamper,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tamper {
+    None,
+    /// One buyer's seal was made for another manifest.
+    SealForAnotherManifest,
+    /// One buyer's seal was made under another buyer's key.
+    SealUnderWrongKey,
+    /// One buyer's file changed after the manifest was made (the parent sends the new one).
+    FileChangedAfterManifest,
+    /// KMS denies access to one buyer's key (the operator's role lacks the permission).
+    AccessDenied,
 }
 
 /// One buyer's bid as the test meant it: an amount, or the reason it must be set aside.
@@ -218,7 +247,12 @@ fn credentials(now: u64, short: bool) -> Credentials {
     }
 }
 
-fn build(s: &Scenario, rng: &mut Rng) -> (AuctionConfig, Vec<LotBids>, Expected) {
+fn encode_ct(ct: &FakeCiphertext) -> Vec<u8> {
+    serde_json::to_vec(ct).unwrap()
+}
+
+/// The buyers' files (the proof of concept's CSV), the manifest or terms, and every seal.
+fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
     let auction = AuctionId::new("sim-auction").unwrap();
     let buyers: Vec<BuyerName> = (0..s.buyers)
         .map(|i| BuyerName::new(format!("Buyer{}", i + 1)).unwrap())
@@ -237,11 +271,10 @@ fn build(s: &Scenario, rng: &mut Rng) -> (AuctionConfig, Vec<LotBids>, Expected)
         s.allow_no_context,
     )
     .unwrap();
-    let mut lots = Vec::new();
+    let mut files: Vec<String> = vec!["[].contract,[].bid\n".to_owned(); s.buyers];
     let mut expected = Vec::new();
     for l in 0..s.lots {
         let lot = LotId::new(format!("L{}", l + 1)).unwrap();
-        let mut bids = Vec::new();
         let mut exp = Vec::new();
         for (i, buyer) in buyers.iter().enumerate() {
             if rng.chance(15) {
@@ -279,6 +312,12 @@ fn build(s: &Scenario, rng: &mut Rng) -> (AuctionConfig, Vec<LotBids>, Expected)
                         Err(Reason::Undecryptable)
                     }
                 }
+                4 => {
+                    // Padded, with the newline `echo` leaves: still the same amount.
+                    let a = Amount::parse(plaintext.as_bytes()).unwrap();
+                    plaintext = format!("{}\n", a.to_padded());
+                    Ok(a)
+                }
                 _ => Ok(Amount::parse(plaintext.as_bytes()).unwrap()),
             };
             let ct = FakeCiphertext {
@@ -287,22 +326,67 @@ fn build(s: &Scenario, rng: &mut Rng) -> (AuctionConfig, Vec<LotBids>, Expected)
                 plaintext,
                 salt: rng.next(),
             };
-            bids.push(SealedBid {
-                buyer: buyer.clone(),
-                ciphertext: serde_json::to_vec(&ct).unwrap(),
-            });
+            let b64 = base64::engine::general_purpose::STANDARD.encode(encode_ct(&ct));
+            files[i].push_str(&format!("{lot},{b64}\n"));
             exp.push((buyer.clone(), verdict));
         }
-        if bids.is_empty() {
-            continue;
+        if !exp.is_empty() {
+            expected.push((lot, exp));
         }
-        lots.push(LotBids {
-            lot: lot.clone(),
-            bids,
-        });
-        expected.push((lot, exp));
     }
-    (config, lots, Expected { bids: expected })
+    let files: Vec<Vec<u8>> = files.into_iter().map(String::into_bytes).collect();
+    let terms = if s.sealed {
+        let entries = buyers
+            .iter()
+            .zip(&files)
+            .map(|(b, f)| FileEntry {
+                buyer: b.clone(),
+                bucket: "bids".into(),
+                key: format!("{b}/encrypted.csv"),
+                size: f.len() as u64,
+                sha256: sha256(f),
+                format: FileFormat::PerBid,
+            })
+            .collect();
+        let m = Manifest::new(config, entries).unwrap();
+        Terms::Sealed {
+            bytes: m.canonical_bytes(),
+            manifest: m,
+        }
+    } else {
+        Terms::Unsealed(config)
+    };
+    let h = terms.digest();
+    let victim = rng.below(s.buyers as u64) as usize;
+    let inputs = buyers
+        .iter()
+        .zip(files)
+        .enumerate()
+        .map(|(i, (b, mut file))| {
+            let mut key = arn(i).to_string();
+            let mut digest = h;
+            if i == victim {
+                match s.tamper {
+                    Tamper::SealForAnotherManifest => digest[0] ^= 1,
+                    Tamper::SealUnderWrongKey => key = arn(i + 50).to_string(),
+                    Tamper::FileChangedAfterManifest => file.extend_from_slice(b"L9999,AAAA\n"),
+                    Tamper::None | Tamper::AccessDenied => {}
+                }
+            }
+            let seal = FakeCiphertext {
+                key,
+                context: Some(manifest::seal_context(&auction, b, &digest)),
+                plaintext: String::from_utf8(SEAL_MARKER.to_vec()).unwrap(),
+                salt: rng.next(),
+            };
+            BuyerInput {
+                buyer: b.clone(),
+                file,
+                seal: s.sealed.then(|| encode_ct(&seal)),
+            }
+        })
+        .collect();
+    (terms, inputs, Expected { bids: expected })
 }
 
 /// The reference outcome, written independently of `auction::decide`.
@@ -343,21 +427,35 @@ enum End {
 
 fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
     let mut rng = Rng(s.seed | 1);
-    let (config, lots, expected) = build(&s, &mut rng);
+    let (terms, inputs, expected) = build(&s, &mut rng);
+    let denied =
+        (s.tamper == Tamper::AccessDenied).then(|| arn(rng.below(s.buyers as u64) as usize));
     let mut now = START;
     let mut settings = ParentSettings::new(CHAIN.root.clone());
     settings.window = s.window;
     settings.expected_pcr0 = Some(PCR0.to_vec());
+    // Small frames, so files travel in many chunks.
+    settings.max_frame = 6144;
+    // A hostile parent skips its own checks: the enclave must catch a changed file itself.
+    let inputs = if s.tamper == Tamper::FileChangedAfterManifest {
+        inputs
+    } else {
+        order_inputs(&terms, inputs).expect("honest inputs")
+    };
     let mut parent = ParentSession::new(
         settings,
-        config,
-        lots,
+        terms,
+        inputs,
         credentials(now, s.short_credentials),
         (0..32).map(|_| rng.next() as u8).collect(),
         now,
     );
-    let mut enclave =
-        EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(1 << 20), now);
+    let enclave_settings = EnclaveSettings {
+        max_frame: 6144,
+        max_pending_bids: 8,
+        ..EnclaveSettings::default()
+    };
+    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(1 << 20), now);
     let mut to_enclave: VecDeque<u8> = VecDeque::new();
     let mut to_parent: VecDeque<u8> = VecDeque::new();
     let mut enclave_sent = Vec::new();
@@ -394,7 +492,7 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
                 Event::Finished(f) => return (End::Finished(f), expected, enclave_sent),
                 Event::Failed(err) => return (End::Failed(err), expected, enclave_sent),
                 Event::NeedCredentials => parent.refresh_credentials(credentials(now, false), now),
-                Event::Connected(_) | Event::Progress { .. } => {}
+                Event::Connected(_) | Event::Sealed | Event::Progress { .. } => {}
             }
         }
         if dropped {
@@ -457,7 +555,7 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
                         message: "scripted outage".into(),
                     }
                 } else {
-                    kms(&job)
+                    kms(&job, denied.as_ref())
                 };
                 enclave.decrypted(job.ticket, outcome);
             }
@@ -475,11 +573,65 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
     panic!("seed {}: no end after 200,000 steps", s.seed);
 }
 
+/// Every enclave frame in order.
+fn enclave_frames(bytes: &[u8]) -> Vec<FromEnclave> {
+    let mut dec = FrameDecoder::new(1 << 20);
+    let mut input = bytes;
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = dec.decode(&mut input) {
+        out.push(decode_response(1, &f).unwrap());
+    }
+    out
+}
+
+/// `output.json`'s lots: (lot, winners, price, set-aside (buyer, reason)).
+type JsonLot = (String, Vec<String>, Option<String>, Vec<(String, String)>);
+
+fn json_lots(json: &[u8]) -> Vec<JsonLot> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+    v["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let winners = match l["result"].as_str().unwrap() {
+                "winner" => vec![l["winner"].as_str().unwrap().to_owned()],
+                "tie" => l["tied"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.as_str().unwrap().to_owned())
+                    .collect(),
+                _ => vec![],
+            };
+            let set_aside = l["disqualified"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|x| {
+                            (
+                                x["buyer"].as_str().unwrap().to_owned(),
+                                x["reason"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                l["lot"].as_str().unwrap().to_owned(),
+                winners,
+                l["price"].as_str().map(str::to_owned),
+                set_aside,
+            )
+        })
+        .collect()
+}
+
 fn check(s: Scenario) -> Result<(), TestCaseError> {
     let (end, expected, enclave_sent) = run(s);
+    let text = String::from_utf8_lossy(&enclave_sent);
     // Whatever happened, no amount left the enclave unless the policy reveals prices.
     if s.policy == RevealPolicy::None {
-        let text = String::from_utf8_lossy(&enclave_sent);
         for a in AMOUNTS {
             prop_assert!(
                 !text.contains(a),
@@ -489,45 +641,63 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
         }
     }
     for secret in [SECRET, TOKEN] {
-        prop_assert!(!String::from_utf8_lossy(&enclave_sent).contains(secret));
+        prop_assert!(!text.contains(secret));
+    }
+    // Nothing about any lot leaves before close: until the result, only acknowledgements.
+    let frames = enclave_frames(&enclave_sent);
+    let first_result = frames
+        .iter()
+        .position(|f| matches!(f.msg, Response::ResultChunk(_) | Response::Closed(_)))
+        .unwrap_or(frames.len());
+    for f in &frames[..first_result] {
+        prop_assert!(
+            matches!(
+                f.msg,
+                Response::Hello(_)
+                    | Response::Credentials(_)
+                    | Response::AuctionOpened(_)
+                    | Response::SealAccepted(_)
+                    | Response::ChunkAccepted(_)
+                    | Response::Error(_)
+            ),
+            "seed {}: {:?} before close",
+            s.seed,
+            f.msg
+        );
     }
     let faults = s.drop_after.is_some() || s.kms_fatal;
     match end {
         End::Finished(f) => {
+            prop_assert_eq!(
+                s.tamper,
+                Tamper::None,
+                "seed {}: finished despite {:?}",
+                s.seed,
+                s.tamper
+            );
             // Only a complete, correct result may finish.
-            prop_assert_eq!(f.results.len(), expected.bids.len(), "seed {}", s.seed);
-            for r in &f.results {
+            let lots = json_lots(&f.output_json);
+            prop_assert_eq!(lots.len(), expected.bids.len(), "seed {}", s.seed);
+            for (lot, got, got_price, set_aside) in &lots {
                 let (_, bids) = expected
                     .bids
                     .iter()
-                    .find(|(l, _)| *l == r.lot)
+                    .find(|(l, _)| l.as_str() == lot)
                     .expect("lot was sent");
                 let (winners, price) = reference(bids, s.policy);
-                let got: Vec<String> = match &r.outcome {
-                    Outcome::Winner { buyer, .. } => vec![buyer.to_string()],
-                    Outcome::Tie { buyers, .. } => buyers.iter().map(|b| b.to_string()).collect(),
-                    Outcome::NoValidBid => vec![],
-                };
-                prop_assert_eq!(&got, &winners, "seed {} lot {}", s.seed, r.lot);
-                prop_assert_eq!(
-                    r.outcome.price().map(|p| p.to_string()),
-                    price,
-                    "seed {} lot {}",
-                    s.seed,
-                    r.lot
-                );
+                prop_assert_eq!(got, &winners, "seed {} lot {}", s.seed, lot);
+                prop_assert_eq!(got_price, &price, "seed {} lot {}", s.seed, lot);
                 for (buyer, v) in bids {
-                    let set_aside = r
-                        .disqualified
+                    let reason = set_aside
                         .iter()
-                        .find(|d| &d.buyer == buyer)
-                        .map(|d| d.reason);
+                        .find(|(b, _)| b == buyer.as_str())
+                        .map(|(_, r)| r.clone());
                     prop_assert_eq!(
-                        set_aside,
-                        v.err(),
+                        reason,
+                        v.err().map(|r| r.code().to_owned()),
                         "seed {} lot {} buyer {}",
                         s.seed,
-                        r.lot,
+                        lot,
                         buyer
                     );
                 }
@@ -535,9 +705,52 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
             let csv = String::from_utf8(f.output_csv.clone()).unwrap();
             prop_assert!(csv.starts_with("Property,Result"));
             prop_assert_eq!(csv.lines().count(), expected.bids.len() + 1);
+            prop_assert_eq!(
+                f.mode,
+                if s.sealed {
+                    bidding_core::config::Mode::Sealed
+                } else {
+                    bidding_core::config::Mode::Unsealed
+                }
+            );
         }
         End::Failed(e) => {
-            prop_assert!(faults, "seed {}: failed without a fault: {e}", s.seed);
+            let refused = match s.tamper {
+                Tamper::None => false,
+                Tamper::SealForAnotherManifest | Tamper::SealUnderWrongKey => {
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::SealRefused,
+                            ..
+                        }
+                    )
+                }
+                Tamper::FileChangedAfterManifest => {
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::FileMismatch,
+                            ..
+                        }
+                    )
+                }
+                Tamper::AccessDenied => {
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::KmsAccessDenied,
+                            ..
+                        }
+                    )
+                }
+            };
+            prop_assert!(
+                faults || refused,
+                "seed {}: failed without a fault ({:?}): {e}",
+                s.seed,
+                s.tamper
+            );
         }
     }
     Ok(())
@@ -558,6 +771,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.2),
         any::<bool>(),
+        prop::bool::weighted(0.8),
+        prop_oneof![
+            6 => Just(Tamper::None),
+            1 => Just(Tamper::SealForAnotherManifest),
+            1 => Just(Tamper::SealUnderWrongKey),
+            1 => Just(Tamper::FileChangedAfterManifest),
+            1 => Just(Tamper::AccessDenied),
+        ],
     )
         .prop_map(
             |(
@@ -570,6 +791,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 kms_fatal,
                 short_credentials,
                 allow_no_context,
+                sealed,
+                tamper,
             )| Scenario {
                 seed,
                 lots,
@@ -580,6 +803,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 kms_fatal,
                 short_credentials,
                 allow_no_context,
+                sealed,
+                // Seal attacks need seals; the unsealed mode has none to attack.
+                tamper: if sealed || tamper == Tamper::AccessDenied {
+                    tamper
+                } else {
+                    Tamper::None
+                },
             },
         )
 }
@@ -605,6 +835,8 @@ fn a_seed_replays_exactly() {
         kms_fatal: false,
         short_credentials: true,
         allow_no_context: true,
+        sealed: true,
+        tamper: Tamper::None,
     };
     // ECDSA signatures are randomised, so attestation documents are compared by length only;
     // every other byte of every frame must be identical.
@@ -624,7 +856,7 @@ fn a_seed_replays_exactly() {
         out
     };
     let first = frames(run(s).2);
-    assert!(first.len() > 20);
+    assert!(first.len() > 10, "{} frames", first.len());
     assert_eq!(first, frames(run(s).2));
 }
 
@@ -641,6 +873,8 @@ fn fault_free_runs_always_finish_correctly() {
             kms_fatal: false,
             short_credentials: seed % 3 == 0,
             allow_no_context: seed % 2 == 0,
+            sealed: seed % 4 != 0,
+            tamper: Tamper::None,
         };
         let (end, _, _) = run(s);
         assert!(
@@ -664,6 +898,8 @@ fn a_dropped_connection_never_finishes() {
             kms_fatal: false,
             short_credentials: false,
             allow_no_context: false,
+            sealed: true,
+            tamper: Tamper::None,
         };
         let (end, _, _) = run(s);
         match end {
@@ -672,4 +908,73 @@ fn a_dropped_connection_never_finishes() {
             End::Finished(_) => panic!("seed {seed}: finished despite the drop"),
         }
     }
+}
+
+/// Every attack on the sealed flow is refused, for every seed, and nothing leaves.
+#[test]
+fn sealed_attacks_are_refused() {
+    for tamper in [
+        Tamper::SealForAnotherManifest,
+        Tamper::SealUnderWrongKey,
+        Tamper::FileChangedAfterManifest,
+        Tamper::AccessDenied,
+    ] {
+        for seed in 1..=6u64 {
+            let s = Scenario {
+                seed,
+                lots: 12,
+                buyers: 3,
+                window: 3,
+                policy: RevealPolicy::WinningBid,
+                drop_after: None,
+                kms_fatal: false,
+                short_credentials: false,
+                allow_no_context: false,
+                sealed: true,
+                tamper,
+            };
+            let (end, _, sent) = run(s);
+            assert!(
+                matches!(end, End::Failed(SessionError::Enclave { .. })),
+                "seed {seed} {tamper:?}: not refused by the enclave"
+            );
+            let frames = enclave_frames(&sent);
+            assert!(
+                !frames
+                    .iter()
+                    .any(|f| matches!(f.msg, Response::ResultChunk(_) | Response::Closed(_))),
+                "seed {seed} {tamper:?}: a result left the enclave"
+            );
+            check(s).unwrap();
+        }
+    }
+}
+
+/// A rerun of the same manifest gives the same bytes: nothing a parent learns from running it
+/// again.
+#[test]
+fn reruns_of_one_manifest_give_the_same_bytes() {
+    let s = Scenario {
+        seed: 5,
+        lots: 30,
+        buyers: 3,
+        window: 4,
+        policy: RevealPolicy::SecondPrice,
+        drop_after: None,
+        kms_fatal: false,
+        short_credentials: false,
+        allow_no_context: true,
+        sealed: true,
+        tamper: Tamper::None,
+    };
+    let out = |s: Scenario| match run(s).0 {
+        End::Finished(f) => (f.output_csv, f.output_json),
+        End::Failed(e) => panic!("{e}"),
+    };
+    let first = out(s);
+    // Another interleaving of the same inputs.
+    let mut t = s;
+    t.window = 1;
+    assert_eq!(first, out(s));
+    assert_eq!(first, out(t));
 }

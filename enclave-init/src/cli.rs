@@ -26,7 +26,9 @@ Options:
   --max-pending-bids N       bids being opened at once before the enclave stops reading
                              (bounds memory) [default: 4096]
   --max-lots N               lots per auction [default: 1000000]
-  --replay-capacity N        ciphertexts remembered per boot to refuse replays, 32 bytes
+  --max-bids N               bids per auction, over every buyer's file [default: 2000000]
+  --max-file-bytes BYTES     largest bid file [default: 67108864]
+  --replay-capacity N        unsealed auctions: ciphertexts remembered per boot, 32 bytes
                              each [default: 2000000]
   --no-heartbeat             as PID 1: skip the boot heartbeat (tests outside an enclave)
   --nsm-ko PATH              as PID 1: the NSM driver module to load when present
@@ -50,6 +52,8 @@ pub struct Args {
     max_frame: usize,
     max_pending_bids: usize,
     max_lots: usize,
+    max_bids: usize,
+    max_file_bytes: u64,
     replay_capacity: usize,
     no_heartbeat: bool,
     nsm_ko: PathBuf,
@@ -77,6 +81,8 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parse
         max_frame: bidding_core::wire::DEFAULT_MAX_FRAME,
         max_pending_bids: 4096,
         max_lots: 1_000_000,
+        max_bids: 2_000_000,
+        max_file_bytes: 64 * 1024 * 1024,
         replay_capacity: 2_000_000,
         no_heartbeat: false,
         nsm_ko: PathBuf::from("/nsm.ko"),
@@ -117,6 +123,8 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parse
             Long("max-frame") => a.max_frame = num(&mut p, "--max-frame")?,
             Long("max-pending-bids") => a.max_pending_bids = num(&mut p, "--max-pending-bids")?,
             Long("max-lots") => a.max_lots = num(&mut p, "--max-lots")?,
+            Long("max-bids") => a.max_bids = num(&mut p, "--max-bids")?,
+            Long("max-file-bytes") => a.max_file_bytes = num(&mut p, "--max-file-bytes")?,
             Long("replay-capacity") => a.replay_capacity = num(&mut p, "--replay-capacity")?,
             Long("no-heartbeat") => a.no_heartbeat = true,
             Long("nsm-ko") => a.nsm_ko = p.value().map_err(err)?.into(),
@@ -230,6 +238,8 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
         max_frame: args.max_frame,
         max_pending_bids: args.max_pending_bids,
         max_lots: args.max_lots,
+        max_bids: args.max_bids,
+        max_file_bytes: args.max_file_bytes,
         ..EnclaveSettings::default()
     };
     let kms_settings = KmsSettings {

@@ -333,6 +333,21 @@ impl Worker {
                         message: format!("KMS refused the credentials: {code}: {message}"),
                     };
                 }
+                Failure::Denied { code, message } => {
+                    return DecryptOutcome::Fatal {
+                        code: ErrorCode::KmsAccessDenied,
+                        message: format!(
+                            "KMS denied access to {}: {code}: {message} (the key policy must allow this role to Decrypt with this enclave's measurement)",
+                            job.key_arn
+                        ),
+                    };
+                }
+                Failure::KeyState { code, message } => {
+                    return DecryptOutcome::Fatal {
+                        code: ErrorCode::KeyUnavailable,
+                        message: format!("key {} is not usable: {code}: {message}", job.key_arn),
+                    };
+                }
                 Failure::Fatal { code, message } => {
                     return DecryptOutcome::Fatal {
                         code: ErrorCode::KmsFailure,

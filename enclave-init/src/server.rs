@@ -146,10 +146,13 @@ impl Gate {
     fn read_one(&self) {
         self.lock().unhandled += 1;
     }
-    /// The session loop handled a chunk.
-    fn handled_one(&self) {
+    /// The session loop handled `n` chunks and wrote its replies to them.
+    fn handled(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let mut g = self.lock();
-        g.unhandled = g.unhandled.saturating_sub(1);
+        g.unhandled = g.unhandled.saturating_sub(n);
         self.changed.notify_all();
     }
     fn wake(&self) {
@@ -221,6 +224,10 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
         })
     };
     let cancelled = Arc::new(AtomicBool::new(false));
+    // Chunks handled whose replies are not yet written. A chunk counts as handled only once
+    // its replies are written: a parent that floods and never reads then blocks our write
+    // (and so the reader) after a few chunks, instead of filling the outbox without bound.
+    let mut handled_inputs = 0usize;
     loop {
         while let Some(action) = session.poll_action() {
             match action {
@@ -272,6 +279,7 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
             log!("writing to the parent failed: {e}");
             session.handle_eof();
         }
+        gate.handled(std::mem::take(&mut handled_inputs));
         if session.is_ended() {
             break;
         }
@@ -288,7 +296,7 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
             match event {
                 Ok(Event::Input(bytes)) => {
                     session.handle_input(&bytes, now_ms());
-                    gate.handled_one();
+                    handled_inputs += 1;
                 }
                 Ok(Event::Eof(err)) => {
                     if let Some(e) = err {
@@ -298,7 +306,7 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
                 }
                 Ok(Event::Decrypted(ticket, outcome)) => {
                     if let DecryptOutcome::Fatal { code, message } = &outcome {
-                        log!("bid could not be opened ({code}): {message}");
+                        log!("a ciphertext (seal or bid) could not be opened ({code}): {message}");
                     }
                     session.decrypted(ticket, outcome)
                 }

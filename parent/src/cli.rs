@@ -9,6 +9,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -> ExitCode {
+    // `bidding-parent manifest ...` makes the manifest; everything else runs the auction. A
+    // word rather than a clap subcommand keeps the proof of concept's `bidding-parent CID PORT`.
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let make_manifest = args.get(1).is_some_and(|a| a == "manifest");
+    if make_manifest {
+        args.remove(1);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -30,6 +37,15 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
         }
     };
     let log = Logger::new(settings.log_format);
+    if make_manifest {
+        return match run::make_manifest(&settings, env, &log) {
+            Ok(_) => ExitCode::from(Exit::Success as u8),
+            Err(e) => {
+                log.error(&e.message);
+                ExitCode::from(e.exit as u8)
+            }
+        };
+    }
     match run::run(&settings, env, &log) {
         Ok(_) => ExitCode::from(Exit::Success as u8),
         Err(e) => {

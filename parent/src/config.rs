@@ -15,14 +15,25 @@ pub const DEFAULT_OUTPUT_KEY: &str = "output.csv";
 pub const DEFAULT_ENCLAVE_PORT: u32 = 5005;
 
 const EXIT_CODES: &str = "\
+SEALED AUCTIONS (the default):
+  1. After the bid deadline: `bidding-parent manifest --config auction.toml` reads every
+     buyer's file, writes manifest.json to the output bucket and prints its SHA-256 (H).
+  2. Each buyer checks the manifest and seals it (`bidctl seal`), which writes
+     <bid key>.seal next to their bid file.
+  3. `bidding-parent --config auction.toml` runs the auction on exactly that manifest. A rerun
+     gives the same bytes; a different manifest needs every buyer's seal again.
+  `sealed = false` runs without seals, for buyers who trust the operator: the result says so.
+
 CONFIG FILE (--config, TOML):
   Every flag is also a key of the same name with underscores (auction_id, region, enclave,
-  expected_pcr0, reveal, window, ...). Buyers are [[buyers]] tables with name, bucket,
-  key (default encrypted.csv) and key_arn; the output is an [output] table with bucket, key
-  (default output.csv) and attestation_key (default <key>.attestation). Unknown keys are errors.
+  expected_pcr0, reveal, sealed, window, ...). Buyers are [[buyers]] tables with name, bucket,
+  key (default encrypted.csv), seal_key (default <key>.seal) and key_arn; the output is an
+  [output] table with bucket, key (default output.csv), attestation_key (default
+  <key>.attestation) and manifest_key (default manifest.json). Unknown keys are errors.
 
 WRITTEN TO THE OUTPUT BUCKET (only after the enclave's result is verified):
-  <key>.json, <key>.config.json, <key>.attestation, then <key> (output.csv) last.
+  <key stem>.json, <key>.config.json (unsealed only; sealed auctions have manifest.json),
+  <key>.attestation, then <key> (output.csv) last.
 
 EXIT CODES:
   0  success: output.csv and its attestation are written
@@ -78,10 +89,17 @@ pub struct Cli {
     /// Enclave endpoint: vsock:CID:PORT, or unix:PATH / tcp:HOST:PORT for local runs.
     #[arg(long)]
     pub enclave: Option<String>,
-    /// Expected PCR0 (96 hex digits). When set, the enclave must prove it before it receives
-    /// credentials, and the result attestation must carry it.
+    /// Expected PCR0 (96 hex digits, never all zero). Required: the enclave must prove it
+    /// before it receives credentials, and the result attestation must carry it. Only a dev
+    /// run (--allow-dev-enclave) may leave it out.
     #[arg(long)]
     pub expected_pcr0: Option<String>,
+    /// Run without the buyers' seals (they trust the operator); the result records it.
+    #[arg(long)]
+    pub unsealed: bool,
+    /// Object key of the manifest in the output bucket [default: manifest.json].
+    #[arg(long)]
+    pub manifest_key: Option<String>,
     /// Accept a dev enclave (software NSM). Never for real auctions.
     #[arg(long)]
     pub allow_dev_enclave: bool,
@@ -94,7 +112,7 @@ pub struct Cli {
     /// Accept bids encrypted without an encryption context (plain `aws kms encrypt`).
     #[arg(long)]
     pub allow_no_context: bool,
-    /// Lots in flight at once [default: 64].
+    /// File chunks in flight at once [default: 16].
     #[arg(long)]
     pub window: Option<usize>,
     /// Largest bid file read from S3, in bytes [default: 268435456].
@@ -163,6 +181,7 @@ pub struct FileConfig {
     pub attestation_root: Option<PathBuf>,
     pub reveal: Option<RevealPolicy>,
     pub allow_no_context: Option<bool>,
+    pub sealed: Option<bool>,
     pub window: Option<usize>,
     pub max_bid_file_bytes: Option<usize>,
     pub enclave_timeout_secs: Option<u64>,
@@ -182,6 +201,7 @@ pub struct FileOutput {
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub attestation_key: Option<String>,
+    pub manifest_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,15 +210,17 @@ pub struct FileBuyer {
     pub name: String,
     pub bucket: String,
     pub key: Option<String>,
+    pub seal_key: Option<String>,
     pub key_arn: String,
 }
 
-/// Where one buyer's bids are.
+/// Where one buyer's bids (and seal) are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuyerInput {
     pub name: BuyerName,
     pub bucket: String,
     pub key: String,
+    pub seal_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,8 +230,10 @@ pub struct OutputLocation {
     pub attestation_key: String,
     /// The JSON rendering with reason codes.
     pub json_key: String,
-    /// The canonical configuration the attestation commits to.
+    /// The canonical configuration the attestation commits to (unsealed auctions).
     pub config_key: String,
+    /// The manifest (sealed auctions).
+    pub manifest_key: String,
 }
 
 /// Everything a run needs, validated.
@@ -224,6 +248,7 @@ pub struct Settings {
     pub enclave: Endpoint,
     pub expected_pcr0: Option<Vec<u8>>,
     pub allow_dev_enclave: bool,
+    pub sealed: bool,
     pub attestation_root: Option<PathBuf>,
     pub window: usize,
     pub max_bid_file_bytes: usize,
@@ -285,11 +310,13 @@ pub fn resolve(
         for (i, b) in file.buyers.into_iter().enumerate() {
             let at = format!("buyers[{i}]");
             let key = b.key.unwrap_or_else(|| DEFAULT_BID_KEY.to_owned());
+            let seal_key = b.seal_key.unwrap_or_else(|| format!("{key}.seal"));
             push_buyer(
                 &at,
                 &b.name,
                 &b.bucket,
                 &key,
+                &seal_key,
                 &b.key_arn,
                 &mut specs,
                 &mut inputs,
@@ -305,6 +332,7 @@ pub fn resolve(
                     &name,
                     &bucket,
                     &key,
+                    &format!("{key}.seal"),
                     &arn,
                     &mut specs,
                     &mut inputs,
@@ -387,11 +415,19 @@ pub fn resolve(
             errors.push("output key: empty".into());
         }
         let stem = key.strip_suffix(".csv").unwrap_or(&key).to_owned();
+        let manifest_key = cli
+            .manifest_key
+            .or(out.manifest_key)
+            .unwrap_or_else(|| "manifest.json".to_owned());
+        if manifest_key.is_empty() {
+            errors.push("manifest key: empty".into());
+        }
         match bucket {
             Some(bucket) if valid_bucket(&bucket) => Some(OutputLocation {
                 bucket,
                 json_key: format!("{stem}.json"),
                 config_key: format!("{key}.config.json"),
+                manifest_key,
                 key,
                 attestation_key,
             }),
@@ -429,18 +465,30 @@ pub fn resolve(
         }
     };
 
+    let allow_dev_enclave = cli.allow_dev_enclave || file.allow_dev_enclave.unwrap_or(false);
     let expected_pcr0 = cli
         .expected_pcr0
         .or(file.expected_pcr0)
         .and_then(|hex_text| match hex::decode(hex_text.trim()) {
+            Ok(v) if v.len() == 48 && v.iter().all(|&b| b == 0) => {
+                errors.push("expected_pcr0: all zero is what a debug-mode enclave reports; its memory and console are open to the operator, so it is never accepted".into());
+                None
+            }
             Ok(v) if v.len() == 48 => Some(v),
             _ => {
                 errors.push("expected_pcr0: must be 96 hex digits (a SHA-384), as `nitro-cli describe-eif` prints it".into());
                 None
             }
         });
+    if expected_pcr0.is_none()
+        && !allow_dev_enclave
+        && !errors.iter().any(|e| e.starts_with("expected_pcr0"))
+    {
+        errors.push("expected_pcr0: missing (the enclave image's PCR0 from `nitro-cli describe-eif` or `bidctl pcr`); only a dev run with --allow-dev-enclave may leave it out".into());
+    }
+    let sealed = !cli.unsealed && file.sealed.unwrap_or(true);
 
-    let window = cli.window.or(file.window).unwrap_or(64);
+    let window = cli.window.or(file.window).unwrap_or(16);
     if !(1..=4096).contains(&window) {
         errors.push(format!("window: {window} is outside 1..=4096"));
     }
@@ -497,7 +545,8 @@ pub fn resolve(
         assume_role: cli.assume_role.or(file.assume_role),
         enclave: enclave.expect("no errors"),
         expected_pcr0,
-        allow_dev_enclave: cli.allow_dev_enclave || file.allow_dev_enclave.unwrap_or(false),
+        allow_dev_enclave,
+        sealed,
         attestation_root,
         window,
         max_bid_file_bytes,
@@ -562,6 +611,7 @@ fn push_buyer(
     name: &str,
     bucket: &str,
     key: &str,
+    seal_key: &str,
     arn: &str,
     specs: &mut Vec<BuyerSpec>,
     inputs: &mut Vec<BuyerInput>,
@@ -582,6 +632,7 @@ fn push_buyer(
             name: name.clone(),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
+            seal_key: seal_key.to_owned(),
         });
         specs.push(BuyerSpec { name, key_arn });
     }
@@ -623,6 +674,7 @@ mod tests {
 
     const ARN1: &str = "arn:aws:kms:us-east-1:111122223333:key/k1";
     const ARN2: &str = "arn:aws:kms:us-east-1:111122223333:key/k2";
+    const PCR: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -637,6 +689,7 @@ mod tests {
             r#"
 auction_id = "a-1"
 enclave = "vsock:16:5005"
+expected_pcr0 = "{PCR}"
 [output]
 bucket = "results"
 [[buyers]]
@@ -669,8 +722,11 @@ key_arn = "{ARN2}"
                 port: 5005
             }
         );
-        assert_eq!(s.window, 64);
+        assert_eq!(s.window, 16);
         assert!(!s.s3_path_style);
+        assert!(s.sealed);
+        assert_eq!(s.inputs[0].seal_key, "encrypted.csv.seal");
+        assert_eq!(s.output.manifest_key, "manifest.json");
     }
 
     #[test]
@@ -711,6 +767,8 @@ key_arn = "{ARN2}"
             "--auction-id=x",
             "--enclave=unix:/tmp/e.sock",
             "--output-bucket=out",
+            "--unsealed",
+            &format!("--expected-pcr0={PCR}"),
             &format!("--buyer=A,s3://bucket-a,{ARN1}"),
             &format!("--buyer=B,s3://bucket-b/dir/bids.csv,{ARN2}"),
         ])
@@ -720,6 +778,24 @@ key_arn = "{ARN2}"
         assert_eq!(s.inputs[1].bucket, "bucket-b");
         assert_eq!(s.inputs[1].key, "dir/bids.csv");
         assert_eq!(s.auction.buyers()[1].key_arn.as_str(), ARN2);
+        assert!(!s.sealed);
+    }
+
+    #[test]
+    fn expected_pcr0_is_required_and_never_all_zero() {
+        let toml = good_toml().replace(&format!("expected_pcr0 = \"{PCR}\"\n"), "");
+        let errors = resolve(Cli::default(), file(&toml), &no_env).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("expected_pcr0: missing")),
+            "{errors:?}"
+        );
+        let dev = Cli::try_parse_from(["p", "--allow-dev-enclave"]).unwrap();
+        assert!(resolve(dev, file(&toml), &no_env).is_ok());
+        let zero = good_toml().replace(PCR, &"0".repeat(96));
+        let errors = resolve(Cli::default(), file(&zero), &no_env).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("all zero")), "{errors:?}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Driving one auction through the enclave: a stream to it, core's parent session on top.
 
-use bidding_core::config::AuctionConfig;
 use bidding_core::credentials::Credentials;
 use bidding_core::endpoint::Endpoint;
-use bidding_core::session::parent::{Event, Finished, ParentSession, ParentSettings, SessionError};
-use bidding_core::wire::LotBids;
+use bidding_core::session::parent::{
+    BuyerInput, Event, Finished, ParentSession, ParentSettings, SessionError, Terms,
+};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
@@ -98,7 +98,10 @@ pub enum DriveError {
 /// What the driver reports as the auction runs.
 pub trait Observer {
     fn connected(&mut self, _info: &bidding_core::session::parent::EnclaveInfo) {}
-    fn progress(&mut self, _done: usize, _total: usize) {}
+    /// Every buyer's seal was accepted: the buyers consented to exactly these terms.
+    fn sealed(&mut self) {}
+    /// Bytes of bid files the enclave has taken.
+    fn progress(&mut self, _done: u64, _total: u64) {}
 }
 
 enum Input {
@@ -111,8 +114,8 @@ enum Input {
 pub fn drive(
     endpoint: &Endpoint,
     settings: ParentSettings,
-    config: AuctionConfig,
-    lots: Vec<LotBids>,
+    terms: Terms,
+    inputs: Vec<BuyerInput>,
     credentials: Credentials,
     refresh: &mut dyn FnMut() -> Result<Credentials, String>,
     observer: &mut dyn Observer,
@@ -144,7 +147,7 @@ pub fn drive(
     };
     let mut nonce = vec![0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce).expect("system randomness");
-    let mut session = ParentSession::new(settings, config, lots, credentials, nonce, now_ms());
+    let mut session = ParentSession::new(settings, terms, inputs, credentials, nonce, now_ms());
     let result = loop {
         let mut outcome = None;
         while let Some(event) = session.poll_event() {
@@ -157,6 +160,7 @@ pub fn drive(
                         break;
                     }
                 },
+                Event::Sealed => observer.sealed(),
                 Event::Progress { done, total } => observer.progress(done, total),
                 Event::Finished(f) => outcome = Some(Ok(*f)),
                 Event::Failed(e) => outcome = Some(Err(e.into())),

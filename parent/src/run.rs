@@ -6,13 +6,16 @@
 use crate::aws::Env;
 use crate::aws::credentials::{AssumeRole, CredentialSource};
 use crate::aws::s3::S3Client;
-use crate::config::Settings;
+use crate::config::{BuyerInput as BuyerLocation, Settings};
 use crate::enclave::{self, DriveError, Observer};
 use crate::log::Logger;
 use bidding_core::attestation::AWS_NITRO_ROOT_G1_DER;
 use bidding_core::bidfile::{self, Limits};
-use bidding_core::lots::{self, BuyerFile};
-use bidding_core::session::parent::{EnclaveInfo, Finished, ParentSettings, SessionError};
+use bidding_core::config::Mode;
+use bidding_core::manifest::{FileEntry, FileFormat, MAX_MANIFEST_BYTES, Manifest};
+use bidding_core::session::parent::{
+    BuyerInput, EnclaveInfo, Finished, ParentSettings, SessionError, Terms, order_inputs,
+};
 use bidding_core::wire::ErrorCode;
 use std::fmt;
 use std::fs::{File, TryLockError};
@@ -53,21 +56,24 @@ fn fail(exit: Exit, message: impl Into<String>) -> RunError {
 /// What a successful run did.
 #[derive(Debug)]
 pub struct Summary {
-    pub lots: usize,
-    pub bids: usize,
+    pub files: usize,
+    pub bytes: usize,
     pub finished: Option<Finished>,
 }
 
-/// Runs the auction `settings` describes. `env` is the process environment.
-pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunError> {
-    let started = Instant::now();
-    let _lock = lock(settings)?;
-
-    let root_der = match &settings.attestation_root {
-        None => AWS_NITRO_ROOT_G1_DER.to_vec(),
-        Some(p) => read_root(p).map_err(|e| fail(Exit::Config, e))?,
-    };
-
+/// Credentials and an S3 client, as both commands need them.
+fn connect_aws(
+    settings: &Settings,
+    env: Env,
+    log: &Logger,
+) -> Result<
+    (
+        CredentialSource,
+        bidding_core::credentials::Credentials,
+        S3Client,
+    ),
+    RunError,
+> {
     let mut source = match &settings.profile {
         Some(name) => CredentialSource::profile(env, settings.region.clone(), Some(name.clone())),
         None => CredentialSource::chain(env, settings.region.clone()),
@@ -84,61 +90,216 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         settings.auction.auction_id(),
         settings.region
     ));
-
     let s3 = S3Client::new(settings.region.clone(), credentials.clone())
         .with_endpoint(settings.s3_endpoint.clone())
         .with_force_path_style(settings.s3_path_style);
+    Ok((source, credentials, s3))
+}
 
-    let mut files = Vec::with_capacity(settings.inputs.len());
+fn read_bid_file(
+    settings: &Settings,
+    s3: &S3Client,
+    input: &BuyerLocation,
+) -> Result<Vec<u8>, RunError> {
+    s3.get_object(
+        &input.bucket,
+        &input.key,
+        settings.max_bid_file_bytes as u64,
+    )
+    .map_err(|e| {
+        fail(
+            Exit::S3,
+            format!("reading buyer `{}`'s bids: {e}", input.name),
+        )
+    })
+}
+
+/// What a bid file looks like from outside: what the operator may know (its format and, for
+/// per-bid files, how many rows and whether they are well formed), never an amount.
+fn describe_file(name: &str, bytes: &[u8], settings: &Settings) -> (FileFormat, String, usize) {
+    let format = FileFormat::detect(bytes);
     let mut bids = 0;
+    let text = match format {
+        FileFormat::Envelope => format!("{} bytes, envelope", bytes.len()),
+        FileFormat::PerBid => {
+            let limits = Limits {
+                max_bytes: settings.max_bid_file_bytes,
+                ..Limits::default()
+            };
+            match bidfile::parse_encrypted_lenient(name, bytes, limits) {
+                Ok(f) if f.rows.is_empty() && f.duplicate_lots.is_empty() => format!(
+                    "{} bytes, per-bid, NO BIDS (a header and nothing else)",
+                    bytes.len()
+                ),
+                Ok(f) => {
+                    let n = f.rows.len();
+                    bids = n;
+                    let mut t = format!(
+                        "{} bytes, per-bid, {n} {}",
+                        bytes.len(),
+                        if n == 1 { "bid" } else { "bids" }
+                    );
+                    if f.malformed_rows > 0 || !f.duplicate_lots.is_empty() {
+                        t.push_str(&format!(
+                            "; {} malformed rows and {} lots named twice will be set aside",
+                            f.malformed_rows,
+                            f.duplicate_lots.len()
+                        ));
+                    }
+                    t
+                }
+                Err(e) => format!(
+                    "{} bytes, NOT A BID FILE ({e}); it will be set aside whole",
+                    bytes.len()
+                ),
+            }
+        }
+    };
+    (format, text, bids)
+}
+
+/// `bidding-parent manifest`: after the bid deadline, reads every buyer's file and writes the
+/// manifest the buyers will seal. Prints its digest, H, on stdout.
+pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Manifest, RunError> {
+    let (_, _, s3) = connect_aws(settings, env, log)?;
+    let mut files = Vec::with_capacity(settings.inputs.len());
     for input in &settings.inputs {
-        let name = format!("s3://{}/{}", input.bucket, input.key);
+        let bytes = read_bid_file(settings, &s3, input)?;
+        let url = format!("s3://{}/{}", input.bucket, input.key);
+        let (format, what, _) = describe_file(&url, &bytes, settings);
+        if what.contains("NO BIDS") || what.contains("NOT A BID FILE") {
+            log.warn(&format!("buyer `{}`: {url}: {what}", input.name));
+        } else {
+            log.info(&format!("buyer `{}`: {url}: {what}", input.name));
+        }
+        files.push(FileEntry {
+            buyer: input.name.clone(),
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            size: bytes.len() as u64,
+            sha256: bidding_core::config::sha256(&bytes),
+            format,
+        });
+    }
+    let manifest = Manifest::new(settings.auction.clone(), files)
+        .map_err(|e| fail(Exit::Input, e.to_string()))?;
+    let bytes = manifest.canonical_bytes();
+    let out = &settings.output;
+    s3.put_object(&out.bucket, &out.manifest_key, &bytes, "application/json")
+        .map_err(|e| fail(Exit::S3, format!("writing the manifest: {e}")))?;
+    log.info(&format!(
+        "manifest for auction {} written to s3://{}/{}: SHA-256 {}. Every buyer now checks and seals it (bidctl seal); then run the auction",
+        settings.auction.auction_id(),
+        out.bucket,
+        out.manifest_key,
+        hex::encode(manifest.digest())
+    ));
+    println!(
+        "{}  s3://{}/{}",
+        hex::encode(manifest.digest()),
+        out.bucket,
+        out.manifest_key
+    );
+    Ok(manifest)
+}
+
+/// Runs the auction `settings` describes. `env` is the process environment.
+pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let _lock = lock(settings)?;
+
+    let root_der = match &settings.attestation_root {
+        None => AWS_NITRO_ROOT_G1_DER.to_vec(),
+        Some(p) => read_root(p).map_err(|e| fail(Exit::Config, e))?,
+    };
+    let (source, credentials, s3) = connect_aws(settings, env, log)?;
+    let out = &settings.output;
+
+    let terms = if settings.sealed {
         let bytes = s3
-            .get_object(
-                &input.bucket,
-                &input.key,
-                settings.max_bid_file_bytes as u64,
-            )
+            .get_object(&out.bucket, &out.manifest_key, MAX_MANIFEST_BYTES as u64)
             .map_err(|e| {
                 fail(
                     Exit::S3,
-                    format!("reading buyer `{}`'s bids: {e}", input.name),
+                    format!(
+                        "reading the manifest (make it with `bidding-parent manifest` after the bid deadline, and have every buyer seal it): {e}"
+                    ),
                 )
             })?;
-        let limits = Limits {
-            max_bytes: settings.max_bid_file_bytes,
-            ..Limits::default()
-        };
-        let rows = bidfile::parse_encrypted(&name, &bytes, limits)
-            .map_err(|e| fail(Exit::Input, format!("buyer `{}`: {e}", input.name)))?;
+        let manifest = Manifest::parse(&bytes).map_err(|e| {
+            fail(
+                Exit::Input,
+                format!("s3://{}/{}: {e}", out.bucket, out.manifest_key),
+            )
+        })?;
+        check_manifest_matches(settings, &manifest)?;
         log.info(&format!(
-            "buyer `{}`: {} bids in {name}",
-            input.name,
-            rows.len()
+            "sealed auction: manifest s3://{}/{} SHA-256 {}",
+            out.bucket,
+            out.manifest_key,
+            hex::encode(manifest.digest())
         ));
-        bids += rows.len();
-        files.push(BuyerFile {
+        Terms::Sealed { manifest, bytes }
+    } else {
+        log.warn("UNSEALED auction: the buyers did not seal these terms, so nothing stops the operator from running it again with other terms; the result says so");
+        Terms::Unsealed(settings.auction.clone())
+    };
+
+    let mut inputs = Vec::with_capacity(settings.inputs.len());
+    let mut total = 0usize;
+    let mut bids = 0usize;
+    for input in &settings.inputs {
+        let bytes = read_bid_file(settings, &s3, input)?;
+        let url = format!("s3://{}/{}", input.bucket, input.key);
+        let (_, what, n) = describe_file(&url, &bytes, settings);
+        bids += n;
+        log.info(&format!("buyer `{}`: {url}: {what}", input.name));
+        total += bytes.len();
+        let seal = if settings.sealed {
+            let text = s3
+                .get_object(&input.bucket, &input.seal_key, 64 * 1024)
+                .map_err(|e| {
+                    let exit = if e.is_not_found() {
+                        Exit::Input
+                    } else {
+                        Exit::S3
+                    };
+                    fail(
+                        exit,
+                        format!(
+                            "buyer `{}` has not sealed the manifest (s3://{}/{}): {e}",
+                            input.name, input.bucket, input.seal_key
+                        ),
+                    )
+                })?;
+            Some(decode_seal(&text).map_err(|e| {
+                fail(
+                    Exit::Input,
+                    format!(
+                        "buyer `{}`'s seal s3://{}/{}: {e}",
+                        input.name, input.bucket, input.seal_key
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        inputs.push(BuyerInput {
             buyer: input.name.clone(),
-            file: name,
-            rows,
+            file: bytes,
+            seal,
         });
     }
-    let lots = lots::assemble(files).map_err(|e| fail(Exit::Input, e.to_string()))?;
-    if lots.is_empty() {
-        return Err(fail(
-            Exit::Input,
-            "no bids in any buyer's file: nothing to decide",
-        ));
-    }
+    let inputs = order_inputs(&terms, inputs).map_err(|e| fail(Exit::Input, e.to_string()))?;
     if settings.dry_run {
         log.info(&format!(
-            "dry run: configuration, credentials and {} bid files are fine ({} lots, {bids} bids); the enclave was not contacted",
+            "dry run: configuration, credentials, {} and {} bid files ({total} bytes) are fine; the enclave was not contacted",
+            if settings.sealed { "the manifest, every seal" } else { "the terms" },
             settings.inputs.len(),
-            lots.len()
         ));
         return Ok(Summary {
-            lots: lots.len(),
-            bids,
+            files: inputs.len(),
+            bytes: total,
             finished: None,
         });
     }
@@ -151,10 +312,11 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     parent.close_timeout = settings.enclave_timeout_secs * 1000;
     parent.hello_timeout = settings.enclave_timeout_secs.min(60) * 1000;
     parent.refresh_margin = settings.credentials_refresh_secs * 1000;
-    let lot_count = lots.len();
     log.info(&format!(
-        "connecting to the enclave at {} ({lot_count} lots, {bids} bids, window {})",
-        settings.enclave, settings.window
+        "connecting to the enclave at {} ({} files, {total} bytes, window {})",
+        settings.enclave,
+        inputs.len(),
+        settings.window
     ));
     let mut refresh = || {
         let fresh = source.fetch().map_err(|e| e.to_string())?;
@@ -162,16 +324,14 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         log.info("credentials refreshed before expiry");
         Ok(fresh)
     };
-    let mut observer = LogObserver {
-        log,
-        expected_pcr0: settings.expected_pcr0.is_some(),
-    };
+    let mut observer = LogObserver { log };
     let session_started = Instant::now();
+    let files = inputs.len();
     let finished = enclave::drive(
         &settings.enclave,
         parent,
-        settings.auction.clone(),
-        lots,
+        terms,
+        inputs,
         credentials,
         &mut refresh,
         &mut observer,
@@ -179,29 +339,39 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     .map_err(drive_error)?;
     let session_secs = session_started.elapsed().as_secs_f64();
 
-    let out = &settings.output;
-    let writes: [(&str, &[u8], &str); 4] = [
-        (&out.json_key, &finished.output_json, "application/json"),
-        (&out.config_key, &finished.config_json, "application/json"),
-        (
-            &out.attestation_key,
-            &finished.attestation,
-            "application/cbor",
-        ),
-        // Last: its presence means the run completed.
-        (&out.key, &finished.output_csv, "text/csv"),
-    ];
+    let mut writes: Vec<(&str, &[u8], &str)> =
+        vec![(&out.json_key, &finished.output_json, "application/json")];
+    if finished.mode == Mode::Unsealed {
+        writes.push((&out.config_key, &finished.terms_json, "application/json"));
+    }
+    writes.push((
+        &out.attestation_key,
+        &finished.attestation,
+        "application/cbor",
+    ));
+    // Last: its presence means the run completed.
+    writes.push((&out.key, &finished.output_csv, "text/csv"));
     for (key, body, content_type) in writes {
         s3.put_object(&out.bucket, key, body, content_type)
             .map_err(|e| fail(Exit::S3, format!("writing results: {e}")))?;
     }
-    let (p50, p99) = percentiles(&finished.lot_latency_ms);
+    let h = &finished.header;
+    for s in &h.set_aside {
+        log.warn(&format!(
+            "buyer `{}`: {} {} set aside ({})",
+            s.buyer,
+            s.count,
+            if s.count == 1 { "bid" } else { "bids" },
+            s.reason
+        ));
+    }
     log.info_with(
         &format!(
-            "auction {} done in {:.1} s ({lot_count} lots, {bids} bids; enclave session {session_secs:.1} s, {:.0} bids/s, lot latency p50 {p50} ms, p99 {p99} ms); wrote s3://{}/{} and its attestation s3://{}/{}",
+            "auction {} ({}) done in {:.1} s ({} lots from {files} files, {total} bytes; enclave session {session_secs:.1} s); wrote s3://{}/{} and its attestation s3://{}/{}",
             settings.auction.auction_id(),
+            finished.mode,
             started.elapsed().as_secs_f64(),
-            bids as f64 / session_secs.max(1e-9),
+            h.lot_count,
             out.bucket,
             out.key,
             out.bucket,
@@ -209,32 +379,58 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         ),
         serde_json::json!({
             "event": "done",
-            "lots": lot_count,
+            "mode": finished.mode,
+            "lots": h.lot_count,
+            "files": files,
+            "bytes": total,
             "bids": bids,
             "session_secs": session_secs,
-            "p50_ms": p50,
-            "p99_ms": p99,
+            "set_aside": h.set_aside.iter().map(|s| serde_json::json!({"buyer": s.buyer, "reason": s.reason, "count": s.count})).collect::<Vec<_>>(),
         }),
     );
     Ok(Summary {
-        lots: lot_count,
-        bids,
+        files,
+        bytes: total,
         finished: Some(finished),
     })
 }
 
-/// Median and 99th percentile (nearest rank).
-fn percentiles(values: &[u64]) -> (u64, u64) {
-    let mut v = values.to_vec();
-    v.sort_unstable();
-    let at = |q: f64| -> u64 {
-        if v.is_empty() {
-            return 0;
+/// The manifest must be for exactly the configured auction: the same terms, and each buyer's
+/// file where the configuration says it is.
+fn check_manifest_matches(settings: &Settings, manifest: &Manifest) -> Result<(), RunError> {
+    if manifest.terms() != &settings.auction {
+        return Err(fail(
+            Exit::Config,
+            format!(
+                "the manifest's terms differ from the configuration (manifest: {}; configuration: {}); make a new manifest, and every buyer seals it again",
+                String::from_utf8_lossy(&manifest.terms().canonical_bytes()),
+                String::from_utf8_lossy(&settings.auction.canonical_bytes())
+            ),
+        ));
+    }
+    for input in &settings.inputs {
+        let f = manifest.file(&input.name).expect("same terms, same buyers");
+        if f.bucket != input.bucket || f.key != input.key {
+            return Err(fail(
+                Exit::Config,
+                format!(
+                    "buyer `{}`: the manifest names s3://{}/{}, the configuration s3://{}/{}",
+                    input.name, f.bucket, f.key, input.bucket, input.key
+                ),
+            ));
         }
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        v[rank - 1]
-    };
-    (at(0.50), at(0.99))
+    }
+    Ok(())
+}
+
+/// A seal as `bidctl seal` writes it: base64 of KMS's ciphertext, surrounding whitespace
+/// allowed.
+pub fn decode_seal(text: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = text.trim_ascii();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64 ({e})"))
 }
 
 fn drive_error(e: DriveError) -> RunError {
@@ -249,13 +445,36 @@ fn drive_error(e: DriveError) -> RunError {
             format!("KMS refused the credentials while the enclave opened {request}: {message}"),
         ),
         DriveError::Session(SessionError::Enclave {
+            code: ErrorCode::KmsAccessDenied,
+            request,
+            message,
+        }) => fail(
+            Exit::Credentials,
+            format!(
+                "KMS denied access while the enclave opened {request}: {message}; nothing was decided or written"
+            ),
+        ),
+        DriveError::Session(SessionError::Enclave {
+            code:
+                code @ (ErrorCode::SealRefused
+                | ErrorCode::FileMismatch
+                | ErrorCode::MissingFile
+                | ErrorCode::InvalidManifest
+                | ErrorCode::KeyUnavailable),
+            request,
+            message,
+        }) => fail(
+            Exit::Input,
+            format!("enclave refused {request}: {code}: {message}; nothing was decided or written"),
+        ),
+        DriveError::Session(SessionError::Enclave {
             code: ErrorCode::ReplayedCiphertext,
             request,
             message,
         }) => fail(
             Exit::Enclave,
             format!(
-                "enclave refused {request}: {message}. The enclave has already opened these bids since it started; restart it (nitro-cli terminate-enclave / run-enclave) to run this auction again"
+                "enclave refused {request}: {message}. In an unsealed auction the enclave opens a ciphertext once per boot; restart it (nitro-cli terminate-enclave / run-enclave) to run this auction again, or seal the auction (reruns of a sealed auction need no restart)"
             ),
         ),
         DriveError::Session(SessionError::Enclave {
@@ -271,7 +490,6 @@ fn drive_error(e: DriveError) -> RunError {
 
 struct LogObserver<'a> {
     log: &'a Logger,
-    expected_pcr0: bool,
 }
 
 impl Observer for LogObserver<'_> {
@@ -282,10 +500,10 @@ impl Observer for LogObserver<'_> {
             info.build,
             if info.dev { ", DEV build" } else { "" },
             hex::encode(&info.pcr0),
-            if self.expected_pcr0 {
-                " as expected"
+            if info.dev {
+                " (dev run: no PCR0 is trusted)"
             } else {
-                " (no expected PCR0 configured)"
+                " as expected"
             }
         ));
         if info.dev {
@@ -294,8 +512,12 @@ impl Observer for LogObserver<'_> {
             );
         }
     }
-    fn progress(&mut self, done: usize, total: usize) {
-        self.log.progress(done, total);
+    fn sealed(&mut self) {
+        self.log
+            .info("every buyer's seal opened inside the enclave: they consented to this manifest");
+    }
+    fn progress(&mut self, done: u64, total: u64) {
+        self.log.progress(done as usize, total as usize);
     }
 }
 

@@ -192,6 +192,8 @@ pub fn run_once(
         &config,
         stack.parent_config(&auction, &enclave.endpoint, "none", false),
     )?;
+    say("  the seal round: manifest, then every buyer's seal…");
+    stack.seal_round(exe, &config)?;
     say(&format!(
         "  running the auction: {} lots × {} buyers, KMS latency {} ms, window {}, {} KMS connections…",
         cfg.lots, cfg.buyers, cfg.kms_latency_ms, cfg.window, cfg.connections

@@ -3,11 +3,12 @@
 //! the auction through a dev enclave, and the result is verified like anyone would verify it.
 
 use crate::stack::{OUTPUT_BUCKET, Stack, StackOptions};
-use crate::verify::verify_result;
+use crate::verify::{Expected, verify_result};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::VerifyAt;
 use bidding_core::auction::RevealPolicy;
 use bidding_core::bidfile::{Limits, PlaintextRow, parse_plaintext};
+use bidding_core::manifest::Manifest;
 use bidding_core::names::{AuctionId, BuyerName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,17 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         say,
+        "The operator makes the manifest after the deadline (bidding-parent manifest --config {})",
+        config_path.display()
+    )?;
+    let manifest = stack.seal_round(&opts.exe, &config_path)?;
+    writeln!(
+        say,
+        "  manifest SHA-256 {}; every buyer checked it holds their file and sealed it with their own key",
+        hex::encode(bidding_core::config::sha256(&manifest))
+    )?;
+    writeln!(
+        say,
         "Running the parent (bidding-parent --config {})",
         config_path.display()
     )?;
@@ -100,17 +112,21 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
 
     let output = stack.fetch_output("output.csv")?;
     let attestation = stack.fetch_output("output.csv.attestation")?;
-    let config_json = stack.fetch_output("output.csv.config.json")?;
     let json = stack.fetch_output("output.json")?;
     let root = std::fs::read(&stack.dev_root_pem)?;
     let root_der = crate::pem_certificate(&root)?;
+    let parsed = Manifest::parse(&manifest).map_err(|e| anyhow!("{e}"))?;
     let checked = verify_result(
         &output,
+        &json,
         &attestation,
         &root_der,
         &stack.pcr0,
         VerifyAt::Document,
-        Some(&config_json),
+        &Expected::Sealed {
+            manifest: &parsed,
+            bytes: &manifest,
+        },
     )
     .map_err(|e| anyhow!("the result does not verify: {e}"))?;
 
@@ -119,7 +135,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     let files = [
         ("output.csv", &output),
         ("output.csv.attestation", &attestation),
-        ("output.csv.config.json", &config_json),
+        ("manifest.json", &manifest),
         ("output.json", &json),
         ("dev-root.pem", &root),
     ];
@@ -131,7 +147,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     let out = absolute(&opts.out);
     writeln!(
         say,
-        "\nVerified: the attestation (enclave {}, PCR0 {}…) commits to exactly this output and configuration.",
+        "\nVerified: the attestation (enclave {}, PCR0 {}…) commits to exactly this output and the manifest every buyer sealed.",
         checked.module_id,
         &hex::encode(&checked.pcr0)[..16]
     )?;
@@ -143,10 +159,10 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         say,
-        "Check it yourself:\n  bidctl verify --output {} --attestation {} --config {} --root {} --expect-pcr0 {}",
+        "Check it yourself:\n  bidctl verify --output {} --attestation {} --manifest {} --root {} --expect-pcr0 {}",
         out.join("output.csv").display(),
         out.join("output.csv.attestation").display(),
-        out.join("output.csv.config.json").display(),
+        out.join("manifest.json").display(),
         out.join("dev-root.pem").display(),
         hex::encode(stack.pcr0)
     )?;

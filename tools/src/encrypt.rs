@@ -16,7 +16,8 @@ pub struct Sealing<'a> {
 }
 
 /// Encrypts every row with KMS (in `parallel` threads) and renders `encrypted.csv`. Each
-/// amount is encrypted in its canonical form, which the enclave parses back to the same value.
+/// amount is encrypted in one fixed-width form (`000000000000100000.00`), which the enclave
+/// parses back to the same value: every ciphertext has the same length, whatever the amount.
 pub fn seal_rows(
     client: &KmsClient,
     sealing: &Sealing<'_>,
@@ -38,7 +39,7 @@ pub fn seal_rows(
                                 .then(|| bid_context(sealing.auction, &row.lot, sealing.buyer));
                             let blob = client.encrypt(
                                 sealing.key.as_str(),
-                                row.amount.to_string().as_bytes(),
+                                row.amount.to_padded().as_bytes(),
                                 context,
                             )?;
                             Ok(base64::engine::general_purpose::STANDARD.encode(blob))

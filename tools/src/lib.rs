@@ -6,6 +6,7 @@ pub mod demo;
 pub mod encrypt;
 pub mod kms_client;
 pub mod kms_emulator;
+pub mod memory;
 pub mod s3_server;
 pub mod stack;
 pub mod verify;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod cmd;
 
-use bidding_tools::{bench, cleanup, demo, encrypt, kms_client, verify};
+use bidding_tools::{bench, cleanup, demo, encrypt, verify};
 
 #[derive(Parser)]
 #[command(
@@ -26,9 +26,15 @@ enum Command {
     /// Open a KMS CiphertextForRecipient (CMS EnvelopedData) with an RSA private key.
     #[command(subcommand)]
     Cms(cmd::cms::Command),
+    /// Open or inspect an AWS Encryption SDK message (an envelope bid file).
+    #[command(subcommand)]
+    Envelope(cmd::envelope::Command),
     /// Seal a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
     Encrypt(cmd::encrypt::EncryptArgs),
-    /// Check that an attestation proves an output.csv (and a configuration).
+    /// Seal a sealed auction's manifest: your consent to exactly its terms and files.
+    Seal(cmd::seal::SealArgs),
+    /// Check that an attestation proves a result of exactly these terms, and say what it
+    /// guarantees.
     Verify(cmd::verify::VerifyArgs),
     /// Print the KMS key policy statement that lets only the attested enclave decrypt.
     KeyPolicy(cmd::key_policy::KeyPolicyArgs),
@@ -66,7 +72,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(c) => cmd::attestation::run(c),
         Command::Cms(c) => cmd::cms::run(c),
+        Command::Envelope(c) => cmd::envelope::run(c),
         Command::Encrypt(a) => cmd::encrypt::run(a),
+        Command::Seal(a) => cmd::seal::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
         Command::Demo(a) => cmd::demo::run(a),

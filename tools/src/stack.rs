@@ -394,7 +394,7 @@ impl Stack {
         Ok(process)
     }
 
-    /// The parent's TOML configuration for an auction among the stack's buyers.
+    /// The parent's TOML configuration for a sealed auction among the stack's buyers.
     pub fn parent_config(
         &self,
         auction: &AuctionId,
@@ -402,8 +402,20 @@ impl Stack {
         reveal: &str,
         allow_no_context: bool,
     ) -> String {
+        self.parent_config_mode(auction, enclave, reveal, allow_no_context, true)
+    }
+
+    /// The same, sealed or not.
+    pub fn parent_config_mode(
+        &self,
+        auction: &AuctionId,
+        enclave: &Endpoint,
+        reveal: &str,
+        allow_no_context: bool,
+        sealed: bool,
+    ) -> String {
         let mut t = format!(
-            "auction_id = \"{auction}\"\nregion = \"{REGION}\"\nenclave = \"{enclave}\"\nexpected_pcr0 = \"{}\"\nallow_dev_enclave = true\nattestation_root = \"{}\"\nreveal = \"{reveal}\"\nallow_no_context = {allow_no_context}\ns3_endpoint = \"{}\"\nlock_file = \"{}\"\n\n[output]\nbucket = \"{OUTPUT_BUCKET}\"\n",
+            "auction_id = \"{auction}\"\nregion = \"{REGION}\"\nenclave = \"{enclave}\"\nexpected_pcr0 = \"{}\"\nallow_dev_enclave = true\nattestation_root = \"{}\"\nreveal = \"{reveal}\"\nallow_no_context = {allow_no_context}\nsealed = {sealed}\ns3_endpoint = \"{}\"\nlock_file = \"{}\"\n\n[output]\nbucket = \"{OUTPUT_BUCKET}\"\n",
             hex::encode(self.pcr0),
             self.dev_root_pem.display(),
             self.s3.endpoint(),
@@ -416,6 +428,55 @@ impl Stack {
             ));
         }
         t
+    }
+
+    /// The operator makes the manifest (`bidding-parent manifest`); returns its bytes as
+    /// written to the output bucket.
+    pub fn make_manifest(&self, exe: &Path, config: &Path) -> Result<Vec<u8>> {
+        let out = self
+            .parent_command_with(exe, &["manifest"], config, &[])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "bidding-parent manifest failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.fetch_output("manifest.json")
+    }
+
+    /// One buyer seals `manifest` with their own key and uploads the seal next to their bid
+    /// file, as `bidctl seal --upload` does.
+    pub fn seal(&self, buyer: &Buyer, manifest: &[u8]) -> Result<Vec<u8>> {
+        let m = bidding_core::manifest::Manifest::parse(manifest).map_err(|e| anyhow!("{e}"))?;
+        let context =
+            bidding_core::manifest::seal_context(m.terms().auction_id(), &buyer.name, &m.digest());
+        let seal = self.kms_client(&buyer.credentials)?.encrypt(
+            buyer.key.as_str(),
+            bidding_core::manifest::SEAL_MARKER,
+            Some(context),
+        )?;
+        let text = format!(
+            "{}\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &seal)
+        );
+        self.s3_client(&buyer.credentials).put_object(
+            &buyer.bucket,
+            "encrypted.csv.seal",
+            text.as_bytes(),
+            "text/plain",
+        )?;
+        Ok(seal)
+    }
+
+    /// The whole seal round: the operator makes the manifest, every buyer seals it.
+    pub fn seal_round(&self, exe: &Path, config: &Path) -> Result<Vec<u8>> {
+        let manifest = self.make_manifest(exe, config)?;
+        for b in &self.buyers {
+            self.seal(b, &manifest)?;
+        }
+        Ok(manifest)
     }
 
     /// Runs the parent (`exe __parent --config FILE ...`) with the operator's credentials in
@@ -433,8 +494,20 @@ impl Stack {
 
     /// The parent as a command, for callers that need the child process itself.
     pub fn parent_command(&self, exe: &Path, config: &Path, extra: &[&str]) -> Command {
+        self.parent_command_with(exe, &[], config, extra)
+    }
+
+    /// The parent with words before its flags (`manifest`).
+    pub fn parent_command_with(
+        &self,
+        exe: &Path,
+        words: &[&str],
+        config: &Path,
+        extra: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(exe);
         cmd.arg("__parent")
+            .args(words)
             .arg("--config")
             .arg(config)
             .args(extra)

@@ -233,6 +233,161 @@ fn cms_open_with_an_openssl_envelope() {
     assert!(!o.status.success() && o.stdout.is_empty());
 }
 
+/// The official AWS Encryption SDK vectors (signed, unsigned, a bad commitment) and a message
+/// of our own encoder, through `bidctl envelope inspect|open`.
+#[test]
+fn envelope_open_and_inspect() {
+    use base64::Engine;
+    use bidding_core::esdk::Encryptor;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    // Ours, with a raw 32-byte key file and with its base64.
+    let key = [0x5au8; 32];
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/0b5f3e4c-6d1a-4c38-9d2e-8f7a6b5c4d3e";
+    let ctx = [("auction", "A-1"), ("buyer", "alice")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let csv = b"contract,bid\n1,100\n2,200.50\n";
+    let m = Encryptor::new(ctx)
+        .unwrap()
+        .encrypt(&key, b"edk", arn, csv, 8)
+        .unwrap();
+    std::fs::write(path("ours.bin"), &m).unwrap();
+    std::fs::write(path("key.raw"), key).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    std::fs::write(path("key.b64"), format!("{b64}\n")).unwrap();
+    for k in ["key.raw", "key.b64"] {
+        let o = bidctl(&[
+            "envelope",
+            "open",
+            "--data-key",
+            &path(k),
+            &path("ours.bin"),
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        assert_eq!(o.stdout, csv);
+    }
+    let o = bidctl(&["envelope", "inspect", &path("ours.bin")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["suite"], "0x0578");
+    assert_eq!(j["signature"], "verified");
+    assert_eq!(j["encryption_context"]["auction"], "A-1");
+    assert_eq!(j["encryption_context"]["buyer"], "alice");
+    assert!(j["encryption_context"]["aws-crypto-public-key"].is_string());
+    assert_eq!(j["data_keys"][0]["provider_id"], "aws-kms");
+    assert_eq!(j["data_keys"][0]["provider_info"], arn);
+    assert_eq!(j["frames"], 4);
+    assert_eq!(j["plaintext_bytes"], csv.len());
+
+    // Refusals: a wrong key, a bad key file, a flipped byte, not a message at all.
+    std::fs::write(path("wrong.raw"), [0x5bu8; 32]).unwrap();
+    let o = bidctl(&[
+        "envelope",
+        "open",
+        "--data-key",
+        &path("wrong.raw"),
+        &path("ours.bin"),
+    ]);
+    assert!(!o.status.success() && o.stdout.is_empty());
+    assert!(text(&o).1.contains("key commitment"), "{:?}", text(&o));
+    std::fs::write(path("short.key"), [1u8; 16]).unwrap();
+    let o = bidctl(&[
+        "envelope",
+        "open",
+        "--data-key",
+        &path("short.key"),
+        &path("ours.bin"),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("32 raw bytes"),
+        "{:?}",
+        text(&o)
+    );
+    let mut bad = m.clone();
+    let n = bad.len();
+    bad[n - 30] ^= 1;
+    std::fs::write(path("bad.bin"), &bad).unwrap();
+    for args in [
+        vec!["envelope", "inspect", &path("bad.bin")],
+        vec![
+            "envelope",
+            "open",
+            "--data-key",
+            &path("key.raw"),
+            &path("bad.bin"),
+        ],
+    ] {
+        let o = bidctl(&args);
+        assert!(!o.status.success() && o.stdout.is_empty());
+        assert!(text(&o).1.contains("signature"), "{:?}", text(&o));
+    }
+    let o = bidctl(&["envelope", "inspect", &path("key.b64")]);
+    assert!(!o.status.success() && text(&o).1.contains("not an AWS Encryption SDK message"));
+
+    let Some(f) = fixtures() else { return };
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.join("esdk/commitment-test-vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let tests = json["tests"].as_array().unwrap();
+    // 3: KMS provider, signed; 1: raw provider, unsigned; 2: bad commitment.
+    for (i, expect) in [
+        (2usize, Some("Plaintext")),
+        (0, Some("GoodCommitment")),
+        (1, None),
+    ] {
+        let t = &tests[i];
+        let decode = |k: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t[k].as_str().unwrap())
+                .unwrap()
+        };
+        std::fs::write(path("v.bin"), decode("ciphertext")).unwrap();
+        std::fs::write(path("v.key"), t["decrypted-dek"].as_str().unwrap()).unwrap();
+        let o = bidctl(&["envelope", "inspect", &path("v.bin")]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["message_id"], hex::encode(decode("message-id")));
+        let o = bidctl(&[
+            "envelope",
+            "open",
+            "--data-key",
+            &path("v.key"),
+            &path("v.bin"),
+        ]);
+        match expect {
+            Some(p) => {
+                assert!(o.status.success(), "{:?}", text(&o));
+                assert_eq!(o.stdout, p.as_bytes());
+            }
+            None => {
+                assert!(!o.status.success() && o.stdout.is_empty());
+                assert!(text(&o).1.contains("key commitment"), "{:?}", text(&o));
+            }
+        }
+        if i == 2 {
+            assert_eq!(j["suite"], "0x0578");
+            assert_eq!(j["signature"], "verified");
+            assert_eq!(j["data_keys"][0]["provider_id"], "aws-kms");
+            assert!(
+                j["data_keys"][0]["provider_info"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("arn:aws:kms:")
+            );
+        }
+        if i == 0 {
+            assert_eq!(j["suite"], "0x0478");
+            assert_eq!(j["signature"], "none (unsigned suite)");
+            // The raw keyring's provider info is binary.
+            assert!(j["data_keys"][0]["provider_info_hex"].is_string());
+        }
+    }
+}
+
 #[test]
 fn key_policy_statement() {
     let role = "arn:aws:iam::111122223333:role/bidding-parent";
@@ -272,8 +427,10 @@ fn key_policy_statement() {
         "--describe-eif",
         eif.to_str().unwrap(),
         "--document",
+        "--admin-arn",
+        "arn:aws:iam::444455556666:root",
     ]);
-    assert!(o.status.success());
+    assert!(o.status.success(), "{:?}", text(&o));
     assert!(text(&o).1.contains("debug-mode enclave"), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Statement"].as_array().unwrap().len(), 2);
@@ -286,6 +443,86 @@ fn key_policy_statement() {
     assert!(!o.status.success());
     let o = bidctl(&["key-policy", "--role-arn", role, "--pcr0", "abc"]);
     assert!(!o.status.success());
+}
+
+/// Issue 12, attack 6: `--document` gives the buyer's key to the buyer's own administrator
+/// and the operator's role nothing but Decrypt under the attestation condition; it warns when
+/// both are in one AWS account; and it will not guess the administrator.
+#[test]
+fn key_policy_document_keeps_the_key_the_buyers() {
+    let role = "arn:aws:iam::111122223333:role/bidding-parent";
+    let pcr0 = "ab".repeat(48);
+    let document = |admin: &str| {
+        bidctl(&[
+            "key-policy",
+            "--document",
+            "--admin-arn",
+            admin,
+            "--role-arn",
+            role,
+            "--pcr0",
+            &pcr0,
+        ])
+    };
+    let admin = "arn:aws:iam::444455556666:role/buyer-admin";
+    let o = document(admin);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        o.stderr.is_empty(),
+        "no warning across accounts: {:?}",
+        text(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let statements = v["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{v:#}");
+    for st in statements {
+        assert_eq!(st["Effect"], "Allow");
+        assert_eq!(st["Resource"], "*");
+        let principal = st["Principal"]["AWS"].as_str().unwrap();
+        match principal {
+            p if p == admin => {
+                assert_eq!(st["Action"], "kms:*");
+                assert!(st.get("Condition").is_none());
+            }
+            p if p == role => {
+                // Exactly Decrypt, as a string (not a list that could hold more), and only
+                // for the attested enclave.
+                assert_eq!(st["Action"], "kms:Decrypt");
+                assert_eq!(
+                    st["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:ImageSha384"],
+                    pcr0
+                );
+            }
+            other => panic!("a statement for {other}: {v:#}"),
+        }
+    }
+    // Nothing for the operator's account as a whole.
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("111122223333:root"));
+
+    // The administrator in the operator's account: still the same document, and a warning.
+    let o = document("arn:aws:iam::111122223333:root");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("WARNING") && err.contains("same AWS account") && err.contains("111122223333"),
+        "{err}"
+    );
+
+    // --document without --admin-arn: refused by the command line, nothing printed.
+    let o = bidctl(&[
+        "key-policy",
+        "--document",
+        "--role-arn",
+        role,
+        "--pcr0",
+        &pcr0,
+    ]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(text(&o).1.contains("--admin-arn"), "{:?}", text(&o));
+    // An administrator that is not an IAM principal.
+    let o = document("buyer-admin");
+    assert!(!o.status.success() && o.stdout.is_empty(), "{:?}", text(&o));
 }
 
 #[test]
@@ -325,10 +562,19 @@ fn encrypt_seals_and_refuses_bad_files_whole() {
         bidding_core::bidfile::parse_encrypted("stdout", &o.stdout, Default::default()).unwrap();
     let lots: Vec<&str> = rows.iter().map(|r| r.lot.as_str()).collect();
     assert_eq!(lots, ["1", "2", "10"]);
-    // Each bid opens, with its context, to the canonical amount.
+    // Amounts are sealed at one width: every ciphertext of the file has the same length, so
+    // none says how many digits its amount has (issue 12, attack 5).
+    let lengths: std::collections::BTreeSet<usize> =
+        rows.iter().map(|r| r.ciphertext.len()).collect();
+    assert_eq!(lengths.len(), 1, "ciphertext lengths {lengths:?}");
+    // Each bid opens, with its context, to the amount padded to the fixed width.
     let client = w.stack.kms_client(&b.credentials).unwrap();
     let auction = bidding_core::names::AuctionId::new("a-1").unwrap();
-    for (row, want) in rows.iter().zip(["100000", "2500.50", "7"]) {
+    for (row, want) in rows.iter().zip([
+        "000000000000100000.00",
+        "000000000000002500.50",
+        "000000000000000007.00",
+    ]) {
         let ctx = bidding_core::kms::bid_context(&auction, &row.lot, &b.name);
         let answer: bidding_core::kms::DecryptResponse = client
             .call(
@@ -424,14 +670,166 @@ fn demo_runs_the_proof_of_concept_scenario() {
         .find(|l| l.trim_start().starts_with("bidctl verify"))
         .unwrap();
     let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    assert!(args.contains(&"--manifest"), "{line}");
     let o = bidctl(&args);
     assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("mode         SEALED"), "{:?}", text(&o));
+    // The demo runs the sealed flow: a manifest, no unsealed configuration.
     for f in [
         "output.csv.attestation",
         "output.json",
-        "output.csv.config.json",
+        "manifest.json",
         "dev-root.pem",
     ] {
         assert!(out.path().join(f).exists(), "{f}");
     }
+    assert!(!out.path().join("output.csv.config.json").exists());
+}
+
+/// `bidctl seal`, as a buyer runs it against the operator's manifest: it refuses a manifest
+/// that does not hold the buyer's own file, a key other than the one the manifest registers,
+/// and a second, different manifest of the same auction unless forced; otherwise it writes
+/// `<bids>.seal`, which opens under the buyer's key with the seal context of exactly this
+/// manifest, and uploads it next to the bid file.
+#[test]
+fn seal_checks_the_manifest_before_consenting() {
+    let w = world(
+        &["Buyer1", "Buyer2"],
+        bidding_tools::stack::StackOptions::default(),
+    );
+    let dir = w.dir.path();
+    let mut files = Vec::new();
+    for (name, amounts) in [("Buyer1", ["100", "200"]), ("Buyer2", ["300", "400"])] {
+        let body = csv(&seal(
+            &w,
+            name,
+            "s-1",
+            &[bid(1, amounts[0]), bid(2, amounts[1])],
+        ));
+        upload(&w, name, &body);
+        let path = dir.join(format!("{name}-encrypted.csv"));
+        std::fs::write(&path, &body).unwrap();
+        files.push(path);
+    }
+    // The operator's manifest (and, later, another one of the same auction).
+    let nowhere =
+        bidding_core::endpoint::Endpoint::Unix(dir.join("none.sock").display().to_string());
+    let auction = bidding_core::names::AuctionId::new("s-1").unwrap();
+    let manifest_of = |reveal: &str, name: &str| {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            w.stack.parent_config(&auction, &nowhere, reveal, false),
+        )
+        .unwrap();
+        let bytes = w.stack.make_manifest(&exe(), &config).unwrap();
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    };
+    let (manifest, manifest_bytes) = manifest_of("none", "manifest");
+    let state = tempfile::tempdir().unwrap();
+    let b1 = w.stack.buyer("Buyer1").unwrap();
+    let b2 = w.stack.buyer("Buyer2").unwrap();
+    let seal_cmd = |manifest: &Path, key: &str, bids: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(exe());
+        cmd.args(["seal", "--manifest"])
+            .arg(manifest)
+            .args(["--buyer", "Buyer1", "--key-id", key, "--bids"])
+            .arg(bids)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", &b1.credentials.access_key_id)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                b1.credentials.secret_access_key.expose(),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_KMS", w.stack.kms.endpoint())
+            .env("AWS_ENDPOINT_URL_S3", w.stack.s3.endpoint())
+            .env("AWS_CA_BUNDLE", w.stack.kms.ca_pem())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("HOME", dir);
+        cmd.output().unwrap()
+    };
+    let seal_path = |bids: &Path| {
+        let mut p = bids.as_os_str().to_owned();
+        p.push(".seal");
+        PathBuf::from(p)
+    };
+
+    // Another file than the one the manifest holds for Buyer1 (Buyer2's).
+    let o = seal_cmd(&manifest, b1.key.as_str(), &files[1], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("does not hold your file"), "{err}");
+    assert!(!seal_path(&files[1]).exists());
+    // The manifest's terms are shown before anything is decided.
+    assert!(
+        err.contains("auction          s-1") && err.contains(b2.key.as_str()),
+        "{err}"
+    );
+
+    // Another key than the one the manifest registers for Buyer1.
+    let o = seal_cmd(&manifest, b2.key.as_str(), &files[0], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("registers key"), "{err}");
+    assert!(!seal_path(&files[0]).exists());
+
+    // The right file and key: <bids>.seal, uploaded next to the bid file.
+    let o = seal_cmd(&manifest, b1.key.as_str(), &files[0], &["--upload"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let written = std::fs::read(seal_path(&files[0])).unwrap();
+    let uploaded = std::fs::read(w.stack.s3.object_path(&b1.bucket, "encrypted.csv.seal")).unwrap();
+    assert_eq!(written, uploaded);
+    let blob = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        written.trim_ascii(),
+    )
+    .unwrap();
+    // It is KMS's encryption of the seal marker under Buyer1's key, with this manifest's
+    // context: the buyer's consent to exactly this manifest and no other.
+    let m = bidding_core::manifest::Manifest::parse(&manifest_bytes).unwrap();
+    let open = |digest: &[u8; 32]| {
+        w.stack
+            .kms_client(&b1.credentials)
+            .unwrap()
+            .call::<_, bidding_core::kms::DecryptResponse>(
+                "Decrypt",
+                &bidding_core::kms::DecryptRequest {
+                    ciphertext_blob: blob.clone(),
+                    key_id: Some(b1.key.to_string()),
+                    encryption_context: Some(bidding_core::manifest::seal_context(
+                        &auction, &b1.name, digest,
+                    )),
+                    encryption_algorithm: None,
+                    recipient: None,
+                },
+            )
+    };
+    assert_eq!(
+        open(&m.digest()).unwrap().plaintext.unwrap(),
+        bidding_core::manifest::SEAL_MARKER
+    );
+    assert!(open(&[0u8; 32]).is_err(), "the context binds the manifest");
+    // Sealing the same manifest again is harmless.
+    let o = seal_cmd(&manifest, b1.key.as_str(), &files[0], &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // A second, different manifest of the same auction: refused without --force.
+    let (other, _) = manifest_of("winning-bid", "other");
+    std::fs::remove_file(seal_path(&files[0])).unwrap();
+    let o = seal_cmd(&other, b1.key.as_str(), &files[0], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("already sealed another manifest"), "{err}");
+    assert!(!seal_path(&files[0]).exists());
+    // --force: the buyer accepts that both manifests could be run.
+    let o = seal_cmd(&other, b1.key.as_str(), &files[0], &["--force"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(seal_path(&files[0]).exists());
 }

@@ -1,7 +1,8 @@
-//! The leak search: a full auction with distinctive amounts, every byte between parent and
-//! enclave captured by a relay, the KMS emulator run as a process with its request log on;
-//! then every log line, frame and file the run produced is searched for the amounts, the
-//! secret access keys and the session token.
+//! The leak search: a full sealed auction (manifest, every buyer's seal) with distinctive
+//! amounts, every byte between parent and enclave captured by a relay, the KMS emulator run as
+//! a process with its request log on; then every log line, frame and file the run produced is
+//! searched for the amounts, the secret access keys and the session token, and the enclave's
+//! frames are checked to hold nothing of the result before close.
 
 mod support;
 
@@ -50,6 +51,78 @@ fn relay(listen: PathBuf, target: PathBuf) -> (Capture, Capture) {
         let _ = (t1.join(), t2.join());
     });
     (to_enclave, to_parent)
+}
+
+/// Splits a captured stream into its frames' payloads (4-byte big-endian length, then bytes).
+fn frames(mut stream: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !stream.is_empty() {
+        let len = u32::from_be_bytes(stream[..4].try_into().unwrap()) as usize;
+        out.push(&stream[4..4 + len]);
+        stream = &stream[4 + len..];
+    }
+    out
+}
+
+/// Nothing of the result leaves before close: every frame the enclave sent before its answer
+/// to the close request is a hello, credentials, auction-opened, seal or chunk
+/// acknowledgement; the result chunks and `closed` answer the close request and come last.
+fn check_nothing_before_close(to_enclave: &[u8], to_parent: &[u8], manifest: &[u8]) {
+    use bidding_core::wire::message::{Request, Response, decode_request, decode_response};
+    let requests: Vec<_> = frames(to_enclave)
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| decode_request(i as u64, f).unwrap())
+        .collect();
+    // The auction the enclave opened is exactly the manifest the buyers sealed.
+    assert!(
+        requests
+            .iter()
+            .any(|r| matches!(&r.msg, Request::OpenSealed(o) if o.manifest == manifest)),
+        "the parent opened the sealed manifest"
+    );
+    let close = requests
+        .iter()
+        .find(|r| matches!(r.msg, Request::Close(..)))
+        .expect("the parent closed the auction")
+        .id;
+    let responses: Vec<_> = frames(to_parent)
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| decode_response(i as u64, f).unwrap())
+        .collect();
+    let first_result = responses
+        .iter()
+        .position(|r| matches!(r.msg, Response::ResultChunk(_) | Response::Closed(_)))
+        .expect("a result");
+    for r in &responses[..first_result] {
+        assert!(
+            matches!(
+                r.msg,
+                Response::Hello(_)
+                    | Response::Credentials(_)
+                    | Response::AuctionOpened(_)
+                    | Response::SealAccepted(_)
+                    | Response::ChunkAccepted(_)
+            ),
+            "before close: {:?}",
+            r.msg
+        );
+    }
+    for r in &responses[first_result..] {
+        assert!(
+            matches!(r.msg, Response::ResultChunk(_) | Response::Closed(_)),
+            "{:?}",
+            r.msg
+        );
+        assert_eq!(r.id, Some(close), "the result answers the close request");
+    }
+    assert!(matches!(responses.last().unwrap().msg, Response::Closed(_)));
+    let seals = responses
+        .iter()
+        .filter(|r| matches!(r.msg, Response::SealAccepted(_)))
+        .count();
+    assert_eq!(seals, 3, "every buyer's seal opened");
 }
 
 #[test]
@@ -109,6 +182,8 @@ fn no_amount_or_credential_leaves_the_enclave() {
         ),
     )
     .unwrap();
+    // The seal round, with the operator's and buyers' own credentials.
+    let manifest = seal_round(&w, &config);
     let out = Command::new(exe())
         .arg("__parent")
         .arg("--config")
@@ -159,6 +234,7 @@ fn no_amount_or_credential_leaves_the_enclave() {
         amount_forms.push(a.to_string());
         amount_forms.push(a.replace('.', "")); // as an integer of cents
     }
+    check_nothing_before_close(&to_enclave, &to_parent, &manifest);
 
     // What the enclave sent and logged, and what the parent logged: no amount, no secret.
     let sources: Vec<(String, Vec<u8>)> = vec![

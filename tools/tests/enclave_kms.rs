@@ -1,12 +1,20 @@
 //! The enclave's own KMS client (enclave-init, dev build) against the emulator over TLS, with
 //! Recipient documents from the software NSM whose PCR0 is this test binary's hash: the path
 //! a bid takes in production, with only the two stand-ins swapped in.
+//!
+//! Protocol 2: only what the buyer alone can cause comes back as `Disqualified` (a ciphertext
+//! made for another lot, a bid under another key). Whatever the operator could cause is
+//! `Fatal`: AccessDenied (a key policy that does not let the operator's role Decrypt, or that
+//! names another enclave measurement) is `KmsAccessDenied`, and a key that is disabled or does
+//! not exist is `KeyUnavailable`; the enclave then fails the auction instead of leaving a bid
+//! out.
 
 mod common;
 
 use bidding_core::auction::Reason;
 use bidding_core::names::KeyArn;
 use bidding_core::session::enclave::{BidTicket, DecryptJob, DecryptOutcome};
+use bidding_core::wire::ErrorCode;
 use common::*;
 use enclave_init::keys::{RecipientAttestation, RecipientKey};
 use enclave_init::kms::{KmsClient, KmsSettings};
@@ -16,6 +24,26 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
+
+/// What the client reported for one job.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Plaintext(Vec<u8>),
+    Disqualified(Reason),
+    Fatal(ErrorCode, String),
+}
+
+/// A key policy that lets only its administrator use the key: the operator's role may not
+/// Decrypt, whatever the enclave's measurement.
+fn policy_admin_only() -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": ALICE_ARN}, "Action": "kms:*", "Resource": "*"}
+        ]
+    })
+    .to_string()
+}
 
 fn policy_for_image(pcr0: &[u8]) -> String {
     json!({
@@ -43,6 +71,14 @@ fn enclave_client_opens_bids_through_the_emulator() {
     let admin = emu.client(alice());
     let good_key = create_key(&admin, Some(&policy_for_image(&nsm.pcr(0).unwrap())));
     let other_key = create_key(&admin, Some(&policy_for_image(&[0x11; 48])));
+    let admin_only_key = create_key(&admin, Some(&policy_admin_only()));
+    let disabled_key = create_key(&admin, Some(&policy_for_image(&nsm.pcr(0).unwrap())));
+    // A key ARN of this account and region that names no key (the last digit changed).
+    let missing_key = {
+        let last = good_key.chars().last().unwrap();
+        let other = if last == '0' { '1' } else { '0' };
+        format!("{}{other}", &good_key[..good_key.len() - 1])
+    };
     let context = BTreeMap::from([
         ("auction".to_owned(), "a1".to_owned()),
         ("buyer".to_owned(), "Buyer1".to_owned()),
@@ -84,11 +120,9 @@ fn enclave_client_opens_bids_through_the_emulator() {
             Arc::new(AtomicBool::new(false)),
             move |ticket, outcome| {
                 let summary = match outcome {
-                    DecryptOutcome::Plaintext(p) => Ok(p.to_vec()),
-                    DecryptOutcome::Disqualified(r) => Err(format!("{r:?}")),
-                    DecryptOutcome::Fatal { code, message } => {
-                        Err(format!("fatal {code:?}: {message}"))
-                    }
+                    DecryptOutcome::Plaintext(p) => Seen::Plaintext(p.to_vec()),
+                    DecryptOutcome::Disqualified(r) => Seen::Disqualified(r),
+                    DecryptOutcome::Fatal { code, message } => Seen::Fatal(code, message),
                 };
                 let _ = tx.send((ticket.index, summary));
             },
@@ -105,7 +139,7 @@ fn enclave_client_opens_bids_through_the_emulator() {
             context.clone(),
         );
     }
-    // A bid moved to another lot, a bid under another buyer's key, a key this image may not use.
+    // A bid moved to another lot, a bid under another buyer's key: the buyer's doing.
     submit(
         10,
         &good_key,
@@ -118,26 +152,81 @@ fn enclave_client_opens_bids_through_the_emulator() {
         encrypt(&good_key, b"5", &context),
         context.clone(),
     );
+    // What the operator could cause, each fatal: a key whose policy names another image
+    // (PCR0 mismatch), a key whose policy does not allow the operator's role at all.
     submit(
         12,
         &other_key,
         encrypt(&other_key, b"5", &context),
         context.clone(),
     );
+    submit(
+        13,
+        &admin_only_key,
+        encrypt(&admin_only_key, b"5", &context),
+        context.clone(),
+    );
+    // A key made unusable: disabled after the bid was made, or gone (NotFoundException).
+    let on_disabled = encrypt(&disabled_key, b"5", &context);
+    admin
+        .call("DisableKey", &json!({ "KeyId": disabled_key }))
+        .ok();
+    submit(14, &disabled_key, on_disabled, context.clone());
+    submit(
+        15,
+        &missing_key,
+        encrypt(&good_key, b"5", &context),
+        context.clone(),
+    );
 
-    let mut results: BTreeMap<usize, Result<Vec<u8>, String>> = BTreeMap::new();
-    for _ in 0..9 {
+    let mut results: BTreeMap<usize, Seen> = BTreeMap::new();
+    for _ in 0..12 {
         let (i, r) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("every bid gets an outcome");
-        results.insert(i, r);
+        assert!(results.insert(i, r).is_none(), "two outcomes for job {i}");
     }
     for i in 0..6 {
-        assert_eq!(results[&i], Ok(format!("10000{i}").into_bytes()), "bid {i}");
+        assert_eq!(
+            results[&i],
+            Seen::Plaintext(format!("10000{i}").into_bytes()),
+            "bid {i}"
+        );
     }
-    assert_eq!(results[&10], Err(format!("{:?}", Reason::Undecryptable)));
-    assert_eq!(results[&11], Err(format!("{:?}", Reason::WrongKey)));
-    assert_eq!(results[&12], Err(format!("{:?}", Reason::AccessDenied)));
+    assert_eq!(results[&10], Seen::Disqualified(Reason::Undecryptable));
+    assert_eq!(results[&11], Seen::Disqualified(Reason::WrongKey));
+    let fatal = |i: usize, want: ErrorCode, key: &str, kms_code: &str| match &results[&i] {
+        Seen::Fatal(code, message) => {
+            assert_eq!(*code, want, "job {i}: {message}");
+            assert!(message.contains(kms_code), "job {i}: {message}");
+            assert!(message.contains(key), "job {i} names the key: {message}");
+        }
+        other => panic!("job {i}: expected a fatal {want:?}, got {other:?}"),
+    };
+    fatal(
+        12,
+        ErrorCode::KmsAccessDenied,
+        &other_key,
+        "AccessDeniedException",
+    );
+    fatal(
+        13,
+        ErrorCode::KmsAccessDenied,
+        &admin_only_key,
+        "AccessDeniedException",
+    );
+    fatal(
+        14,
+        ErrorCode::KeyUnavailable,
+        &disabled_key,
+        "DisabledException",
+    );
+    fatal(
+        15,
+        ErrorCode::KeyUnavailable,
+        &missing_key,
+        "NotFoundException",
+    );
     // One document served every call: the emulator verified it once, or once per connection
     // when the first calls of both connections arrived before either check finished.
     let verifications = emu.running().attestation_verifications();

@@ -1,26 +1,32 @@
-//! The enclave's end of a session: hello → credentials → open auction → lots → close.
+//! The enclave's end of a session: hello → credentials → open (a sealed manifest, or unsealed
+//! terms) → every buyer's seal → every buyer's file, whole → close.
 //!
 //! The driver feeds it bytes from the parent and the results of the work it asked for
-//! (attestation documents from the NSM, opened bids from KMS), and sends what it hands back.
-//! Every rule the enclave enforces on an untrusted parent lives here: message order, strictly
-//! increasing request ids, known buyers, one bid per buyer per lot, unique lot ids, no
-//! ciphertext used twice, nothing opened before an auction is open, nothing leaving but
-//! outcomes and reason codes.
+//! (attestation documents from the NSM, opened ciphertexts from KMS), and sends what it hands
+//! back. Every rule the enclave enforces on an untrusted parent lives here (DESIGN §2): the
+//! terms come only from the manifest; every buyer's seal must decrypt, under the buyer's key
+//! and the manifest's digest, before any bid is opened; each file must be exactly the one the
+//! manifest names; the enclave, not the parent, parses bid files; a failure the operator could
+//! cause fails the whole auction; and **nothing about any lot leaves before close**, when the
+//! whole result leaves at once, attested. A rerun of the same manifest gives the same bytes.
 
 use super::Millis;
 use crate::amount::Amount;
 use crate::auction::{self, LotResult, Reason, Verdict};
-use crate::bidfile::MAX_CIPHERTEXT_LEN;
-use crate::config::{self, AuctionConfig, HELLO_USER_DATA};
+use crate::bidfile::{self, MAX_CIPHERTEXT_LEN};
+use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
 use crate::credentials::Credentials;
 use crate::kms;
+use crate::manifest::{self, FileFormat, Manifest, SEAL_MARKER};
 use crate::names::{BuyerName, KeyArn, LotId};
-use crate::output;
+use crate::output::{self, FileSummary, SetAside};
 use crate::wire::{
-    AuctionOpened, Closed, CredentialsReply, ErrorCode, ErrorReply, FrameDecoder, FromEnclave,
-    HelloReply, LotBids, MAX_NONCE_LEN, MIN_NONCE_LEN, PROTOCOL_VERSION, Request, Response,
-    ToEnclave, decode_request, encode_frame, encode_response,
+    AuctionOpened, ChunkAccepted, Closed, CredentialsReply, ErrorCode, ErrorReply, FileChunk,
+    FrameDecoder, FromEnclave, HelloReply, MAX_NONCE_LEN, MIN_NONCE_LEN, OutputFile,
+    PROTOCOL_VERSION, Request, Response, ResultChunk, Seal, SealAccepted, ToEnclave,
+    decode_request, encode_frame, encode_response,
 };
+use aws_lc_rs::digest;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -32,10 +38,18 @@ pub struct EnclaveSettings {
     /// True in builds with the software NSM.
     pub dev: bool,
     pub max_frame: usize,
-    /// Bids being opened at once before the session stops asking for input (backpressure).
+    /// Ciphertexts being opened at once before the session stops asking for input
+    /// (backpressure).
     pub max_pending_bids: usize,
-    /// Lots per auction; with at most 64 buyers per lot this bounds the auction's memory.
+    /// Distinct lots per auction.
     pub max_lots: usize,
+    /// Bids (rows) per auction, over every buyer's file.
+    pub max_bids: usize,
+    /// Largest bid file. A file is held whole until its digest is checked.
+    pub max_file_bytes: u64,
+    /// File chunks the parent may send ahead while a file's bids are being opened (its window;
+    /// the parent's default is 16 chunks of under 1 MiB). More ends the session.
+    pub max_held_bytes: usize,
     /// A session with nothing in progress ends after this long without input.
     pub idle_timeout: Millis,
 }
@@ -48,13 +62,17 @@ impl Default for EnclaveSettings {
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             max_pending_bids: 4096,
             max_lots: 1_000_000,
+            max_bids: 2_000_000,
+            max_file_bytes: 64 * 1024 * 1024,
+            max_held_bytes: 32 * 1024 * 1024,
             idle_timeout: 10 * 60 * 1000,
         }
     }
 }
 
-/// SHA-256 digests of every ciphertext accepted since boot. Kept by the driver across
-/// sessions, because a parent can reconnect and try again.
+/// SHA-256 digests of every ciphertext accepted since boot in **unsealed** auctions. Kept by
+/// the driver across sessions, because a parent can reconnect and try again. Sealed auctions
+/// need none: their reruns are harmless by construction (same manifest, same bytes).
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     seen: HashSet<[u8; 32]>,
@@ -77,36 +95,37 @@ impl ReplayGuard {
     }
 }
 
-/// Identifies one bid being opened.
+/// Identifies one ciphertext being opened: the request that brought it, and its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BidTicket {
     pub request: u64,
     pub index: usize,
 }
 
-/// A bid for the driver to open with KMS Decrypt (Recipient = the enclave's key).
+/// A ciphertext for the driver to open with KMS Decrypt (Recipient = the enclave's key).
 #[derive(Debug, Clone)]
 pub struct DecryptJob {
     pub ticket: BidTicket,
     /// Passed to Decrypt as `KeyId`; the answer's `KeyId` must equal it.
     pub key_arn: KeyArn,
     pub ciphertext: Vec<u8>,
-    /// The bid's encryption context {auction, lot, buyer}.
+    /// The encryption context: {auction, lot, buyer} for a bid, {auction, buyer, manifest}
+    /// for a seal.
     pub context: BTreeMap<String, String>,
     /// When KMS refuses the ciphertext with the context, try once more without it (bids made
-    /// with plain `aws kms encrypt`, allowed by the auction's configuration).
+    /// with plain `aws kms encrypt`, allowed by the auction's terms). Never for seals.
     pub retry_without_context: bool,
     pub credentials: Arc<Credentials>,
 }
 
 /// What the driver reports for a [`DecryptJob`].
 pub enum DecryptOutcome {
-    /// The bid's plaintext, opened from KMS's CiphertextForRecipient inside the enclave.
+    /// The plaintext, opened from KMS's CiphertextForRecipient inside the enclave.
     Plaintext(crate::cms::Plaintext),
-    /// KMS refused this bid for a reason attributable to the bid.
+    /// KMS refused this ciphertext for a reason only its maker can cause.
     Disqualified(Reason),
-    /// No bid can be opened (credentials refused, KMS unreachable within the deadline, an
-    /// answer that makes no sense). Ends the auction.
+    /// Nothing can be decided (credentials refused, access denied, a key made unusable, KMS
+    /// unreachable within the deadline, an answer that makes no sense). Ends the auction.
     Fatal { code: ErrorCode, message: String },
 }
 
@@ -120,10 +139,10 @@ pub enum Action {
         user_data: Vec<u8>,
         nonce: Vec<u8>,
     },
-    /// Open a bid, then call [`EnclaveSession::decrypted`].
+    /// Open a ciphertext, then call [`EnclaveSession::decrypted`].
     Decrypt(DecryptJob),
     /// New credentials arrived: sign every KMS call from now on with them, including calls
-    /// for bids queued before (a long auction outlives one set of temporary credentials).
+    /// queued before (a long auction outlives one set of temporary credentials).
     UseCredentials(Arc<Credentials>),
 }
 
@@ -132,7 +151,9 @@ enum Phase {
     AwaitHello,
     AwaitCredentials,
     Ready,
-    Open,
+    /// Sealed: waiting for every buyer's seal to be opened.
+    Sealing,
+    Files,
     Closing,
     Ended,
 }
@@ -143,24 +164,77 @@ enum AttestPurpose {
     },
     Close {
         id: u64,
-        lots: u64,
-        config_sha256: [u8; 32],
-        output_sha256: [u8; 32],
+        closed: Closed,
+        csv: Vec<u8>,
+        json: Vec<u8>,
     },
 }
 
-struct PendingLot {
-    lot: LotId,
-    verdicts: Vec<(BuyerName, Option<Verdict>)>,
-    remaining: usize,
+/// What a ciphertext being opened is.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Seal { request: u64, buyer: usize },
+    Bid { lot: u32, buyer: usize },
+}
+
+/// A file being received.
+struct Incoming {
+    buyer: usize,
+    hash: digest::Context,
+    bytes: Vec<u8>,
+}
+
+/// A parsed row waiting for room among the ciphertexts being opened.
+struct QueuedBid {
+    ticket: BidTicket,
+    lot: u32,
+    buyer: usize,
+    ciphertext: Vec<u8>,
 }
 
 struct Auction {
+    mode: Mode,
     config: AuctionConfig,
-    config_sha256: [u8; 32],
-    lots: HashSet<LotId>,
-    results: Vec<LotResult>,
-    pending: HashMap<u64, PendingLot>,
+    terms_sha256: [u8; 32],
+    manifest: Option<Manifest>,
+    sealed: Vec<bool>,
+    incoming: Option<Incoming>,
+    files: Vec<Option<FileSummary>>,
+    queue: VecDeque<QueuedBid>,
+    lot_index: HashMap<LotId, u32>,
+    lot_ids: Vec<LotId>,
+    /// (lot, buyer, verdict) as they are decided; grouped by lot at close.
+    verdicts: Vec<(u32, u8, Verdict)>,
+    set_aside: BTreeMap<(usize, Reason), u64>,
+    rows: usize,
+    /// The answer to a file's last chunk, held until every bid of the file is opened: so the
+    /// parent's close can never overtake bids still at KMS, and files are opened one at a time.
+    pending_acks: Vec<(u64, ChunkAccepted)>,
+    /// Chunks that arrived while a file's bids were being opened, handled once they are.
+    /// Reading goes on meanwhile, so a credentials refresh is never stuck behind them.
+    held: VecDeque<(u64, FileChunk)>,
+    held_bytes: usize,
+}
+
+impl Auction {
+    /// True while a file's bids are queued or being opened.
+    fn busy(&self, jobs: usize) -> bool {
+        !self.queue.is_empty() || jobs > 0 || !self.pending_acks.is_empty()
+    }
+}
+
+impl Auction {
+    fn buyer_index(&self, name: &BuyerName) -> Option<usize> {
+        self.config.buyers().iter().position(|b| &b.name == name)
+    }
+    fn buyer_name(&self, i: usize) -> &BuyerName {
+        &self.config.buyers()[i].name
+    }
+    fn set_aside(&mut self, buyer: usize, reason: Reason, count: u64) {
+        if count > 0 {
+            *self.set_aside.entry((buyer, reason)).or_default() += count;
+        }
+    }
 }
 
 pub struct EnclaveSession {
@@ -176,14 +250,14 @@ pub struct EnclaveSession {
     guard: ReplayGuard,
     attesting: Option<(u64, AttestPurpose)>,
     next_ticket: u64,
-    pending_bids: usize,
+    jobs: HashMap<BidTicket, Job>,
     idle_deadline: Millis,
     /// Why the session ended, for the driver's log.
     end_reason: Option<String>,
     stats: SessionStats,
 }
 
-/// Counts for the driver's logs. Deliberately nothing about amounts.
+/// Counts for the driver's logs. Deliberately nothing about amounts or lots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionStats {
     pub lots_decided: u64,
@@ -207,7 +281,7 @@ impl EnclaveSession {
             guard,
             attesting: None,
             next_ticket: 1,
-            pending_bids: 0,
+            jobs: HashMap::new(),
             end_reason: None,
             stats: SessionStats::default(),
         }
@@ -273,13 +347,23 @@ impl EnclaveSession {
     }
 
     fn is_idle(&self) -> bool {
-        self.pending_bids == 0 && self.attesting.is_none()
+        self.jobs.is_empty() && self.attesting.is_none() && self.queued() == 0
     }
 
-    /// False while too many bids are being opened: stop reading from the parent until an
-    /// outcome frees room. Bounds the enclave's memory whatever the parent sends.
+    fn queued(&self) -> usize {
+        self.auction.as_ref().map_or(0, |a| a.queue.len())
+    }
+
+    /// False while the enclave has enough to do: stop reading from the parent until ciphertexts
+    /// being opened make room. Bounds the enclave's memory whatever the parent sends.
     pub fn wants_input(&self) -> bool {
-        self.phase != Phase::Ended && self.pending_bids < self.settings.max_pending_bids
+        // Reading goes on while bids are opened (a credentials refresh must get through);
+        // chunks sent ahead are held, up to `max_held_bytes`, which bounds memory.
+        self.phase != Phase::Ended
+            && self
+                .auction
+                .as_ref()
+                .is_none_or(|a| a.held_bytes < self.settings.max_held_bytes)
     }
 
     /// True once the session is over: flush [`poll_transmit`](Self::poll_transmit), then close.
@@ -300,9 +384,9 @@ impl EnclaveSession {
         (!self.outbox.is_empty()).then(|| std::mem::take(&mut self.outbox))
     }
 
-    /// Number of bids being opened now.
+    /// Number of ciphertexts being opened now.
     pub fn pending_bids(&self) -> usize {
-        self.pending_bids
+        self.jobs.len()
     }
 
     /// The NSM's answer to an [`Action::Attest`].
@@ -339,73 +423,119 @@ impl EnclaveSession {
             ),
             AttestPurpose::Close {
                 id,
-                lots,
-                config_sha256,
-                output_sha256,
+                mut closed,
+                csv,
+                json,
             } => {
-                self.reply(
-                    Some(id),
-                    Response::Closed(Closed {
-                        lots,
-                        config_sha256,
-                        output_sha256,
-                        attestation,
-                    }),
-                );
+                // The result leaves here, whole and at once, and only here.
+                for (file, bytes) in [(OutputFile::Csv, csv), (OutputFile::Json, json)] {
+                    for part in bytes.chunks(self.result_chunk_len()) {
+                        self.reply(
+                            Some(id),
+                            Response::ResultChunk(ResultChunk {
+                                file,
+                                data: part.to_vec(),
+                            }),
+                        );
+                    }
+                }
+                closed.attestation = attestation;
+                self.reply(Some(id), Response::Closed(closed));
                 self.end("auction closed".to_owned());
             }
         }
     }
 
+    /// Raw bytes per result chunk so that a chunk's frame (base64 plus a little JSON) stays
+    /// within the frame limit.
+    fn result_chunk_len(&self) -> usize {
+        chunk_len_for(self.settings.max_frame)
+    }
+
     /// The driver's result for a [`DecryptJob`].
     pub fn decrypted(&mut self, ticket: BidTicket, outcome: DecryptOutcome) {
-        let verdict = match outcome {
-            DecryptOutcome::Plaintext(plaintext) => match Amount::parse(&plaintext) {
-                Ok(amount) => Verdict::Valid(amount),
-                Err(_) => Verdict::Disqualified(Reason::InvalidAmount),
-            },
-            DecryptOutcome::Disqualified(reason) => Verdict::Disqualified(reason),
-            DecryptOutcome::Fatal { code, message } => {
-                if self.phase != Phase::Ended {
-                    self.fail(Some(ticket.request), code, message);
-                }
-                return;
-            }
-        };
         if self.phase == Phase::Ended {
             return;
         }
-        let Some(auction) = self.auction.as_mut() else {
+        let Some(job) = self.jobs.remove(&ticket) else {
             return;
         };
-        let Some(pending) = auction.pending.get_mut(&ticket.request) else {
-            return;
+        match job {
+            Job::Seal { request, buyer } => self.seal_opened(request, buyer, outcome),
+            Job::Bid { lot, buyer } => {
+                let verdict = match outcome {
+                    DecryptOutcome::Plaintext(plaintext) => match Amount::parse(&plaintext) {
+                        Ok(amount) => Verdict::Valid(amount),
+                        Err(_) => Verdict::Disqualified(Reason::InvalidAmount),
+                    },
+                    DecryptOutcome::Disqualified(reason) => Verdict::Disqualified(reason),
+                    DecryptOutcome::Fatal { code, message } => {
+                        let (who, request) = self
+                            .auction
+                            .as_ref()
+                            .map(|a| {
+                                (
+                                    a.buyer_name(buyer).to_string(),
+                                    // The file's last chunk waits for this answer.
+                                    a.pending_acks.first().map(|(id, _)| *id),
+                                )
+                            })
+                            .unwrap_or_default();
+                        self.fail(
+                            request,
+                            code,
+                            format!("opening buyer `{who}`'s bids: {message}; nothing is decided"),
+                        );
+                        return;
+                    }
+                };
+                let auction = self
+                    .auction
+                    .as_mut()
+                    .expect("bids exist only in an auction");
+                if let Verdict::Disqualified(reason) = verdict {
+                    auction.set_aside(buyer, reason, 1);
+                }
+                auction.verdicts.push((lot, buyer as u8, verdict));
+                self.pump();
+            }
+        }
+    }
+
+    fn seal_opened(&mut self, request: u64, buyer: usize, outcome: DecryptOutcome) {
+        let auction = self
+            .auction
+            .as_mut()
+            .expect("seals exist only in an auction");
+        let name = auction.buyer_name(buyer).clone();
+        let refusal = match outcome {
+            DecryptOutcome::Plaintext(p) if crate::ct_eq(&p, SEAL_MARKER) => None,
+            DecryptOutcome::Plaintext(_) => Some((
+                ErrorCode::SealRefused,
+                format!("buyer `{name}`'s seal decrypts, but not to the seal marker"),
+            )),
+            DecryptOutcome::Disqualified(reason) => Some((
+                ErrorCode::SealRefused,
+                format!(
+                    "buyer `{name}`'s seal does not decrypt under its key with this manifest's context ({reason}): the buyer has not consented to this manifest"
+                ),
+            )),
+            DecryptOutcome::Fatal { code, message } => {
+                Some((code, format!("opening buyer `{name}`'s seal: {message}")))
+            }
         };
-        let Some((_, slot)) = pending.verdicts.get_mut(ticket.index) else {
-            return;
-        };
-        if slot.is_some() {
+        if let Some((code, message)) = refusal {
+            self.fail(Some(request), code, message);
             return;
         }
-        *slot = Some(verdict);
-        pending.remaining -= 1;
-        self.pending_bids -= 1;
-        if pending.remaining > 0 {
-            return;
+        auction.sealed[buyer] = true;
+        if auction.sealed.iter().all(|&s| s) {
+            self.phase = Phase::Files;
         }
-        let pending = auction
-            .pending
-            .remove(&ticket.request)
-            .expect("looked up above");
-        let bids = pending
-            .verdicts
-            .into_iter()
-            .filter_map(|(buyer, v)| v.map(|v| (buyer, v)));
-        let result = auction::decide(pending.lot, bids, auction.config.reveal());
-        self.stats.lots_decided += 1;
-        self.stats.bids_set_aside += result.disqualified.len() as u64;
-        auction.results.push(result.clone());
-        self.reply(Some(ticket.request), Response::Lot(result));
+        self.reply(
+            Some(request),
+            Response::SealAccepted(SealAccepted { buyer: name }),
+        );
     }
 
     fn handle_frame(&mut self, number: u64, frame: &[u8], now: Millis) {
@@ -462,12 +592,23 @@ impl EnclaveSession {
                     h.nonce,
                 );
             }
-            (Phase::AwaitCredentials | Phase::Ready | Phase::Open, Request::Credentials(c)) => {
-                self.credentials_frame(id, c, now)
+            (
+                Phase::AwaitCredentials | Phase::Ready | Phase::Sealing | Phase::Files,
+                Request::Credentials(c),
+            ) => self.credentials_frame(id, c, now),
+            (Phase::Ready, Request::OpenSealed(o)) => match Manifest::parse(&o.manifest) {
+                Ok(m) => {
+                    let terms = m.terms().clone();
+                    self.open(id, Mode::Sealed, terms, Some(m));
+                }
+                Err(e) => self.fail(Some(id), ErrorCode::InvalidManifest, e.to_string()),
+            },
+            (Phase::Ready, Request::OpenUnsealed(config)) => {
+                self.open(id, Mode::Unsealed, config, None)
             }
-            (Phase::Ready, Request::OpenAuction(config)) => self.open(id, config),
-            (Phase::Open, Request::Lot(lot)) => self.lot(id, lot),
-            (Phase::Open, Request::Close(_)) => self.close(id),
+            (Phase::Sealing, Request::Seal(seal)) => self.seal(id, seal),
+            (Phase::Files, Request::FileChunk(chunk)) => self.chunk_or_hold(id, chunk),
+            (Phase::Files, Request::Close(_)) => self.close(id),
             (phase, _) => self.error(
                 Some(id),
                 ErrorCode::OutOfOrder,
@@ -477,7 +618,8 @@ impl EnclaveSession {
                         Phase::AwaitHello => "before hello",
                         Phase::AwaitCredentials => "before credentials",
                         Phase::Ready => "before an auction is open",
-                        Phase::Open => "while an auction is open",
+                        Phase::Sealing => "before every buyer's seal is accepted",
+                        Phase::Files => "while bid files are being received",
                         Phase::Closing | Phase::Ended => "after close",
                     }
                 ),
@@ -518,7 +660,7 @@ impl EnclaveSession {
         self.reply(Some(id), Response::Credentials(reply));
     }
 
-    fn open(&mut self, id: u64, config: AuctionConfig) {
+    fn open(&mut self, id: u64, mode: Mode, config: AuctionConfig, manifest: Option<Manifest>) {
         let region = self
             .credentials
             .as_ref()
@@ -529,7 +671,7 @@ impl EnclaveSession {
             .iter()
             .find(|b| b.key_arn.region() != region)
         {
-            self.error(
+            self.fail(
                 Some(id),
                 ErrorCode::InvalidAuction,
                 format!(
@@ -539,167 +681,510 @@ impl EnclaveSession {
             );
             return;
         }
-        let config_sha256 = config.digest();
+        if let Some(m) = &manifest {
+            if let Some(f) = m
+                .files()
+                .iter()
+                .find(|f| f.size > self.settings.max_file_bytes)
+            {
+                self.fail(
+                    Some(id),
+                    ErrorCode::FileTooLarge,
+                    format!(
+                        "buyer `{}`'s file is {} bytes; this enclave takes files of at most {}",
+                        f.buyer, f.size, self.settings.max_file_bytes
+                    ),
+                );
+                return;
+            }
+            if let Some(f) = m.files().iter().find(|f| f.format == FileFormat::Envelope) {
+                self.fail(
+                    Some(id),
+                    ErrorCode::InvalidManifest,
+                    format!(
+                        "buyer `{}`'s file is an envelope file; this enclave build opens per-bid files only",
+                        f.buyer
+                    ),
+                );
+                return;
+            }
+        }
+        let terms_sha256 = match &manifest {
+            Some(m) => m.digest(),
+            None => config.digest(),
+        };
+        let buyers = config.buyers().len();
         let auction_id = config.auction_id().clone();
         self.auction = Some(Auction {
+            mode,
             config,
-            config_sha256,
-            lots: HashSet::new(),
-            results: Vec::new(),
-            pending: HashMap::new(),
+            terms_sha256,
+            manifest,
+            sealed: vec![mode == Mode::Unsealed; buyers],
+            incoming: None,
+            files: vec![None; buyers],
+            queue: VecDeque::new(),
+            lot_index: HashMap::new(),
+            lot_ids: Vec::new(),
+            verdicts: Vec::new(),
+            set_aside: BTreeMap::new(),
+            rows: 0,
+            pending_acks: Vec::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
         });
-        self.phase = Phase::Open;
+        self.phase = match mode {
+            Mode::Sealed => Phase::Sealing,
+            Mode::Unsealed => Phase::Files,
+        };
         self.reply(
             Some(id),
             Response::AuctionOpened(AuctionOpened {
                 auction_id,
-                config_sha256,
+                mode,
+                terms_sha256,
             }),
         );
     }
 
-    fn lot(&mut self, id: u64, lot: LotBids) {
-        let auction = self.auction.as_mut().expect("phase Open has an auction");
-        let refuse = |code, message: String| Err((code, message));
-        let checked: Result<Vec<[u8; 32]>, (ErrorCode, String)> = (|| {
-            if auction.lots.contains(&lot.lot) {
-                return refuse(
-                    ErrorCode::DuplicateLot,
-                    format!("lot `{}` was already submitted in this auction", lot.lot),
-                );
-            }
-            if auction.lots.len() >= self.settings.max_lots {
-                return refuse(
-                    ErrorCode::TooManyLots,
-                    format!(
-                        "this enclave takes at most {} lots per auction",
-                        self.settings.max_lots
-                    ),
-                );
-            }
-            if lot.bids.is_empty() {
-                return refuse(
-                    ErrorCode::EmptyLot,
-                    format!("lot `{}` has no bids", lot.lot),
-                );
-            }
-            let mut buyers = HashSet::new();
-            let mut digests = Vec::with_capacity(lot.bids.len());
-            for bid in &lot.bids {
-                if auction.config.buyer(&bid.buyer).is_none() {
-                    return refuse(
-                        ErrorCode::UnknownBuyer,
-                        format!(
-                            "lot `{}`: buyer `{}` is not in auction {}",
-                            lot.lot,
-                            bid.buyer,
-                            auction.config.auction_id()
-                        ),
-                    );
-                }
-                if !buyers.insert(&bid.buyer) {
-                    return refuse(
-                        ErrorCode::DuplicateBid,
-                        format!("lot `{}`: buyer `{}` bids twice", lot.lot, bid.buyer),
-                    );
-                }
-                if bid.ciphertext.is_empty() || bid.ciphertext.len() > MAX_CIPHERTEXT_LEN {
-                    return refuse(
-                        ErrorCode::MalformedFrame,
-                        format!(
-                            "lot `{}`: buyer `{}`'s ciphertext is {} bytes (KMS ciphertexts are 1 to {MAX_CIPHERTEXT_LEN})",
-                            lot.lot,
-                            bid.buyer,
-                            bid.ciphertext.len()
-                        ),
-                    );
-                }
-                let digest = config::sha256(&bid.ciphertext);
-                if self.guard.seen.contains(&digest) || digests.contains(&digest) {
-                    return refuse(
-                        ErrorCode::ReplayedCiphertext,
-                        format!(
-                            "lot `{}`: buyer `{}`'s ciphertext was already used; a ciphertext counts for one lot of one auction only",
-                            lot.lot, bid.buyer
-                        ),
-                    );
-                }
-                digests.push(digest);
-            }
-            if self.guard.seen.len() + digests.len() > self.guard.capacity {
-                return refuse(
-                    ErrorCode::TooManyLots,
-                    format!(
-                        "this enclave opens at most {} bids per boot",
-                        self.guard.capacity
-                    ),
-                );
-            }
-            Ok(digests)
-        })();
-        let digests = match checked {
-            Ok(d) => d,
-            Err((code, message)) => {
-                self.error(Some(id), code, message);
-                return;
-            }
+    fn seal(&mut self, id: u64, seal: Seal) {
+        let auction = self.auction.as_ref().expect("phase Sealing has an auction");
+        let Some(buyer) = auction.buyer_index(&seal.buyer) else {
+            let message = format!(
+                "seal from `{}`, who is not a buyer in auction {}",
+                seal.buyer,
+                auction.config.auction_id()
+            );
+            self.fail(Some(id), ErrorCode::UnknownBuyer, message);
+            return;
         };
-        // Accepted: from here on the ciphertexts are spent, whatever KMS says.
-        self.guard.seen.extend(digests);
-        auction.lots.insert(lot.lot.clone());
-        let credentials = self
-            .credentials
-            .clone()
-            .expect("phase Open has credentials");
-        let mut verdicts = Vec::with_capacity(lot.bids.len());
-        for (index, bid) in lot.bids.into_iter().enumerate() {
-            let spec = auction.config.buyer(&bid.buyer).expect("checked above");
-            self.actions.push_back(Action::Decrypt(DecryptJob {
-                ticket: BidTicket { request: id, index },
-                key_arn: spec.key_arn.clone(),
-                ciphertext: bid.ciphertext,
-                context: kms::bid_context(auction.config.auction_id(), &lot.lot, &bid.buyer),
-                retry_without_context: auction.config.allow_no_context(),
-                credentials: credentials.clone(),
-            }));
-            verdicts.push((bid.buyer, None));
-        }
-        self.pending_bids += verdicts.len();
-        self.stats.bids_opened += verdicts.len() as u64;
-        auction.pending.insert(
-            id,
-            PendingLot {
-                lot: lot.lot,
-                remaining: verdicts.len(),
-                verdicts,
-            },
-        );
-    }
-
-    fn close(&mut self, id: u64) {
-        let auction = self.auction.as_mut().expect("phase Open has an auction");
-        if !auction.pending.is_empty() {
-            let n = auction.pending.len();
-            self.error(
+        let twice = auction.sealed[buyer]
+            || self
+                .jobs
+                .values()
+                .any(|j| matches!(j, Job::Seal { buyer: b, .. } if *b == buyer));
+        if twice {
+            self.fail(
                 Some(id),
-                ErrorCode::OutOfOrder,
-                format!("close while {n} lot(s) are still being opened; wait for their outcomes"),
+                ErrorCode::DuplicateSeal,
+                format!("buyer `{}` sent a second seal", seal.buyer),
             );
             return;
         }
-        output::sort_results(&mut auction.results);
-        let csv = output::render_csv(&auction.results, auction.config.reveal());
-        let output_sha256 = config::sha256(&csv);
-        let purpose = AttestPurpose::Close {
-            id,
-            lots: auction.results.len() as u64,
-            config_sha256: auction.config_sha256,
-            output_sha256,
+        if seal.ciphertext.is_empty() || seal.ciphertext.len() > MAX_CIPHERTEXT_LEN {
+            self.fail(
+                Some(id),
+                ErrorCode::SealRefused,
+                format!(
+                    "buyer `{}`'s seal is {} bytes (KMS ciphertexts are 1 to {MAX_CIPHERTEXT_LEN})",
+                    seal.buyer,
+                    seal.ciphertext.len()
+                ),
+            );
+            return;
+        }
+        let spec = &auction.config.buyers()[buyer];
+        let job = DecryptJob {
+            ticket: BidTicket {
+                request: id,
+                index: 0,
+            },
+            key_arn: spec.key_arn.clone(),
+            ciphertext: seal.ciphertext,
+            context: manifest::seal_context(
+                auction.config.auction_id(),
+                &spec.name,
+                &auction.terms_sha256,
+            ),
+            retry_without_context: false,
+            credentials: self
+                .credentials
+                .clone()
+                .expect("phase Sealing has credentials"),
         };
-        let user_data = config::result_commitment(&auction.config_sha256, &output_sha256);
+        self.jobs
+            .insert(job.ticket, Job::Seal { request: id, buyer });
+        self.actions.push_back(Action::Decrypt(job));
+    }
+
+    fn chunk_or_hold(&mut self, id: u64, chunk: FileChunk) {
+        let jobs = self.jobs.len();
+        let cap = self.settings.max_held_bytes;
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        if auction.busy(jobs) || !auction.held.is_empty() {
+            auction.held_bytes += chunk.data.len();
+            auction.held.push_back((id, chunk));
+            if auction.held_bytes > cap {
+                self.fail(
+                    Some(id),
+                    ErrorCode::FileTooLarge,
+                    format!(
+                        "the parent sent more than {cap} bytes of files ahead while bids were being opened; wait for the answer to each file's last chunk"
+                    ),
+                );
+            }
+            return;
+        }
+        self.chunk(id, chunk);
+    }
+
+    fn chunk(&mut self, id: u64, chunk: FileChunk) {
+        let max_file = self.settings.max_file_bytes;
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        let Some(buyer) = auction.buyer_index(&chunk.buyer) else {
+            let message = format!(
+                "file from `{}`, who is not a buyer in auction {}",
+                chunk.buyer,
+                auction.config.auction_id()
+            );
+            self.fail(Some(id), ErrorCode::UnknownBuyer, message);
+            return;
+        };
+        match &auction.incoming {
+            Some(inc) if inc.buyer != buyer => {
+                let message = format!(
+                    "a chunk of `{}`'s file arrived while `{}`'s is not finished; files are sent one at a time",
+                    chunk.buyer,
+                    auction.buyer_name(inc.buyer)
+                );
+                self.fail(Some(id), ErrorCode::OutOfOrder, message);
+                return;
+            }
+            Some(_) => {}
+            None if auction.files[buyer].is_some() => {
+                self.fail(
+                    Some(id),
+                    ErrorCode::DuplicateFile,
+                    format!("buyer `{}`'s file was already received", chunk.buyer),
+                );
+                return;
+            }
+            None => {
+                let expected = auction
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| m.file(&chunk.buyer))
+                    .map_or(0, |f| f.size);
+                auction.incoming = Some(Incoming {
+                    buyer,
+                    hash: digest::Context::new(&digest::SHA256),
+                    bytes: Vec::with_capacity(expected as usize),
+                });
+            }
+        }
+        let inc = auction.incoming.as_mut().expect("set above");
+        let limit = match &auction.manifest {
+            Some(m) => m.files()[buyer].size,
+            None => max_file,
+        };
+        let received = inc.bytes.len() as u64 + chunk.data.len() as u64;
+        if received > limit {
+            let (code, message) = match auction.mode {
+                Mode::Sealed => (
+                    ErrorCode::FileMismatch,
+                    format!(
+                        "buyer `{}`'s file is longer than the {limit} bytes the manifest names",
+                        chunk.buyer
+                    ),
+                ),
+                Mode::Unsealed => (
+                    ErrorCode::FileTooLarge,
+                    format!(
+                        "buyer `{}`'s file is over this enclave's limit of {limit} bytes",
+                        chunk.buyer
+                    ),
+                ),
+            };
+            self.fail(Some(id), code, message);
+            return;
+        }
+        inc.hash.update(&chunk.data);
+        inc.bytes.extend_from_slice(&chunk.data);
+        let ack = ChunkAccepted {
+            buyer: chunk.buyer,
+            received,
+        };
+        if !chunk.last {
+            self.reply(Some(id), Response::ChunkAccepted(ack));
+            return;
+        }
+        let inc = auction.incoming.take().expect("set above");
+        auction.pending_acks.push((id, ack));
+        if let Err((code, message)) = self.complete_file(id, inc) {
+            self.fail(Some(id), code, message);
+            return;
+        }
+        self.pump();
+    }
+
+    /// A whole file arrived: check it against the manifest, parse it, queue its bids.
+    fn complete_file(&mut self, id: u64, inc: Incoming) -> Result<(), (ErrorCode, String)> {
+        let settings = &self.settings;
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        let buyer = inc.buyer;
+        let name = auction.buyer_name(buyer).clone();
+        let sha256: [u8; 32] = inc
+            .hash
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let size = inc.bytes.len() as u64;
+        let format = FileFormat::detect(&inc.bytes);
+        if let Some(m) = &auction.manifest {
+            let f = &m.files()[buyer];
+            if f.size != size || f.sha256 != sha256 || f.format != format {
+                return Err((
+                    ErrorCode::FileMismatch,
+                    format!(
+                        "buyer `{name}`'s file ({size} bytes, SHA-256 {}, {format}) is not the one the manifest names ({} bytes, SHA-256 {}, {}); nothing is decided",
+                        hex::encode(sha256),
+                        f.size,
+                        hex::encode(f.sha256),
+                        f.format
+                    ),
+                ));
+            }
+        }
+        auction.files[buyer] = Some(FileSummary {
+            buyer: name.clone(),
+            format,
+            size,
+            sha256,
+        });
+        let limits = bidfile::Limits {
+            max_bytes: settings.max_file_bytes as usize,
+            max_rows: settings.max_bids.saturating_sub(auction.rows),
+        };
+        let file = match format {
+            FileFormat::PerBid => {
+                bidfile::parse_encrypted_lenient(name.as_str(), &inc.bytes, limits)
+            }
+            FileFormat::Envelope => {
+                return Err((
+                    ErrorCode::InvalidAuction,
+                    format!(
+                        "buyer `{name}`'s file is an envelope file; this build opens per-bid files only"
+                    ),
+                ));
+            }
+        };
+        drop(inc.bytes);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if matches!(e.kind, bidfile::BidFileErrorKind::TooManyRows { .. }) => {
+                return Err((
+                    ErrorCode::TooManyBids,
+                    format!(
+                        "buyer `{name}`'s file takes the auction over this enclave's limit of {} bids",
+                        settings.max_bids
+                    ),
+                ));
+            }
+            Err(_) => {
+                // Not a bid file at all. The buyer sealed it (or, unsealed, the operator is
+                // trusted): set it aside whole, never guessing at a part of it.
+                auction.set_aside(buyer, Reason::MalformedFile, 1);
+                return Ok(());
+            }
+        };
+        auction.set_aside(buyer, Reason::MalformedRow, file.malformed_rows);
+        auction.rows += file.rows.len();
+        let mut digests = Vec::new();
+        if auction.mode == Mode::Unsealed {
+            for row in &file.rows {
+                let d = config::sha256(&row.ciphertext);
+                digests.push(d);
+            }
+            let fresh: HashSet<&[u8; 32]> = digests.iter().collect();
+            if fresh.len() != digests.len() || digests.iter().any(|d| self.guard.seen.contains(d)) {
+                return Err((
+                    ErrorCode::ReplayedCiphertext,
+                    format!(
+                        "buyer `{name}`'s file holds a ciphertext already used since this enclave started; in an unsealed auction a ciphertext counts once per boot (restart the enclave to rerun, or seal the auction)"
+                    ),
+                ));
+            }
+            if self.guard.seen.len() + digests.len() > self.guard.capacity {
+                return Err((
+                    ErrorCode::TooManyBids,
+                    format!(
+                        "this enclave opens at most {} unsealed bids per boot",
+                        self.guard.capacity
+                    ),
+                ));
+            }
+            self.guard.seen.extend(digests);
+        }
+        for lot in &file.duplicate_lots {
+            let l = lot_slot(auction, lot, settings.max_lots)?;
+            auction.set_aside(buyer, Reason::DuplicateLot, 1);
+            auction
+                .verdicts
+                .push((l, buyer as u8, Verdict::Disqualified(Reason::DuplicateLot)));
+        }
+        for (index, row) in file.rows.into_iter().enumerate() {
+            let lot = lot_slot(auction, &row.lot, settings.max_lots)?;
+            auction.queue.push_back(QueuedBid {
+                ticket: BidTicket { request: id, index },
+                lot,
+                buyer,
+                ciphertext: row.ciphertext,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts opening queued bids while there is room; answers a file's last chunk once all
+    /// its bids are opened.
+    fn pump(&mut self) {
+        let Some(auction) = self.auction.as_mut() else {
+            return;
+        };
+        if auction.queue.is_empty() && self.jobs.is_empty() {
+            for (id, ack) in std::mem::take(&mut auction.pending_acks) {
+                self.reply(Some(id), Response::ChunkAccepted(ack));
+            }
+            // Now the chunks sent ahead, until one starts opening bids again.
+            loop {
+                let Some(auction) = self.auction.as_mut() else {
+                    return;
+                };
+                if auction.busy(self.jobs.len()) || self.phase != Phase::Files {
+                    return;
+                }
+                let Some((id, chunk)) = auction.held.pop_front() else {
+                    return;
+                };
+                auction.held_bytes -= chunk.data.len();
+                // `chunk` pumps again when a file completes; that call handles the rest.
+                self.chunk(id, chunk);
+            }
+        }
+        while self.jobs.len() < self.settings.max_pending_bids {
+            let Some(q) = auction.queue.pop_front() else {
+                break;
+            };
+            let spec = &auction.config.buyers()[q.buyer];
+            let job = DecryptJob {
+                ticket: q.ticket,
+                key_arn: spec.key_arn.clone(),
+                ciphertext: q.ciphertext,
+                context: kms::bid_context(
+                    auction.config.auction_id(),
+                    &auction.lot_ids[q.lot as usize],
+                    &spec.name,
+                ),
+                retry_without_context: auction.config.allow_no_context(),
+                credentials: self
+                    .credentials
+                    .clone()
+                    .expect("phase Files has credentials"),
+            };
+            self.jobs.insert(
+                q.ticket,
+                Job::Bid {
+                    lot: q.lot,
+                    buyer: q.buyer,
+                },
+            );
+            self.stats.bids_opened += 1;
+            self.actions.push_back(Action::Decrypt(job));
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        if auction.incoming.is_some()
+            || !auction.queue.is_empty()
+            || !self.jobs.is_empty()
+            || !auction.held.is_empty()
+            || !auction.pending_acks.is_empty()
+        {
+            self.error(
+                Some(id),
+                ErrorCode::OutOfOrder,
+                "close while a file is being received or bids are being opened; wait for every chunk's answer".into(),
+            );
+            return;
+        }
+        if let Some(i) = auction.files.iter().position(Option::is_none) {
+            let message = format!(
+                "buyer `{}`'s file was never sent; an auction is decided on every buyer's file or not at all",
+                auction.buyer_name(i)
+            );
+            self.fail(Some(id), ErrorCode::MissingFile, message);
+            return;
+        }
+        let reveal = auction.config.reveal();
+        // The lot index is not needed any more: free it before the results are built.
+        drop(std::mem::take(&mut auction.lot_index));
+        let mut verdicts = std::mem::take(&mut auction.verdicts);
+        verdicts.sort_unstable_by_key(|&(lot, buyer, _)| (lot, buyer));
+        let mut results: Vec<LotResult> = Vec::with_capacity(auction.lot_ids.len());
+        let mut rest = verdicts.as_slice();
+        for (lot, lot_id) in auction.lot_ids.iter().enumerate() {
+            let n = rest.iter().take_while(|v| v.0 as usize == lot).count();
+            let (mine, tail) = rest.split_at(n);
+            rest = tail;
+            let bids = mine
+                .iter()
+                .map(|&(_, b, v)| (auction.config.buyers()[b as usize].name.clone(), v));
+            results.push(auction::decide(lot_id.clone(), bids, reveal));
+        }
+        drop(verdicts);
+        output::sort_results(&mut results);
+        self.stats.lots_decided = results.len() as u64;
+        self.stats.bids_set_aside = results
+            .iter()
+            .map(|r: &LotResult| r.disqualified.len() as u64)
+            .sum();
+        let csv = output::render_csv(&results, reveal);
+        let files: Vec<FileSummary> = auction.files.iter().flatten().cloned().collect();
+        let set_aside: Vec<SetAside> = auction
+            .set_aside
+            .iter()
+            .map(|(&(buyer, reason), &count)| SetAside {
+                buyer: auction.config.buyers()[buyer].name.clone(),
+                reason,
+                count,
+            })
+            .collect();
+        let json = output::render_json(&output::Report {
+            config: &auction.config,
+            mode: auction.mode,
+            terms_sha256: auction.terms_sha256,
+            files: &files,
+            set_aside: &set_aside,
+            results: &results,
+        });
+        let commitment = ResultCommitment {
+            mode: auction.mode,
+            terms_sha256: auction.terms_sha256,
+            csv_sha256: config::sha256(&csv),
+            json_sha256: config::sha256(&json),
+        };
+        let closed = Closed {
+            mode: auction.mode,
+            lots: results.len() as u64,
+            terms_sha256: auction.terms_sha256,
+            csv_sha256: commitment.csv_sha256,
+            json_sha256: commitment.json_sha256,
+            attestation: Vec::new(),
+        };
+        drop(results);
         self.phase = Phase::Closing;
         let nonce = self.nonce.clone();
-        self.attest(purpose, user_data, nonce);
+        self.attest(
+            AttestPurpose::Close {
+                id,
+                closed,
+                csv,
+                json,
+            },
+            commitment.to_bytes(),
+            nonce,
+        );
     }
 
     fn attest(&mut self, purpose: AttestPurpose, user_data: Vec<u8>, nonce: Vec<u8>) {
@@ -733,7 +1218,8 @@ impl EnclaveSession {
         );
     }
 
-    /// A fatal error reply, then the end of the session.
+    /// A fatal error reply, then the end of the session. Whatever was decided so far is
+    /// dropped with the session: nothing about it ever leaves.
     fn fail(&mut self, id: Option<u64>, code: ErrorCode, message: String) {
         self.reply(
             id,
@@ -749,6 +1235,35 @@ impl EnclaveSession {
     fn end(&mut self, why: String) {
         self.phase = Phase::Ended;
         self.actions.clear();
+        self.jobs.clear();
+        self.auction = None;
         self.end_reason.get_or_insert(why);
     }
+}
+
+/// The lot's slot in the auction, registering it on first sight.
+fn lot_slot(
+    auction: &mut Auction,
+    lot: &LotId,
+    max_lots: usize,
+) -> Result<u32, (ErrorCode, String)> {
+    if let Some(&i) = auction.lot_index.get(lot) {
+        return Ok(i);
+    }
+    if auction.lot_ids.len() >= max_lots {
+        return Err((
+            ErrorCode::TooManyLots,
+            format!("this enclave takes at most {max_lots} lots per auction"),
+        ));
+    }
+    let i = auction.lot_ids.len() as u32;
+    auction.lot_ids.push(lot.clone());
+    auction.lot_index.insert(lot.clone(), i);
+    Ok(i)
+}
+
+/// Raw bytes per chunk (of a file or a result) whose frame, base64 and a little JSON, fits
+/// within `max_frame`.
+pub fn chunk_len_for(max_frame: usize) -> usize {
+    (max_frame.saturating_sub(512) / 4 * 3).clamp(1, 512 * 1024)
 }

@@ -1,33 +1,40 @@
 //! The parent's end of a session: drives one auction through the enclave and checks
 //! everything that comes back before anything is written anywhere.
 //!
-//! Checks, in order: the hello attestation (trust anchor, freshness, our nonce, the expected
-//! PCR0, `dev` only when allowed) before credentials are sent; the configuration digest the
-//! enclave echoes; every lot outcome against what was sent (right lot, only buyers that bid,
-//! prices only when the policy reveals them); and at close, the output digest against our own
-//! rendering of the outcomes and the result attestation's commitment to it.
+//! Order: hello (its attestation checked — trust anchor, freshness, our nonce, the expected
+//! PCR0, never a debug-mode or dev enclave unless allowed — before credentials are sent) →
+//! credentials → open (the manifest, or unsealed terms) → every buyer's seal → every buyer's
+//! file, whole, in chunks under a window → close. At close the result arrives whole; it is
+//! accepted only if its digests, the attestation's commitment to them and to the terms, and
+//! the PCR0 all check out.
 
 use super::Millis;
 use crate::attestation::{self, VerifiedDocument};
-use crate::auction::{LotResult, Outcome};
-use crate::config::{self, AuctionConfig, HELLO_USER_DATA};
+use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
 use crate::credentials::Credentials;
-use crate::names::{BuyerName, LotId};
-use crate::output;
+use crate::manifest::{FileFormat, Manifest};
+use crate::names::BuyerName;
+use crate::output::OutputHeader;
+use crate::session::enclave::chunk_len_for;
 use crate::wire::{
-    Close, ErrorCode, FrameDecoder, FrameError, FromEnclave, Hello, LotBids, MessageError,
-    PROTOCOL_VERSION, Request, Response, ToEnclave, decode_response, encode_frame, encode_request,
+    Close, ErrorCode, FileChunk, FrameDecoder, FrameError, FromEnclave, Hello, MessageError,
+    OpenSealed, OutputFile, PROTOCOL_VERSION, Request, Response, Seal, ToEnclave, decode_response,
+    encode_frame, encode_request,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+/// The result is at most this big (a million lots of CSV and JSON is about 100 MiB).
+pub const MAX_RESULT_BYTES: usize = 512 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ParentSettings {
     pub max_frame: usize,
-    /// Lots in flight at once.
+    /// File chunks in flight at once.
     pub window: usize,
-    /// Accept an enclave that says it is a dev build (software NSM).
+    /// Accept an enclave that says it is a dev build (software NSM), and one without an
+    /// expected PCR0.
     pub allow_dev: bool,
-    /// When set, the enclave's PCR0 must equal it.
+    /// The enclave's PCR0 must equal it. Required unless `allow_dev`.
     pub expected_pcr0: Option<Vec<u8>>,
     /// DER of the attestation trust anchor (AWS Nitro root G1 unless told otherwise).
     pub root_der: Vec<u8>,
@@ -42,16 +49,120 @@ impl ParentSettings {
     pub fn new(root_der: Vec<u8>) -> Self {
         ParentSettings {
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
-            window: 64,
+            window: 16,
             allow_dev: false,
             expected_pcr0: None,
             root_der,
             hello_timeout: 30_000,
             reply_timeout: 120_000,
-            close_timeout: 60_000,
+            close_timeout: 600_000,
             refresh_margin: 5 * 60 * 1000,
         }
     }
+}
+
+/// What the auction is decided on.
+#[derive(Debug, Clone)]
+pub enum Terms {
+    /// The buyers sealed this manifest (its bytes are sent as they are).
+    Sealed { manifest: Manifest, bytes: Vec<u8> },
+    /// The buyers trust the operator.
+    Unsealed(AuctionConfig),
+}
+
+impl Terms {
+    pub fn config(&self) -> &AuctionConfig {
+        match self {
+            Terms::Sealed { manifest, .. } => manifest.terms(),
+            Terms::Unsealed(c) => c,
+        }
+    }
+    pub fn mode(&self) -> Mode {
+        match self {
+            Terms::Sealed { .. } => Mode::Sealed,
+            Terms::Unsealed(_) => Mode::Unsealed,
+        }
+    }
+    /// The bytes the result commits to: the manifest, or the configuration's canonical JSON.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            Terms::Sealed { bytes, .. } => bytes.clone(),
+            Terms::Unsealed(c) => c.canonical_bytes(),
+        }
+    }
+    pub fn digest(&self) -> [u8; 32] {
+        config::sha256(&self.bytes())
+    }
+}
+
+/// One buyer's part of a run: the file as read, and (sealed) the seal.
+#[derive(Debug, Clone)]
+pub struct BuyerInput {
+    pub buyer: BuyerName,
+    pub file: Vec<u8>,
+    pub seal: Option<Vec<u8>>,
+}
+
+/// Why the inputs cannot make this auction; found before the enclave is contacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("buyer `{0}` has no bid file")]
+    MissingFile(BuyerName),
+    #[error("buyer `{0}` has no seal: every buyer must seal the manifest before the auction runs")]
+    MissingSeal(BuyerName),
+    #[error("`{0}` is not a buyer of this auction")]
+    UnknownBuyer(BuyerName),
+    #[error("buyer `{0}` is listed twice")]
+    Duplicate(BuyerName),
+    #[error(
+        "buyer `{buyer}`'s file changed since the manifest was made: now {size} bytes, SHA-256 {sha256}; the manifest says {manifest_size} bytes, SHA-256 {manifest_sha256}"
+    )]
+    Changed {
+        buyer: BuyerName,
+        size: u64,
+        sha256: String,
+        manifest_size: u64,
+        manifest_sha256: String,
+    },
+}
+
+/// Puts the inputs in the terms' buyer order and checks them against the manifest.
+pub fn order_inputs(terms: &Terms, inputs: Vec<BuyerInput>) -> Result<Vec<BuyerInput>, InputError> {
+    let buyers = terms.config().buyers();
+    let mut slots: Vec<Option<BuyerInput>> = vec![None; buyers.len()];
+    for input in inputs {
+        let Some(i) = buyers.iter().position(|b| b.name == input.buyer) else {
+            return Err(InputError::UnknownBuyer(input.buyer));
+        };
+        if slots[i].is_some() {
+            return Err(InputError::Duplicate(input.buyer));
+        }
+        slots[i] = Some(input);
+    }
+    let mut out = Vec::with_capacity(buyers.len());
+    for (spec, slot) in buyers.iter().zip(slots) {
+        let input = slot.ok_or_else(|| InputError::MissingFile(spec.name.clone()))?;
+        if let Terms::Sealed { manifest, .. } = terms {
+            if input.seal.is_none() {
+                return Err(InputError::MissingSeal(spec.name.clone()));
+            }
+            let f = manifest
+                .file(&spec.name)
+                .expect("manifest has a file per buyer");
+            let sha256 = config::sha256(&input.file);
+            if f.sha256 != sha256 || f.size != input.file.len() as u64 {
+                return Err(InputError::Changed {
+                    buyer: spec.name.clone(),
+                    size: input.file.len() as u64,
+                    sha256: hex::encode(sha256),
+                    manifest_size: f.size,
+                    manifest_sha256: hex::encode(f.sha256),
+                });
+            }
+        }
+        out.push(input);
+    }
+    Ok(out)
 }
 
 /// What the enclave showed of itself at hello.
@@ -66,14 +177,15 @@ pub struct EnclaveInfo {
 /// The checked result of an auction, ready to be written.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    pub results: Vec<LotResult>,
+    pub mode: Mode,
     pub output_csv: Vec<u8>,
     pub output_json: Vec<u8>,
-    /// The canonical configuration bytes the attestation commits to.
-    pub config_json: Vec<u8>,
+    /// What `output.json` says besides the lots: files counted, set-aside counts.
+    pub header: OutputHeader,
+    /// The terms' bytes the attestation commits to: the manifest (sealed) or the
+    /// configuration's canonical JSON (unsealed).
+    pub terms_json: Vec<u8>,
     pub attestation: Vec<u8>,
-    /// Each lot's time from being sent to its outcome arriving, in ms, in arrival order.
-    pub lot_latency_ms: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -82,10 +194,12 @@ pub enum Event {
     Connected(EnclaveInfo),
     /// The credentials expire soon: call [`ParentSession::refresh_credentials`].
     NeedCredentials,
-    /// A lot's outcome arrived.
+    /// Every seal was accepted.
+    Sealed,
+    /// File bytes taken by the enclave so far.
     Progress {
-        done: usize,
-        total: usize,
+        done: u64,
+        total: u64,
     },
     Finished(Box<Finished>),
     Failed(SessionError),
@@ -103,6 +217,10 @@ pub enum SessionError {
         "the enclave is a dev build (software NSM, no hardware attestation); refusing it without --allow-dev-enclave"
     )]
     DevEnclave,
+    #[error(
+        "no expected PCR0 is configured; refusing to hand credentials to an enclave whose image nobody checked"
+    )]
+    NoExpectedPcr0,
     #[error("enclave attestation ({what}) failed: {reason}")]
     Attestation { what: &'static str, reason: String },
     #[error("enclave PCR0 is {found}, expected {expected}")]
@@ -126,7 +244,8 @@ enum Phase {
     AwaitHello,
     AwaitCredentials,
     AwaitOpen,
-    Lots,
+    Seals,
+    Files,
     AwaitClose,
     Done,
 }
@@ -136,26 +255,40 @@ enum Sent {
     Hello,
     Credentials,
     Open,
-    Lot(usize),
+    Seal(usize),
+    /// `extra`: for a file's last chunk, time on top of the reply timeout for its bids to be
+    /// opened (the enclave answers it only then).
+    Chunk {
+        buyer: usize,
+        end: usize,
+        extra: Millis,
+    },
     Close,
 }
 
+/// Time allowed per bid of a file, on top of the reply timeout, before its last chunk must be
+/// answered: 20 bids/s, far below what KMS sustains. The enclave itself gives up on a bid
+/// after its own KMS deadline and says so; this only catches an enclave that went silent.
+pub const MS_PER_BID: Millis = 50;
+
 pub struct ParentSession {
     settings: ParentSettings,
-    config: AuctionConfig,
-    config_sha256: [u8; 32],
+    terms: Terms,
+    terms_sha256: [u8; 32],
+    inputs: Vec<BuyerInput>,
     nonce: Vec<u8>,
-    lots: Vec<LotBids>,
-    next_lot: usize,
     decoder: FrameDecoder,
     outbox: Vec<u8>,
     next_id: u64,
     phase: Phase,
     in_flight: HashMap<u64, (Sent, Millis)>,
-    /// When each lot request went out, for latency figures.
-    lot_sent_at: HashMap<u64, Millis>,
-    lot_latency_ms: Vec<u64>,
-    results: Vec<LotResult>,
+    seals_accepted: usize,
+    /// The next chunk to send: buyer index and offset.
+    cursor: (usize, usize),
+    acked_bytes: u64,
+    total_bytes: u64,
+    csv: Vec<u8>,
+    json: Vec<u8>,
     credentials: Credentials,
     refresh_requested: bool,
     enclave: Option<EnclaveInfo>,
@@ -164,30 +297,33 @@ pub struct ParentSession {
 
 impl ParentSession {
     /// Starts a session: the hello is queued at once. `nonce` must be fresh and random
-    /// (16 to 512 bytes); `lots` are sent in the given order.
+    /// (16 to 512 bytes); `inputs` come from [`order_inputs`].
     pub fn new(
         settings: ParentSettings,
-        config: AuctionConfig,
-        lots: Vec<LotBids>,
+        terms: Terms,
+        inputs: Vec<BuyerInput>,
         credentials: Credentials,
         nonce: Vec<u8>,
         now: Millis,
     ) -> Self {
+        let total_bytes = inputs.iter().map(|i| i.file.len() as u64).sum();
         let mut s = ParentSession {
             decoder: FrameDecoder::new(settings.max_frame),
-            config_sha256: config.digest(),
+            terms_sha256: terms.digest(),
             settings,
-            config,
+            terms,
+            inputs,
             nonce: nonce.clone(),
-            results: Vec::with_capacity(lots.len()),
-            lots,
-            next_lot: 0,
             outbox: Vec::new(),
             next_id: 1,
             phase: Phase::AwaitHello,
             in_flight: HashMap::new(),
-            lot_sent_at: HashMap::new(),
-            lot_latency_ms: Vec::new(),
+            seals_accepted: 0,
+            cursor: (0, 0),
+            acked_bytes: 0,
+            total_bytes,
+            csv: Vec::new(),
+            json: Vec::new(),
             credentials,
             refresh_requested: false,
             enclave: None,
@@ -229,10 +365,10 @@ impl ParentSession {
         }
         let during = match self.phase {
             Phase::AwaitHello => "before answering hello".to_owned(),
-            Phase::Lots => format!(
-                "mid-auction ({} of {} lots decided)",
-                self.results.len(),
-                self.lots.len()
+            Phase::Seals => "while opening the seals".to_owned(),
+            Phase::Files => format!(
+                "mid-auction ({} of {} bytes of bid files taken)",
+                self.acked_bytes, self.total_bytes
             ),
             Phase::AwaitClose => "before answering close".to_owned(),
             _ => "before the auction was open".to_owned(),
@@ -281,7 +417,7 @@ impl ParentSession {
         self.refresh_requested = false;
         if matches!(
             self.phase,
-            Phase::AwaitOpen | Phase::Lots | Phase::AwaitClose
+            Phase::AwaitOpen | Phase::Seals | Phase::Files | Phase::AwaitClose
         ) {
             let c = self.credentials.clone();
             self.send(Request::Credentials(c), Sent::Credentials, now);
@@ -300,8 +436,9 @@ impl ParentSession {
         self.phase != Phase::Done
     }
 
-    pub fn lots_done(&self) -> usize {
-        self.results.len()
+    /// Bytes of bid files the enclave has taken, and the total.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.acked_bytes, self.total_bytes)
     }
 
     fn refresh_at(&self) -> Option<Millis> {
@@ -320,16 +457,21 @@ impl ParentSession {
         match sent {
             Sent::Hello => self.settings.hello_timeout,
             Sent::Close => self.settings.close_timeout,
+            Sent::Chunk { extra, .. } => self.settings.reply_timeout.saturating_add(*extra),
             _ => self.settings.reply_timeout,
         }
     }
 
     fn describe(&self, sent: &Sent) -> String {
+        let name = |i: usize| self.inputs[i].buyer.to_string();
         match sent {
             Sent::Hello => "hello".into(),
             Sent::Credentials => "credentials".into(),
-            Sent::Open => format!("open auction {}", self.config.auction_id()),
-            Sent::Lot(i) => format!("lot `{}`", self.lots[*i].lot),
+            Sent::Open => format!("open auction {}", self.terms.config().auction_id()),
+            Sent::Seal(i) => format!("buyer `{}`'s seal", name(*i)),
+            Sent::Chunk { buyer, end, .. } => {
+                format!("buyer `{}`'s file up to byte {end}", name(*buyer))
+            }
             Sent::Close => "close".into(),
         }
     }
@@ -346,36 +488,46 @@ impl ParentSession {
             return;
         }
         let deadline = now.saturating_add(self.timeout_for(&sent));
-        if matches!(sent, Sent::Lot(_)) {
-            self.lot_sent_at.insert(id, now);
-        }
         self.in_flight.insert(id, (sent, deadline));
     }
 
     fn fill_window(&mut self, now: Millis) {
-        // Only lots count against the window: a credentials refresh in flight must not
-        // hold lots back (with a window of one it would stall the auction).
-        let mut lots_in_flight = self
+        // Only chunks count against the window: a credentials refresh in flight must not
+        // hold files back (with a window of one it would stall the auction).
+        let mut chunks_in_flight = self
             .in_flight
             .values()
-            .filter(|(s, _)| matches!(s, Sent::Lot(_)))
+            .filter(|(s, _)| matches!(s, Sent::Chunk { .. }))
             .count();
-        while self.phase == Phase::Lots
-            && self.next_lot < self.lots.len()
-            && lots_in_flight < self.settings.window
+        let chunk = chunk_len_for(self.settings.max_frame);
+        while self.phase == Phase::Files
+            && self.cursor.0 < self.inputs.len()
+            && chunks_in_flight < self.settings.window.max(1)
         {
-            lots_in_flight += 1;
-            let i = self.next_lot;
-            self.next_lot += 1;
-            let msg = Request::Lot(self.lots[i].clone());
-            self.send(msg, Sent::Lot(i), now);
+            let (buyer, start) = self.cursor;
+            let file = &self.inputs[buyer].file;
+            let end = (start + chunk).min(file.len());
+            let last = end == file.len();
+            let msg = Request::FileChunk(FileChunk {
+                buyer: self.inputs[buyer].buyer.clone(),
+                data: file[start..end].to_vec(),
+                last,
+            });
+            // A per-bid file has a row per bid; an envelope file costs one KMS call.
+            let extra = if last {
+                let rows = match FileFormat::detect(file) {
+                    FileFormat::PerBid => file.iter().filter(|&&b| b == b'\n').count() as u64,
+                    FileFormat::Envelope => 1,
+                };
+                rows.saturating_mul(MS_PER_BID)
+            } else {
+                0
+            };
+            self.cursor = if last { (buyer + 1, 0) } else { (buyer, end) };
+            chunks_in_flight += 1;
+            self.send(msg, Sent::Chunk { buyer, end, extra }, now);
         }
-        if self.phase == Phase::Lots
-            && self.next_lot == self.lots.len()
-            && !self
-                .in_flight
-                .values()
-                .any(|(s, _)| matches!(s, Sent::Lot(_)))
+        if self.phase == Phase::Files && self.cursor.0 == self.inputs.len() && chunks_in_flight == 0
         {
             self.phase = Phase::AwaitClose;
             self.send(Request::Close(Close {}), Sent::Close, now);
@@ -394,6 +546,30 @@ impl ParentSession {
                 _ => SessionError::Protocol("a reply without a request id".into()),
             });
         };
+        // Result chunks answer the close request before `closed` does; it stays outstanding.
+        if let Response::ResultChunk(chunk) = msg {
+            if !matches!(self.in_flight.get(&id), Some((Sent::Close, _))) {
+                return Err(SessionError::Protocol(format!(
+                    "a result chunk answering request {id}, which is not the close"
+                )));
+            }
+            let buf = match chunk.file {
+                OutputFile::Csv if self.json.is_empty() => &mut self.csv,
+                OutputFile::Csv => {
+                    return Err(SessionError::Protocol(
+                        "output.csv chunks after output.json's".into(),
+                    ));
+                }
+                OutputFile::Json => &mut self.json,
+            };
+            buf.extend_from_slice(&chunk.data);
+            if self.csv.len() + self.json.len() > MAX_RESULT_BYTES {
+                return Err(SessionError::Result(format!(
+                    "the result is over {MAX_RESULT_BYTES} bytes"
+                )));
+            }
+            return Ok(());
+        }
         let Some((sent, _)) = self.in_flight.remove(&id) else {
             return Err(SessionError::Protocol(format!(
                 "a reply to request {id}, which is not outstanding"
@@ -438,34 +614,75 @@ impl ParentSession {
             (Sent::Credentials, Response::Credentials(_)) => {
                 if self.phase == Phase::AwaitCredentials {
                     self.phase = Phase::AwaitOpen;
-                    let c = self.config.clone();
-                    self.send(Request::OpenAuction(c), Sent::Open, now);
+                    let msg = match &self.terms {
+                        Terms::Sealed { bytes, .. } => Request::OpenSealed(OpenSealed {
+                            manifest: bytes.clone(),
+                        }),
+                        Terms::Unsealed(c) => Request::OpenUnsealed(c.clone()),
+                    };
+                    self.send(msg, Sent::Open, now);
                 }
                 self.fill_window(now);
                 Ok(())
             }
             (Sent::Open, Response::AuctionOpened(o)) => {
-                if &o.auction_id != self.config.auction_id()
-                    || o.config_sha256 != self.config_sha256
+                if &o.auction_id != self.terms.config().auction_id()
+                    || o.terms_sha256 != self.terms_sha256
+                    || o.mode != self.terms.mode()
                 {
                     return Err(SessionError::Protocol(
-                        "the enclave opened a different auction configuration".into(),
+                        "the enclave opened different terms".into(),
                     ));
                 }
-                self.phase = Phase::Lots;
                 self.check_refresh(now);
-                self.fill_window(now);
+                match self.terms.mode() {
+                    Mode::Sealed => {
+                        self.phase = Phase::Seals;
+                        for i in 0..self.inputs.len() {
+                            let seal = Seal {
+                                buyer: self.inputs[i].buyer.clone(),
+                                ciphertext: self.inputs[i].seal.clone().unwrap_or_default(),
+                            };
+                            self.send(Request::Seal(seal), Sent::Seal(i), now);
+                        }
+                    }
+                    Mode::Unsealed => {
+                        self.phase = Phase::Files;
+                        self.fill_window(now);
+                    }
+                }
                 Ok(())
             }
-            (Sent::Lot(i), Response::Lot(result)) => {
-                self.check_lot(i, &result)?;
-                if let Some(at) = self.lot_sent_at.remove(&id) {
-                    self.lot_latency_ms.push(now.saturating_sub(at));
+            (Sent::Seal(i), Response::SealAccepted(a)) => {
+                if a.buyer != self.inputs[i].buyer {
+                    return Err(SessionError::Protocol(format!(
+                        "answered `{}`'s seal for `{}`",
+                        self.inputs[i].buyer, a.buyer
+                    )));
                 }
-                self.results.push(result);
+                self.seals_accepted += 1;
+                if self.seals_accepted == self.inputs.len() {
+                    self.events.push_back(Event::Sealed);
+                    self.phase = Phase::Files;
+                    self.fill_window(now);
+                }
+                Ok(())
+            }
+            (Sent::Chunk { buyer, end, .. }, Response::ChunkAccepted(a)) => {
+                if a.buyer != self.inputs[buyer].buyer || a.received != end as u64 {
+                    return Err(SessionError::Protocol(format!(
+                        "answered a chunk of `{}`'s file ending at {end} with `{}` at {}",
+                        self.inputs[buyer].buyer, a.buyer, a.received
+                    )));
+                }
+                let before: u64 = self.inputs[..buyer]
+                    .iter()
+                    .map(|i| i.file.len() as u64)
+                    .sum();
+                self.acked_bytes = self.acked_bytes.max(before + end as u64);
                 self.events.push_back(Event::Progress {
-                    done: self.results.len(),
-                    total: self.lots.len(),
+                    done: self.acked_bytes,
+                    total: self.total_bytes,
                 });
                 self.check_refresh(now);
                 self.fill_window(now);
@@ -480,83 +697,28 @@ impl ParentSession {
         }
     }
 
-    /// An outcome may only name buyers that bid on that lot, and a price exactly when the
-    /// policy reveals one and someone won.
-    fn check_lot(&self, i: usize, r: &LotResult) -> Result<(), SessionError> {
-        let sent = &self.lots[i];
-        let bad = |why: String| Err(SessionError::Result(format!("lot `{}`: {why}", sent.lot)));
-        if r.lot != sent.lot {
-            return bad(format!("answer names lot `{}`", r.lot));
-        }
-        let bidders: HashSet<&BuyerName> = sent.bids.iter().map(|b| &b.buyer).collect();
-        let named: Vec<&BuyerName> = match &r.outcome {
-            Outcome::Winner { buyer, .. } => vec![buyer],
-            Outcome::Tie { buyers, .. } => buyers.iter().collect(),
-            Outcome::NoValidBid => vec![],
-        };
-        let mut seen = HashSet::new();
-        for b in named
-            .iter()
-            .copied()
-            .chain(r.disqualified.iter().map(|d| &d.buyer))
-        {
-            if !bidders.contains(b) {
-                return bad(format!("outcome names `{b}`, who did not bid"));
-            }
-            if !seen.insert(b) {
-                return bad(format!("outcome names `{b}` twice"));
-            }
-        }
-        if matches!(&r.outcome, Outcome::Tie { buyers, .. } if buyers.len() < 2) {
-            return bad("a tie of fewer than two buyers".into());
-        }
-        let valid = bidders.len() - r.disqualified.len();
-        if matches!(r.outcome, Outcome::NoValidBid) != (valid == 0) {
-            return bad("outcome does not match the number of valid bids".into());
-        }
-        let wants_price =
-            self.config.reveal().reveals_price() && !matches!(r.outcome, Outcome::NoValidBid);
-        if r.outcome.price().is_some() != wants_price {
-            return bad(format!(
-                "price {} although the reveal policy is {}",
-                if wants_price { "missing" } else { "present" },
-                self.config.reveal()
-            ));
-        }
-        Ok(())
-    }
-
     fn finish(&mut self, c: crate::wire::Closed, now: Millis) -> Result<(), SessionError> {
-        if c.lots != self.results.len() as u64 || self.results.len() != self.lots.len() {
-            return Err(SessionError::Result(format!(
-                "enclave closed with {} lots; {} were sent and {} decided",
-                c.lots,
-                self.lots.len(),
-                self.results.len()
-            )));
+        let bad = |why: String| Err(SessionError::Result(why));
+        let mode = self.terms.mode();
+        if c.mode != mode || c.terms_sha256 != self.terms_sha256 {
+            return bad("the enclave closed different terms than were opened".into());
         }
-        if c.config_sha256 != self.config_sha256 {
-            return Err(SessionError::Result(
-                "closing configuration digest differs from ours".into(),
-            ));
-        }
-        let mut results = std::mem::take(&mut self.results);
-        output::sort_results(&mut results);
-        let output_csv = output::render_csv(&results, self.config.reveal());
-        let output_sha256 = config::sha256(&output_csv);
-        if output_sha256 != c.output_sha256 {
-            return Err(SessionError::Result(format!(
-                "enclave's output digest {} differs from the digest of the outcomes it sent ({})",
-                hex::encode(c.output_sha256),
-                hex::encode(output_sha256)
-            )));
+        let csv = std::mem::take(&mut self.csv);
+        let json = std::mem::take(&mut self.json);
+        if config::sha256(&csv) != c.csv_sha256 || config::sha256(&json) != c.json_sha256 {
+            return bad("the result's bytes do not match the digests the enclave attested".into());
         }
         let doc = self.verify_document("result", &c.attestation, now)?;
-        let expected = config::result_commitment(&self.config_sha256, &output_sha256);
-        if doc.user_data() != Some(expected.as_slice()) {
+        let expected = ResultCommitment {
+            mode,
+            terms_sha256: self.terms_sha256,
+            csv_sha256: c.csv_sha256,
+            json_sha256: c.json_sha256,
+        };
+        if doc.user_data() != Some(expected.to_bytes().as_slice()) {
             return Err(SessionError::Attestation {
                 what: "result",
-                reason: "user_data does not commit to this configuration and output".into(),
+                reason: "user_data does not commit to these terms and this output".into(),
             });
         }
         let hello_pcr0 = self.enclave.as_ref().map(|e| e.pcr0.as_slice());
@@ -566,15 +728,41 @@ impl ParentSession {
                 reason: "PCR0 differs from the hello's".into(),
             });
         }
-        let output_json = output::render_json(&self.config, &results);
+        let header = OutputHeader::parse(&json).map_err(SessionError::Result)?;
+        if &header.auction_id != self.terms.config().auction_id()
+            || header.mode != mode
+            || header.terms_sha256 != self.terms_sha256
+            || header.lot_count != c.lots
+        {
+            return bad("output.json does not describe this auction".into());
+        }
+        if header.files.len() != self.inputs.len() {
+            return bad(format!(
+                "output.json counts {} files; {} were sent",
+                header.files.len(),
+                self.inputs.len()
+            ));
+        }
+        for (f, input) in header.files.iter().zip(&self.inputs) {
+            if f.buyer != input.buyer
+                || f.size != input.file.len() as u64
+                || f.sha256 != config::sha256(&input.file)
+                || f.format != FileFormat::detect(&input.file)
+            {
+                return bad(format!(
+                    "output.json's entry for `{}` is not the file that was sent",
+                    input.buyer
+                ));
+            }
+        }
         self.phase = Phase::Done;
         self.events.push_back(Event::Finished(Box::new(Finished {
-            results,
-            output_csv,
-            output_json,
-            config_json: self.config.canonical_bytes(),
+            mode,
+            output_csv: csv,
+            output_json: json,
+            header,
+            terms_json: self.terms.bytes(),
             attestation: c.attestation,
-            lot_latency_ms: std::mem::take(&mut self.lot_latency_ms),
         })));
         Ok(())
     }
@@ -602,14 +790,17 @@ impl ParentSession {
                 reason: "nonce is not the one this session sent".into(),
             });
         }
-        if let Some(expected) = &self.settings.expected_pcr0 {
-            let found = verified.pcr(0).unwrap_or_default();
-            if found != expected.as_slice() {
-                return Err(SessionError::Pcr0Mismatch {
-                    expected: hex::encode(expected),
-                    found: hex::encode(found),
-                });
+        match &self.settings.expected_pcr0 {
+            Some(expected) => {
+                if !verified.pcr0_matches(expected) {
+                    return Err(SessionError::Pcr0Mismatch {
+                        expected: hex::encode(expected),
+                        found: hex::encode(verified.pcr(0).unwrap_or_default()),
+                    });
+                }
             }
+            None if self.settings.allow_dev => {}
+            None => return Err(SessionError::NoExpectedPcr0),
         }
         Ok(verified)
     }
@@ -622,9 +813,9 @@ impl ParentSession {
         }
     }
 
-    /// Lots in the order they will be sent (for the driver's progress and logs).
-    pub fn lot_ids(&self) -> impl Iterator<Item = &LotId> {
-        self.lots.iter().map(|l| &l.lot)
+    /// The terms being run.
+    pub fn terms(&self) -> &Terms {
+        &self.terms
     }
 }
 
@@ -633,7 +824,9 @@ fn response_kind(r: &Response) -> &'static str {
         Response::Hello(_) => "a hello reply",
         Response::Credentials(_) => "a credentials reply",
         Response::AuctionOpened(_) => "an auction-opened reply",
-        Response::Lot(_) => "a lot outcome",
+        Response::SealAccepted(_) => "a seal-accepted reply",
+        Response::ChunkAccepted(_) => "a chunk-accepted reply",
+        Response::ResultChunk(_) => "a result chunk",
         Response::Closed(_) => "a closed reply",
         Response::Error(_) => "an error",
     }

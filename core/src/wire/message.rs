@@ -5,14 +5,14 @@
 //! values, because a malformed credentials frame would otherwise have its secret echoed back
 //! into an error reply and the logs.
 
-use crate::auction::LotResult;
-use crate::config::AuctionConfig;
+use crate::config::{AuctionConfig, Mode};
 use crate::credentials::Credentials;
-use crate::names::{AuctionId, BuyerName, LotId, Region};
+use crate::names::{AuctionId, BuyerName, Region};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: sealed auctions. Whole files in, nothing out before close.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// NSM limit for an attestation nonce.
 pub const MAX_NONCE_LEN: usize = 512;
 pub const MIN_NONCE_LEN: usize = 16;
@@ -30,8 +30,12 @@ pub struct ToEnclave {
 pub enum Request {
     Hello(Hello),
     Credentials(Credentials),
-    OpenAuction(AuctionConfig),
-    Lot(LotBids),
+    /// Opens a sealed auction: the manifest's canonical bytes. Every buyer's seal follows.
+    OpenSealed(OpenSealed),
+    /// Opens an auction the buyers did not seal (they trust the operator).
+    OpenUnsealed(AuctionConfig),
+    Seal(Seal),
+    FileChunk(FileChunk),
     Close(Close),
 }
 
@@ -40,8 +44,10 @@ impl Request {
         match self {
             Request::Hello(_) => "hello",
             Request::Credentials(_) => "credentials",
-            Request::OpenAuction(_) => "open_auction",
-            Request::Lot(_) => "lot",
+            Request::OpenSealed(_) => "open_sealed",
+            Request::OpenUnsealed(_) => "open_unsealed",
+            Request::Seal(_) => "seal",
+            Request::FileChunk(_) => "file_chunk",
             Request::Close(_) => "close",
         }
     }
@@ -57,17 +63,30 @@ pub struct Hello {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LotBids {
-    pub lot: LotId,
-    pub bids: Vec<SealedBid>,
+pub struct OpenSealed {
+    #[serde(with = "b64")]
+    pub manifest: Vec<u8>,
 }
 
+/// A buyer's seal: KMS's ciphertext of the seal marker under the buyer's key, with the context
+/// naming the auction, the buyer and the manifest's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SealedBid {
+pub struct Seal {
     pub buyer: BuyerName,
     #[serde(with = "b64")]
     pub ciphertext: Vec<u8>,
+}
+
+/// The next bytes of one buyer's bid file. A file is sent whole, in order, one file at a
+/// time; `last` ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChunk {
+    pub buyer: BuyerName,
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
+    pub last: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -89,7 +108,12 @@ pub enum Response {
     Hello(HelloReply),
     Credentials(CredentialsReply),
     AuctionOpened(AuctionOpened),
-    Lot(LotResult),
+    /// The seal decrypted under the buyer's key with the manifest's context.
+    SealAccepted(SealAccepted),
+    /// The chunk was taken (hashed and kept); for the last one, the whole file checked out.
+    ChunkAccepted(ChunkAccepted),
+    /// Part of the result, before [`Response::Closed`]; answers the close request.
+    ResultChunk(ResultChunk),
     Closed(Closed),
     Error(ErrorReply),
 }
@@ -119,20 +143,55 @@ pub struct CredentialsReply {
 #[serde(deny_unknown_fields)]
 pub struct AuctionOpened {
     pub auction_id: AuctionId,
+    pub mode: Mode,
+    /// SHA-256 of the manifest (sealed) or of the configuration's canonical bytes (unsealed).
     #[serde(with = "hex32")]
-    pub config_sha256: [u8; 32],
+    pub terms_sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealAccepted {
+    pub buyer: BuyerName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkAccepted {
+    pub buyer: BuyerName,
+    /// Bytes of this buyer's file received so far.
+    pub received: u64,
+}
+
+/// Which output a [`ResultChunk`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFile {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultChunk {
+    pub file: OutputFile,
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Closed {
+    pub mode: Mode,
     pub lots: u64,
     #[serde(with = "hex32")]
-    pub config_sha256: [u8; 32],
+    pub terms_sha256: [u8; 32],
     #[serde(with = "hex32")]
-    pub output_sha256: [u8; 32],
-    /// NSM attestation document whose `user_data` is the result commitment
-    /// ([`crate::config::result_commitment`]) and whose `nonce` is the hello's.
+    pub csv_sha256: [u8; 32],
+    #[serde(with = "hex32")]
+    pub json_sha256: [u8; 32],
+    /// NSM attestation document whose `user_data` is the
+    /// [`crate::config::ResultCommitment`] and whose `nonce` is the hello's.
     #[serde(with = "b64")]
     pub attestation: Vec<u8>,
 }
@@ -158,13 +217,25 @@ pub enum ErrorCode {
     InvalidNonce,
     InvalidCredentials,
     InvalidAuction,
+    InvalidManifest,
     UnknownBuyer,
-    DuplicateBid,
-    DuplicateLot,
-    EmptyLot,
+    DuplicateSeal,
+    /// A seal did not decrypt to the marker under the buyer's key and the manifest's context.
+    SealRefused,
+    DuplicateFile,
+    /// A file's size or SHA-256 differs from the manifest's.
+    FileMismatch,
+    MissingFile,
+    FileTooLarge,
     ReplayedCiphertext,
     TooManyLots,
+    TooManyBids,
     KmsCredentials,
+    /// KMS refused the enclave access to a buyer's key: the operator's role or the enclave's
+    /// measurement is not allowed by the key policy. Fatal: a bid left out changes a winner.
+    KmsAccessDenied,
+    /// A buyer's key is disabled, pending deletion or gone.
+    KeyUnavailable,
     KmsUnavailable,
     KmsFailure,
     Attestation,
@@ -287,7 +358,6 @@ pub mod hex32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auction::Outcome;
     use crate::credentials::Secret;
     use proptest::prelude::*;
 
@@ -301,13 +371,13 @@ mod tests {
         let m = ToEnclave {
             id: 1,
             msg: Request::Hello(Hello {
-                protocol: 1,
+                protocol: 2,
                 nonce: vec![1, 2, 3],
             }),
         };
         assert_eq!(
             String::from_utf8(encode_request(&m)).unwrap(),
-            r#"{"id":1,"msg":{"hello":{"protocol":1,"nonce":"AQID"}}}"#
+            r#"{"id":1,"msg":{"hello":{"protocol":2,"nonce":"AQID"}}}"#
         );
         round_trip(m);
         round_trip(ToEnclave {
@@ -316,25 +386,29 @@ mod tests {
         });
         round_trip(ToEnclave {
             id: 2,
-            msg: Request::Lot(LotBids {
-                lot: LotId::new("7").unwrap(),
-                bids: vec![SealedBid {
-                    buyer: BuyerName::new("B").unwrap(),
-                    ciphertext: vec![0; 40],
-                }],
+            msg: Request::FileChunk(FileChunk {
+                buyer: BuyerName::new("B").unwrap(),
+                data: vec![0; 40],
+                last: true,
+            }),
+        });
+        round_trip(ToEnclave {
+            id: 3,
+            msg: Request::Seal(Seal {
+                buyer: BuyerName::new("B").unwrap(),
+                ciphertext: vec![7; 9],
             }),
         });
         let r = FromEnclave {
             id: Some(3),
-            msg: Response::Lot(LotResult {
-                lot: LotId::new("1").unwrap(),
-                outcome: Outcome::NoValidBid,
-                disqualified: vec![],
+            msg: Response::ChunkAccepted(ChunkAccepted {
+                buyer: BuyerName::new("B").unwrap(),
+                received: 40,
             }),
         };
         assert_eq!(
             String::from_utf8(encode_response(&r)).unwrap(),
-            r#"{"id":3,"msg":{"lot":{"lot":"1","outcome":"no_valid_bid"}}}"#
+            r#"{"id":3,"msg":{"chunk_accepted":{"buyer":"B","received":40}}}"#
         );
         assert_eq!(decode_response(1, &encode_response(&r)).unwrap(), r);
     }
@@ -389,9 +463,8 @@ mod tests {
         }
 
         #[test]
-        fn lot_frames_round_trip(id in any::<u64>(), lot in "[0-9A-Za-z][0-9A-Za-z._-]{0,20}", cts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..64), 0..5)) {
-            let bids = cts.into_iter().enumerate().map(|(i, c)| SealedBid { buyer: BuyerName::new(format!("B{i}")).unwrap(), ciphertext: c }).collect();
-            round_trip(ToEnclave { id, msg: Request::Lot(LotBids { lot: LotId::new(lot).unwrap(), bids }) });
+        fn chunk_frames_round_trip(id in any::<u64>(), buyer in "[0-9A-Za-z][0-9A-Za-z._-]{0,20}", data in proptest::collection::vec(any::<u8>(), 0..256), last in any::<bool>()) {
+            round_trip(ToEnclave { id, msg: Request::FileChunk(FileChunk { buyer: BuyerName::new(buyer).unwrap(), data, last }) });
         }
     }
 }

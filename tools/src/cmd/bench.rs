@@ -30,6 +30,14 @@ pub struct BenchArgs {
     /// latency, memory at 10,000 lots, and linear cost from 1,000 to 100,000 lots.
     #[arg(long)]
     pub targets: bool,
+    /// Instead: the enclave's auction state at its limits (the real session state machine,
+    /// ciphertexts opened instantly): peak memory for --lots lots, --buyers buyers and
+    /// --bids bids of per-bid files.
+    #[arg(long)]
+    pub memory: bool,
+    /// With --memory: bids in all [default: 2 × lots].
+    #[arg(long)]
+    pub bids: Option<u64>,
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
@@ -37,6 +45,28 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         bail!(
             "benchmarks need a release build: cargo run --release --locked -p bidding-tools --bin bidctl -- bench ..."
         );
+    }
+    if a.memory {
+        let bids = a.bids.unwrap_or(a.lots * 2);
+        eprintln!(
+            "enclave state at its limits: {} lots, {} buyers, {bids} bids of ~400-byte KMS ciphertexts…",
+            a.lots, a.buyers
+        );
+        let f = bidding_tools::memory::measure(a.lots, a.buyers, bids, 300)?;
+        println!(
+            "{} lots, {} bids from {} buyers (largest file {:.1} MiB): peak RSS {:.1} MiB ({:.1} MiB before), {:.0} bytes per lot",
+            f.lots,
+            f.bids,
+            f.buyers,
+            f.largest_file_bytes as f64 / 1048576.0,
+            f.peak_rss_mib,
+            f.baseline_rss_mib,
+            f.bytes_per_lot
+        );
+        if a.json {
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe()?;
     let mut say = |s: &str| eprintln!("{s}");

@@ -1,13 +1,10 @@
 //! `bidctl encrypt`: a buyer's plaintext `contract,bid` file in, `encrypted.csv` out.
 
 use crate::encrypt::{Sealing, seal_rows};
-use crate::kms_client::KmsClient;
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::bidfile::{Limits, parse_plaintext};
-use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+use bidding_core::names::{AuctionId, BuyerName, KeyArn};
 use bidding_parent::aws::Env;
-use bidding_parent::aws::credentials::CredentialSource;
-use bidding_parent::aws::s3::{S3Client, endpoint_from_env};
 use bidding_parent::config::parse_s3_url;
 use clap::Args;
 use std::io::Write;
@@ -72,45 +69,26 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     if rows.is_empty() {
         bail!("{}: no bids", a.file.display());
     }
-    let region = a
-        .region
-        .or_else(|| bidding_parent::aws::env::region(&env))
-        .unwrap_or_else(|| key.region().to_owned());
-    let region = Region::new(region).map_err(|e| anyhow!("region: {e}"))?;
-    let credentials = CredentialSource::chain(env.clone(), region.clone())
-        .fetch()
-        .map_err(|e| anyhow!("{e}"))?;
-    let ca = match a
-        .ca_bundle
-        .clone()
-        .or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from))
-    {
-        Some(p) => {
-            Some(std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?)
-        }
-        None => None,
-    };
-    let endpoint = a
-        .kms_endpoint
-        .or_else(|| bidding_parent::aws::env::endpoint_url(&env, "KMS"));
-    let client =
-        KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
+    let aws = super::Aws::connect(
+        &env,
+        a.region.as_deref(),
+        &key,
+        a.kms_endpoint.clone(),
+        a.ca_bundle.clone(),
+    )?;
+    let client = &aws.kms;
     let sealing = Sealing {
         key: &key,
         auction: &auction,
         buyer: &buyer,
         context: !a.no_context,
     };
-    let csv = seal_rows(&client, &sealing, &rows, a.parallel)?;
+    let csv = seal_rows(client, &sealing, &rows, a.parallel)?;
     match a.upload {
         None => std::io::stdout().write_all(&csv)?,
         Some(url) => {
             let (bucket, object) = parse_s3_url(&url).map_err(|e| anyhow!("--upload: {e}"))?;
-            let endpoint = endpoint_from_env(&env);
-            let path_style = endpoint.is_some();
-            S3Client::new(region, credentials)
-                .with_endpoint(endpoint)
-                .with_force_path_style(path_style)
+            aws.s3(&env)
                 .put_object(&bucket, &object, &csv, "text/csv")?;
             eprintln!(
                 "bidctl: {} sealed bids uploaded to s3://{bucket}/{object}",

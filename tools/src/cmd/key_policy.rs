@@ -1,5 +1,6 @@
 //! `bidctl key-policy`: the KMS key policy statement that lets only the attested enclave
-//! (run by the operator's role) decrypt a buyer's bids.
+//! (run by the operator's role) decrypt a buyer's bids, and with `--document` the whole policy,
+//! which gives the operator nothing else: the key stays the buyer's.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -24,10 +25,15 @@ pub struct KeyPolicyArgs {
     /// Take the measurements from `nitro-cli describe-eif` JSON output instead.
     #[arg(long, conflicts_with_all = ["pcr0", "pcr1", "pcr2", "pcr8"])]
     pub describe_eif: Option<PathBuf>,
-    /// Print a whole key policy document (this statement plus the account's key
-    /// administration statement), ready for `aws kms put-key-policy`.
-    #[arg(long)]
+    /// Print a whole key policy document, ready for `aws kms put-key-policy`: this statement
+    /// plus full use and administration of the key for --admin-arn, and nothing else.
+    #[arg(long, requires = "admin_arn")]
     pub document: bool,
+    /// With --document: YOUR administrator principal (for example
+    /// arn:aws:iam::<your account>:root, or a role of yours). It keeps every right on the key:
+    /// administration, Encrypt for bids and seals, GenerateDataKey for envelope files.
+    #[arg(long)]
+    pub admin_arn: Option<String>,
 }
 
 pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
@@ -103,15 +109,27 @@ pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
         "Condition": { "StringEqualsIgnoreCase": Value::Object(condition) }
     });
     let out = if a.document {
-        let account = a.role_arn.split(':').nth(4).unwrap_or_default();
+        let admin = a.admin_arn.clone().unwrap_or_default();
+        if !(admin.starts_with("arn:") && admin.contains(":iam::")) {
+            bail!(
+                "--admin-arn `{admin}` is not an IAM principal ARN (arn:aws:iam::<account>:root, :role/<name> or :user/<name>)"
+            );
+        }
+        let account = |arn: &str| arn.split(':').nth(4).unwrap_or_default().to_owned();
+        if account(&admin) == account(&a.role_arn) {
+            eprintln!(
+                "bidctl: WARNING: your administrator and the operator's role are in the same AWS account ({}). That account's administrators can rewrite any key policy in it, so the operator could give itself your key. Keep your key in an account the operator does not administer.",
+                account(&admin)
+            );
+        }
         json!({
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": "EnableKeyAdministrationByTheAccount",
+                    "Sid": "KeyAdministrationAndTheBuyersOwnUse",
                     "Effect": "Allow",
-                    "Principal": { "AWS": format!("arn:aws:iam::{account}:root") },
-                    "Action": ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:Encrypt"],
+                    "Principal": { "AWS": admin },
+                    "Action": "kms:*",
                     "Resource": "*"
                 },
                 statement

@@ -5,14 +5,71 @@ pub mod bench;
 pub mod cms;
 pub mod demo;
 pub mod encrypt;
+pub mod envelope;
 pub mod initramfs;
 pub mod key_policy;
 pub mod kms_emulator;
 pub mod pcr;
+pub mod seal;
 pub mod verify;
 
-use anyhow::{Context, Result};
-use std::path::Path;
+use anyhow::{Context, Result, anyhow};
+use bidding_core::credentials::Credentials;
+use bidding_core::names::{KeyArn, Region};
+use bidding_parent::aws::Env;
+use bidding_parent::aws::credentials::CredentialSource;
+use bidding_parent::aws::s3::{S3Client, endpoint_from_env};
+use bidding_tools::kms_client::KmsClient;
+use std::path::{Path, PathBuf};
+
+/// A buyer's AWS clients, set up the way the AWS CLI does: credentials from the usual chain,
+/// endpoints from `AWS_ENDPOINT_URL_KMS` / `_S3`, CAs from `AWS_CA_BUNDLE`.
+pub struct Aws {
+    pub region: Region,
+    pub credentials: Credentials,
+    pub kms: KmsClient,
+}
+
+impl Aws {
+    pub fn connect(
+        env: &Env,
+        region: Option<&str>,
+        key: &KeyArn,
+        kms_endpoint: Option<String>,
+        ca_bundle: Option<PathBuf>,
+    ) -> Result<Aws> {
+        let region = region
+            .map(str::to_owned)
+            .or_else(|| bidding_parent::aws::env::region(env))
+            .unwrap_or_else(|| key.region().to_owned());
+        let region = Region::new(region).map_err(|e| anyhow!("region: {e}"))?;
+        let credentials = CredentialSource::chain(env.clone(), region.clone())
+            .fetch()
+            .map_err(|e| anyhow!("{e}"))?;
+        let ca = match ca_bundle.or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from)) {
+            Some(p) => Some(
+                std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let endpoint = kms_endpoint.or_else(|| bidding_parent::aws::env::endpoint_url(env, "KMS"));
+        let kms =
+            KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
+        Ok(Aws {
+            region,
+            credentials,
+            kms,
+        })
+    }
+
+    pub fn s3(&self, env: &Env) -> S3Client {
+        let endpoint = endpoint_from_env(env);
+        let path_style = endpoint.is_some();
+        S3Client::new(self.region.clone(), self.credentials.clone())
+            .with_endpoint(endpoint)
+            .with_force_path_style(path_style)
+    }
+}
 
 /// Reads a file that holds one certificate, PEM or DER, and returns the DER.
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>> {

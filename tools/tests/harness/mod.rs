@@ -5,17 +5,22 @@
 
 #![allow(dead_code)]
 
+use base64::Engine;
 use bidding_core::attestation::{self, DocumentFields, VerifyAt, VerifyOptions};
-use bidding_core::auction::{LotResult, RevealPolicy};
-use bidding_core::config::{self, AuctionConfig, BuyerSpec, HELLO_USER_DATA};
+use bidding_core::auction::RevealPolicy;
+use bidding_core::config::{
+    self, AuctionConfig, BuyerSpec, HELLO_USER_DATA, Mode, ResultCommitment,
+};
 use bidding_core::credentials::Credentials;
 use bidding_core::kms::bid_context;
+use bidding_core::manifest::{self, FileEntry, FileFormat, Manifest, SEAL_MARKER};
 use bidding_core::names::{AuctionId, BuyerName, LotId};
-use bidding_core::output;
+use bidding_core::output::OutputHeader;
+use bidding_core::session::enclave::chunk_len_for;
 use bidding_core::wire::{
-    AuctionOpened, Close, Closed, ErrorCode, ErrorReply, FrameDecoder, FromEnclave, Hello, LotBids,
-    PROTOCOL_VERSION, Request, Response, SealedBid, ToEnclave, decode_response, encode_frame,
-    encode_request,
+    AuctionOpened, Close, Closed, ErrorCode, ErrorReply, FileChunk, FrameDecoder, FromEnclave,
+    Hello, OpenSealed, OutputFile, PROTOCOL_VERSION, Request, Response, Seal, ToEnclave,
+    decode_response, encode_frame, encode_request,
 };
 use bidding_tools::kms_client::KmsClient;
 use bidding_tools::stack::{Buyer, Stack, StackOptions};
@@ -116,6 +121,27 @@ impl World {
         AuctionConfig::new(AuctionId::new(auction).unwrap(), buyers, reveal, false).unwrap()
     }
 
+    /// The manifest of a sealed auction of `config` over these files (one per buyer, in the
+    /// configuration's order): its canonical bytes.
+    pub fn manifest(&self, config: &AuctionConfig, files: &[Vec<u8>]) -> Vec<u8> {
+        let entries = config
+            .buyers()
+            .iter()
+            .zip(files)
+            .map(|(b, f)| FileEntry {
+                buyer: b.name.clone(),
+                bucket: self.stack.buyer(b.name.as_str()).unwrap().bucket.clone(),
+                key: "encrypted.csv".into(),
+                size: f.len() as u64,
+                sha256: config::sha256(f),
+                format: FileFormat::detect(f),
+            })
+            .collect();
+        Manifest::new(config.clone(), entries)
+            .unwrap()
+            .canonical_bytes()
+    }
+
     pub fn sealer(&self) -> Sealer {
         Sealer {
             clients: self
@@ -178,6 +204,23 @@ impl Sealer {
             .unwrap()
     }
 
+    /// `encrypter`'s seal of `manifest` as buyer `buyer` (normally the same).
+    pub fn seal_manifest_as(&self, encrypter: &str, buyer: &str, manifest: &[u8]) -> Vec<u8> {
+        let (_, key, client) = self.find(encrypter);
+        let m = Manifest::parse(manifest).unwrap();
+        let context = manifest::seal_context(
+            m.terms().auction_id(),
+            &BuyerName::new(buyer).unwrap(),
+            &m.digest(),
+        );
+        client.encrypt(key, SEAL_MARKER, Some(context)).unwrap()
+    }
+
+    /// `buyer`'s own seal of `manifest`.
+    pub fn seal_manifest(&self, buyer: &str, manifest: &[u8]) -> Vec<u8> {
+        self.seal_manifest_as(buyer, buyer, manifest)
+    }
+
     /// A correct bid: `buyer`'s key, `buyer`'s context for this lot.
     pub fn seal(&self, buyer: &str, amount: &str, auction: &str, lot: &str) -> Vec<u8> {
         self.seal_as(buyer, amount, auction, lot, buyer)
@@ -210,15 +253,25 @@ impl Sealer {
     }
 }
 
-pub fn bid(buyer: &str, ciphertext: Vec<u8>) -> SealedBid {
-    SealedBid {
-        buyer: BuyerName::new(buyer).unwrap(),
-        ciphertext,
+/// A per-bid bid file (`[].contract,[].bid`) of these (lot, ciphertext) rows.
+pub fn bid_file(rows: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = String::from("[].contract,[].bid\n");
+    for (lot, ct) in rows {
+        out.push_str(&format!(
+            "{lot},{}\n",
+            base64::engine::general_purpose::STANDARD.encode(ct)
+        ));
     }
+    out.into_bytes()
 }
 
-pub fn lot_bids(id: &str, bids: Vec<SealedBid>) -> Request {
-    Request::Lot(LotBids { lot: lot(id), bids })
+/// A whole file in one chunk.
+pub fn file_chunk(buyer: &str, data: Vec<u8>, last: bool) -> Request {
+    Request::FileChunk(FileChunk {
+        buyer: BuyerName::new(buyer).unwrap(),
+        data,
+        last,
+    })
 }
 
 /// A dev enclave child process (`bidctl __enclave`), stderr in a log file; killed by its PID
@@ -599,78 +652,205 @@ impl Parent {
         }
     }
 
+    /// Opens an unsealed auction.
     #[track_caller]
-    pub fn open(&mut self, config: &AuctionConfig) {
-        match self.call(Request::OpenAuction(config.clone())) {
+    pub fn open_unsealed(&mut self, config: &AuctionConfig) {
+        match self.call(Request::OpenUnsealed(config.clone())) {
             Response::AuctionOpened(AuctionOpened {
                 auction_id,
-                config_sha256,
+                mode,
+                terms_sha256,
             }) => {
                 assert_eq!(&auction_id, config.auction_id());
-                assert_eq!(config_sha256, config.digest());
+                assert_eq!(mode, Mode::Unsealed);
+                assert_eq!(terms_sha256, config.digest());
             }
             other => panic!("expected auction_opened, got {other:?}"),
         }
     }
 
-    /// hello, credentials and open_auction.
+    /// Opens a sealed auction with a manifest's bytes.
+    #[track_caller]
+    pub fn open_sealed(&mut self, manifest: &[u8]) {
+        match self.call(Request::OpenSealed(OpenSealed {
+            manifest: manifest.to_vec(),
+        })) {
+            Response::AuctionOpened(o) => {
+                assert_eq!(o.mode, Mode::Sealed);
+                assert_eq!(o.terms_sha256, config::sha256(manifest));
+            }
+            other => panic!("expected auction_opened, got {other:?}"),
+        }
+    }
+
+    /// hello, credentials and an unsealed open.
     #[track_caller]
     pub fn start(&mut self, c: &Credentials, config: &AuctionConfig) {
         self.hello();
         self.credentials(c);
-        self.open(config);
+        self.open_unsealed(config);
     }
 
-    /// Sends a lot and returns its outcome.
+    /// hello, credentials, a sealed open, and every seal (buyer, ciphertext), each accepted.
     #[track_caller]
-    pub fn lot(&mut self, msg: Request) -> LotResult {
-        match self.call(msg) {
-            Response::Lot(r) => r,
-            other => panic!("expected a lot outcome, got {other:?}"),
+    pub fn start_sealed(&mut self, c: &Credentials, manifest: &[u8], seals: &[(&str, Vec<u8>)]) {
+        self.hello();
+        self.credentials(c);
+        self.open_sealed(manifest);
+        for (buyer, ct) in seals {
+            match self.call(Request::Seal(Seal {
+                buyer: BuyerName::new(*buyer).unwrap(),
+                ciphertext: ct.clone(),
+            })) {
+                Response::SealAccepted(a) => assert_eq!(a.buyer.as_str(), *buyer),
+                other => panic!("expected seal_accepted for {buyer}, got {other:?}"),
+            }
         }
     }
 
-    /// Closes the auction and checks the Closed reply against `results` (every outcome the
-    /// enclave sent): lot count, configuration digest, output digest = SHA-256 of core's
-    /// rendering, and an attestation over exactly that. Returns the rendered `output.csv`.
+    /// Sends one buyer's file in chunks and checks every acknowledgement; the last one comes
+    /// once every bid of the file is opened.
     #[track_caller]
-    pub fn close(&mut self, config: &AuctionConfig, results: &[LotResult]) -> Vec<u8> {
-        let closed = match self.call(Request::Close(Close {})) {
-            Response::Closed(c) => c,
-            other => panic!("expected closed, got {other:?}"),
+    pub fn send_file(&mut self, buyer: &str, file: &[u8]) {
+        let chunk = chunk_len_for(bidding_core::wire::DEFAULT_MAX_FRAME);
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(file.len());
+            let last = end == file.len();
+            match self.call(file_chunk(buyer, file[start..end].to_vec(), last)) {
+                Response::ChunkAccepted(a) => {
+                    assert_eq!(a.buyer.as_str(), buyer);
+                    assert_eq!(a.received, end as u64);
+                }
+                other => panic!("expected chunk_accepted for {buyer}, got {other:?}"),
+            }
+            if last {
+                return;
+            }
+            start = end;
+        }
+    }
+
+    /// Closes the auction: the whole result arrives at once, and is checked against the
+    /// attestation (mode, terms, both outputs, same enclave key). Returns (output.csv,
+    /// output.json).
+    #[track_caller]
+    pub fn close(&mut self, mode: Mode, terms: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let id = self.send(Request::Close(Close {}));
+        let (mut csv, mut json) = (Vec::new(), Vec::new());
+        let closed = loop {
+            let reply = self.client.recv();
+            assert_eq!(reply.id, Some(id), "reply to close: {reply:?}");
+            match reply.msg {
+                Response::ResultChunk(c) if c.file == OutputFile::Csv => csv.extend(c.data),
+                Response::ResultChunk(c) => json.extend(c.data),
+                Response::Closed(c) => break c,
+                other => panic!("expected the result, got {other:?}"),
+            }
         };
-        let csv = self.check_closed(&closed, config, results);
+        self.check_closed(&closed, mode, terms, &csv, &json);
         // The session is over: the enclave closes the connection.
         self.client.expect_eof();
-        csv
+        (csv, json)
     }
 
     #[track_caller]
-    pub fn check_closed(
-        &self,
-        closed: &Closed,
-        config: &AuctionConfig,
-        results: &[LotResult],
-    ) -> Vec<u8> {
-        let mut sorted = results.to_vec();
-        output::sort_results(&mut sorted);
-        let csv = output::render_csv(&sorted, config.reveal());
-        assert_eq!(closed.lots, results.len() as u64, "lots in the result");
-        assert_eq!(closed.config_sha256, config.digest(), "config digest");
-        assert_eq!(closed.output_sha256, config::sha256(&csv), "output digest");
+    pub fn check_closed(&self, closed: &Closed, mode: Mode, terms: &[u8], csv: &[u8], json: &[u8]) {
+        assert_eq!(closed.mode, mode);
+        assert_eq!(closed.terms_sha256, config::sha256(terms), "terms digest");
+        assert_eq!(closed.csv_sha256, config::sha256(csv), "output.csv digest");
+        assert_eq!(
+            closed.json_sha256,
+            config::sha256(json),
+            "output.json digest"
+        );
+        let header = OutputHeader::parse(json).unwrap();
+        assert_eq!(header.lot_count, closed.lots);
         let fields = self.verify(&closed.attestation);
+        let expected = ResultCommitment {
+            mode,
+            terms_sha256: config::sha256(terms),
+            csv_sha256: closed.csv_sha256,
+            json_sha256: closed.json_sha256,
+        };
         assert_eq!(
             fields.user_data(),
-            Some(config::result_commitment(&config.digest(), &closed.output_sha256).as_slice()),
-            "result attestation commits to the configuration and output"
+            Some(expected.to_bytes().as_slice()),
+            "result attestation commits to the terms and both outputs"
         );
         assert_eq!(
             fields.public_key(),
             Some(self.enclave_public_key.as_slice()),
             "same enclave key as in the hello"
         );
-        csv
     }
+
+    /// A whole unsealed auction: files in the configuration's order; returns the outputs.
+    #[track_caller]
+    pub fn run_unsealed(
+        &mut self,
+        c: &Credentials,
+        config: &AuctionConfig,
+        files: &[Vec<u8>],
+    ) -> (Vec<u8>, Vec<u8>) {
+        self.start(c, config);
+        for (b, f) in config.buyers().iter().zip(files) {
+            self.send_file(b.name.as_str(), f);
+        }
+        self.close(Mode::Unsealed, &config.canonical_bytes())
+    }
+}
+
+/// A parsed output.json lot: (lot, result, winner or tied names, price, set-aside
+/// (buyer, reason)).
+pub type LotLine = (
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Vec<(String, String)>,
+);
+
+/// The lots of an output.json, in output order.
+pub fn json_lots(json: &[u8]) -> Vec<LotLine> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+    v["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let names = match l["result"].as_str().unwrap() {
+                "winner" => vec![l["winner"].as_str().unwrap().to_owned()],
+                "tie" => l["tied"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.as_str().unwrap().to_owned())
+                    .collect(),
+                _ => vec![],
+            };
+            let set_aside = l["disqualified"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|x| {
+                            (
+                                x["buyer"].as_str().unwrap().to_owned(),
+                                x["reason"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                l["lot"].as_str().unwrap().to_owned(),
+                l["result"].as_str().unwrap().to_owned(),
+                names,
+                l["price"].as_str().map(str::to_owned),
+                set_aside,
+            )
+        })
+        .collect()
 }
 
 /// A TCP port on loopback with nothing listening (bound, then closed).

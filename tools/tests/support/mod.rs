@@ -100,6 +100,9 @@ pub struct Auction {
     pub id: String,
     pub reveal: &'static str,
     pub allow_no_context: bool,
+    /// Sealed (the default): the operator makes the manifest and every buyer seals it before
+    /// the parent runs. Unsealed: the proof of concept's flow, no seal round.
+    pub sealed: bool,
     pub extra: Vec<String>,
 }
 
@@ -109,7 +112,15 @@ impl Auction {
             id: id.into(),
             reveal,
             allow_no_context: false,
+            sealed: true,
             extra: Vec::new(),
+        }
+    }
+
+    pub fn unsealed(id: &str, reveal: &'static str) -> Self {
+        Auction {
+            sealed: false,
+            ..Auction::new(id, reveal)
         }
     }
 }
@@ -120,13 +131,27 @@ pub struct Outcome {
     pub config: PathBuf,
 }
 
-/// Starts a fresh dev enclave and runs the parent against it, to the end.
+/// Starts a fresh dev enclave and runs the parent against it, to the end; a sealed auction's
+/// seal round (manifest, every buyer's seal) comes first.
 pub fn run(w: &World, a: &Auction) -> Outcome {
     let enclave = w
         .stack
         .start_enclave(&exe(), &format!("enclave-{}", a.id), &[])
         .unwrap();
     let config = write_config(w, a, &enclave);
+    if a.sealed {
+        seal_round(w, &config);
+    }
+    run_parent(w, a, &enclave, config)
+}
+
+/// The operator makes the manifest of `config` and every buyer seals it; the manifest's bytes.
+pub fn seal_round(w: &World, config: &Path) -> Vec<u8> {
+    w.stack.seal_round(&exe(), config).unwrap()
+}
+
+/// Runs the parent on an already written (and, if sealed, sealed) configuration.
+pub fn run_parent(w: &World, a: &Auction, enclave: &EnclaveProcess, config: PathBuf) -> Outcome {
     let extra: Vec<&str> = a.extra.iter().map(String::as_str).collect();
     let run = w.stack.run_parent(&exe(), &config, &extra).unwrap();
     let enclave_log = enclave.log_text();
@@ -142,18 +167,33 @@ pub fn write_config(w: &World, a: &Auction, enclave: &EnclaveProcess) -> PathBuf
     let path = w.dir.path().join(format!("{}.toml", a.id));
     std::fs::write(
         &path,
-        w.stack
-            .parent_config(&id, &enclave.endpoint, a.reveal, a.allow_no_context),
+        w.stack.parent_config_mode(
+            &id,
+            &enclave.endpoint,
+            a.reveal,
+            a.allow_no_context,
+            a.sealed,
+        ),
     )
     .unwrap();
     path
 }
 
+/// Whether any result file of a run is in the output bucket.
 pub fn output_exists(w: &World) -> bool {
-    w.stack
-        .s3
-        .object_path(bidding_tools::stack::OUTPUT_BUCKET, "output.csv")
-        .exists()
+    [
+        "output.csv",
+        "output.json",
+        "output.csv.attestation",
+        "output.csv.config.json",
+    ]
+    .iter()
+    .any(|k| {
+        w.stack
+            .s3
+            .object_path(bidding_tools::stack::OUTPUT_BUCKET, k)
+            .exists()
+    })
 }
 
 /// What the enclave should make of a bid, decided by the test's own rules.
@@ -163,11 +203,20 @@ pub enum Fate {
     SetAside(&'static str),
 }
 
-/// Amount rules restated independently: digits, optionally a point and one or two digits, at
-/// most 18 digits before the point; value in hundredths.
+/// Amount rules restated independently: at most 64 bytes in all; surrounding ASCII whitespace
+/// (space, tab, LF, FF, CR) ignored; digits, optionally a point and one or two digits; leading
+/// zeros are padding, and at most 18 significant digits come before the point; value in
+/// hundredths.
 pub fn cents(s: &str) -> Option<u128> {
+    if s.len() > 64 {
+        return None;
+    }
+    let s = s.trim_matches([' ', '\t', '\n', '\x0c', '\r']);
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || int.len() > 18 || !int.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || int.trim_start_matches('0').len() > 18
+        || !int.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if s.contains('.') && !(1..=2).contains(&frac.len()) {
@@ -233,6 +282,36 @@ pub fn expected_csv(lots: &BTreeMap<u64, Vec<(String, Fate)>>, reveal: &str) -> 
         }
     }
     out
+}
+
+/// Reads an output object, or says which run did not write it.
+pub fn fetch(w: &World, key: &str) -> Vec<u8> {
+    w.stack
+        .fetch_output(key)
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+/// The parsed output.json of the last run.
+pub fn output_json(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&fetch(w, "output.json")).unwrap()
+}
+
+/// Set-aside counts of output.json as (buyer, reason) → count.
+pub fn set_aside(json: &serde_json::Value) -> BTreeMap<(String, String), u64> {
+    json["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                (
+                    s["buyer"].as_str().unwrap().to_owned(),
+                    s["reason"].as_str().unwrap().to_owned(),
+                ),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Every file under `dir`, recursively, with its bytes.

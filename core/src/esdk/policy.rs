@@ -1,0 +1,69 @@
+//! What the auction accepts as an envelope bid file, beyond a well-formed message (issue 13):
+//! suite 0x0578, exactly one data key, from `aws-kms`, for the buyer's registered key ARN,
+//! and the encryption context exactly `{auction, buyer, aws-crypto-public-key}` naming this
+//! auction and buyer. Checked after `Message::parse` and before the KMS call.
+
+use super::error::{EsdkError, shown};
+use super::{Message, PUBLIC_KEY_CONTEXT_KEY, Suite};
+
+pub const BID_FILE_PROVIDER_ID: &str = "aws-kms";
+pub const CONTEXT_AUCTION: &str = "auction";
+pub const CONTEXT_BUYER: &str = "buyer";
+
+pub fn check_bid_file(
+    message: &Message<'_>,
+    auction_id: &str,
+    buyer: &str,
+    key_arn: &str,
+) -> Result<(), EsdkError> {
+    if message.suite() != Suite::AesGcmHkdfSha512CommitKeyEcdsaP384 {
+        return Err(EsdkError::BidFileSuite {
+            found: message.suite().id(),
+        });
+    }
+    let [key] = message.data_keys() else {
+        return Err(EsdkError::BidFileDataKeyCount {
+            found: message.data_keys().len(),
+        });
+    };
+    if key.provider_id != BID_FILE_PROVIDER_ID {
+        return Err(EsdkError::BidFileProvider {
+            found: shown(&key.provider_id),
+        });
+    }
+    if key.provider_info != key_arn.as_bytes() {
+        return Err(EsdkError::BidFileKeyArn {
+            expected: shown(key_arn),
+            found: shown(&String::from_utf8_lossy(&key.provider_info)),
+        });
+    }
+    let context = message.context();
+    if let Some(extra) = context
+        .keys()
+        .find(|k| ![CONTEXT_AUCTION, CONTEXT_BUYER, PUBLIC_KEY_CONTEXT_KEY].contains(&k.as_str()))
+    {
+        return Err(EsdkError::BidFileExtraContextKey { key: shown(extra) });
+    }
+    // The public key is present: parse refuses a 0x0578 message without it.
+    let auction = context
+        .get(CONTEXT_AUCTION)
+        .ok_or(EsdkError::BidFileMissingContextKey {
+            key: CONTEXT_AUCTION,
+        })?;
+    let found_buyer = context
+        .get(CONTEXT_BUYER)
+        .ok_or(EsdkError::BidFileMissingContextKey { key: CONTEXT_BUYER })?;
+    if auction != auction_id {
+        return Err(EsdkError::BidFileAuction {
+            expected: shown(auction_id),
+            found: shown(auction),
+        });
+    }
+    if found_buyer != buyer {
+        return Err(EsdkError::BidFileBuyer {
+            expected: shown(buyer),
+            found: shown(found_buyer),
+        });
+    }
+    Ok(())
+}
