@@ -217,11 +217,13 @@ pub fn parse_encrypted_lenient(
         },
     );
     let mut duplicates: Vec<LotId> = Vec::new();
+    let mut seen_duplicate = std::collections::HashSet::new();
     if let Err(BidFileErrors(errors)) = walked {
         for e in errors {
             match e.kind {
                 BidFileErrorKind::DuplicateLot { lot, .. } => {
-                    if !duplicates.contains(&lot) {
+                    // A set, not a scan: a file of many repeated lots must not cost n².
+                    if seen_duplicate.insert(lot.clone()) {
                         duplicates.push(lot);
                     }
                 }

@@ -65,13 +65,14 @@ pub fn measure(
         RevealPolicy::SecondPrice,
         false,
     )?;
-    // Buyer i bids on lots i, i+buyers, ... until it has its share of `bids`.
-    let per_buyer = bids / buyers as u64;
+    // Buyer i bids on `bids / buyers` consecutive lots from lot i × that, wrapping around: no
+    // buyer names a lot twice, and every lot gets bids from `bids / lots` buyers.
+    let per_buyer = (bids / buyers as u64).min(lots);
     let ct = base64::engine::general_purpose::STANDARD.encode(vec![0x5au8; ciphertext_len]);
     let file = |i: usize| -> Vec<u8> {
         let mut f = String::from("[].contract,[].bid\n");
         for k in 0..per_buyer {
-            let lot = (i as u64 + k * buyers as u64) % lots;
+            let lot = (i as u64 * per_buyer + k) % lots;
             f.push_str(&format!("L{lot},{ct}\n"));
         }
         f.into_bytes()
