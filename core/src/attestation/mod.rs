@@ -156,6 +156,60 @@ pub fn parse(doc: &[u8]) -> Result<AttestationDocument, AttestationError> {
     })
 }
 
+/// What QEMU's emulated NSM (its `nitro-enclave` machine) writes where a real NSM puts the
+/// ES384 header: `{1: -1}`, an `alg` that names no algorithm, because it signs nothing.
+const QEMU_UNSIGNED_ALG: i128 = -1;
+/// QEMU's stand-in signature: 64 zero bytes.
+const QEMU_UNSIGNED_SIGNATURE_LEN: usize = 64;
+
+/// Decodes an attestation document from QEMU's emulated NSM, for tests of a real enclave image
+/// under QEMU's `nitro-enclave` machine. Such a document is not signed and cannot be verified:
+/// its envelope must be exactly QEMU's (protected header `{1: -1}`, empty unprotected header,
+/// a signature of 64 zero bytes) and its payload is decoded as strictly as [`parse`] decodes a
+/// real one. A document signed by a real NSM is refused here, and this one is refused by
+/// [`parse`] and [`verify`]: nothing but a test that knows it talks to QEMU can call this.
+pub fn parse_qemu_unsigned(doc: &[u8]) -> Result<DocumentFields, AttestationError> {
+    use ciborium::value::Value;
+    if doc.len() > MAX_DOCUMENT_LEN {
+        return Err(AttestationError::TooLarge {
+            size: doc.len(),
+            limit: MAX_DOCUMENT_LEN,
+        });
+    }
+    let qemu = |part: &'static str, problem: &str| AttestationError::Cose {
+        part,
+        problem: format!("{problem} (not QEMU's unsigned document)"),
+    };
+    let value = cose::decode_one(doc).map_err(|p| qemu("COSE_Sign1", &p))?;
+    let Value::Array(items) = value else {
+        return Err(qemu("COSE_Sign1", "is not an array"));
+    };
+    let Ok([protected, unprotected, payload, signature]) = <[Value; 4]>::try_from(items) else {
+        return Err(qemu("COSE_Sign1", "is not an array of 4 items"));
+    };
+    let Value::Bytes(protected) = protected else {
+        return Err(qemu("protected header", "is not a byte string"));
+    };
+    let header = cose::decode_one(&protected).map_err(|p| qemu("protected header", &p))?;
+    let alg_is_qemus = matches!(&header, Value::Map(e) if matches!(e.as_slice(),
+        [(Value::Integer(k), Value::Integer(v))]
+            if i128::from(*k) == 1 && i128::from(*v) == QEMU_UNSIGNED_ALG));
+    if !alg_is_qemus {
+        return Err(qemu("protected header", "is not {1: -1}"));
+    }
+    if !matches!(&unprotected, Value::Map(m) if m.is_empty()) {
+        return Err(qemu("unprotected header", "is not an empty map"));
+    }
+    let Value::Bytes(payload) = payload else {
+        return Err(qemu("payload", "is not a byte string"));
+    };
+    match signature {
+        Value::Bytes(s) if s.len() == QEMU_UNSIGNED_SIGNATURE_LEN && s.iter().all(|&b| b == 0) => {}
+        _ => return Err(qemu("signature", "is not 64 zero bytes")),
+    }
+    document::parse_payload(&payload)
+}
+
 /// The instant at which every certificate must be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyAt {

@@ -1,1 +1,6 @@
-//! Nothing here: the package exists for its test, `tests/eif_builder.rs`.
+//! AWS's image-format crate against our tools: `tests/eif_builder.rs` checks `bidctl pcr`
+//! against its EIF builder, and the `nitro-qemu-boot` binary boots an EIF it writes under QEMU's
+//! `nitro-enclave` machine (tools/nitro-qemu/boot-test.sh runs it).
+
+pub mod eif;
+pub mod nitro_vm;

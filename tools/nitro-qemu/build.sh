@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Builds, once, what tools/nitro-qemu/boot-test.sh needs to boot an enclave image (EIF) under
+# QEMU's `nitro-enclave` machine, and prints where they are:
+#
+#   tools/nitro-qemu/build.sh      # stdout: QEMU=, QEMU_DATA=, KERNEL=, VHOST_DEVICE_VSOCK= lines
+#
+# - qemu-system-x86_64 with the nitro-enclave machine, from Debian's QEMU 10.0.2 source
+#   (bookworm-backports; Debian's own build leaves the machine out for want of libcbor), and
+#   nothing else: TCG, the machine's devices, vhost-user, libcbor, gnutls, the system libfdt.
+#   It runs with `-L /usr/share/qemu` for qboot.rom (qemu-system-data).
+# - a guest kernel (bzImage) from Debian's linux-source-6.12: tinyconfig plus kernel.config
+#   here (virtio-mmio from the command line, vsock, the NSM driver, all built in). Debian's own
+#   kernels cannot see the machine's devices; this one is not AWS's enclave kernel either.
+# - vhost-device-vsock 0.3.0 from crates.io, the vsock backend QEMU's machine talks to, built
+#   without its AF_VSOCK backend and with vhost-device-vsock-0.3.0.patch here (CID 3, where an
+#   enclave finds its parent, served like the host's CID 2). The host side is Unix sockets only.
+#
+# Each part is cached under NITRO_QEMU_CACHE (default ~/.cache/bidding-nitro-qemu) in a
+# directory named by a hash of its inputs (source version and hash, configuration, patch,
+# compiler), so a change to any input builds that part again and nothing else. Builds run under
+# `nice -n 15` with NITRO_QEMU_JOBS (default 2) jobs. As root, installs the Debian packages the
+# builds need, adding bookworm-backports (deb and deb-src) to apt's sources when missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd -P)
+root=$(cd "$here/../.." && pwd -P)
+cache=${NITRO_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bidding-nitro-qemu}
+jobs=${NITRO_QEMU_JOBS:-2}
+say() { printf 'nitro-qemu build: %s\n' "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+# Debian's orig tarball of QEMU 10.0.2 (the same for every Debian revision of 10.0.2+ds).
+qemu_orig=qemu_10.0.2+ds.orig.tar.xz
+qemu_orig_sha256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
+qemu_configure=(
+  --target-list=x86_64-softmmu --without-default-features --without-default-devices
+  --with-devices-x86_64=bidding-nitro --enable-tcg --enable-libcbor --enable-gnutls
+  --enable-fdt=system --enable-vhost-user --disable-docs --disable-werror --disable-install-blobs
+)
+vhost_version=0.3.0
+vhost_patch=$here/vhost-device-vsock-$vhost_version.patch
+kernel_fragment=$here/kernel.config
+kernel_package=linux-source-6.12
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")
+
+# --- Debian packages -------------------------------------------------------------------------
+packages=(build-essential ninja-build pkg-config python3 python3-venv libglib2.0-dev libcbor-dev
+  libfdt-dev libgnutls28-dev xz-utils flex bison bc libelf-dev qemu-system-data "$kernel_package")
+backports_packages=(meson python3-pycotap)
+backports_file=/etc/apt/sources.list.d/bidding-bookworm-backports.sources
+
+# The mirror this machine already uses for bookworm (deb822 or one-line sources).
+debian_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk '/^$/ {u=""} /^URIs:/ {u=$2} /^Suites:/ && / bookworm( |$)/ && u != "" {print u; exit}' "$f"
+  done | head -n 1 | grep . && return 0
+  awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null | grep .
+}
+
+apt_install() { # args: apt-get install arguments
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=900 \
+    --no-install-recommends "$@" >&2
+}
+
+ensure_packages() {
+  local missing=() p meson_version updated=0 mirror want
+  mirror=$(debian_mirror) || die "cannot tell this machine's Debian mirror from apt's sources"
+  want=$(printf 'Types: deb deb-src\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror")
+  if [ "$(cat "$backports_file" 2>/dev/null)" != "$want" ]; then
+    [ "$(id -u)" -eq 0 ] || die "$backports_file is missing; run as root once to add bookworm-backports"
+    say "adding bookworm-backports (deb, deb-src) as $backports_file"
+    printf '%s\n' "$want" >"$backports_file"
+    apt-get update -q -o DPkg::Lock::Timeout=900 >&2
+    updated=1
+  fi
+  for p in "${packages[@]}" "${backports_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  meson_version=$(dpkg-query -W -f '${Version}' meson 2>/dev/null || true)
+  if [ -n "$meson_version" ] && dpkg --compare-versions "$meson_version" lt 1.5; then
+    missing+=(meson)
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (install as root): ${missing[*]}"
+  say "installing ${missing[*]}"
+  [ "$updated" -eq 1 ] || apt-get update -q -o DPkg::Lock::Timeout=900 >&2
+  apt_install "${packages[@]}"
+  apt_install -t bookworm-backports "${backports_packages[@]}"
+  meson_version=$(dpkg-query -W -f '${Version}' meson)
+  dpkg --compare-versions "$meson_version" ge 1.5 || die "meson is $meson_version; QEMU 10 needs 1.5 or later"
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+key() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+elapsed() { echo $(( $(date +%s) - $1 )); }
+record() { # part seconds
+  say "$1 built in $2 s"
+  printf '%s %s %s s\n' "$(date -u +%FT%TZ)" "$1" "$2" >>"$cache/build-times.log"
+}
+
+build_qemu() { # out-dir
+  local out=$1 work=$cache/work-qemu t0 src tarball=$cache/downloads/$qemu_orig
+  t0=$(date +%s)
+  mkdir -p "$cache/downloads"
+  if [ ! -f "$tarball" ] || [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" != "$qemu_orig_sha256" ]; then
+    rm -f "$tarball"
+    say "fetching $qemu_orig (apt-get source qemu/bookworm-backports)"
+    (cd "$cache/downloads" && { apt-get source --tar-only --download-only -q qemu/bookworm-backports >&2 ||
+      { apt-get update -q -o DPkg::Lock::Timeout=900 >&2 &&
+        apt-get source --tar-only --download-only -q qemu/bookworm-backports >&2; }; })
+    [ -f "$tarball" ] || die "apt-get source did not bring $qemu_orig (has bookworm-backports moved past QEMU 10.0.2?)"
+    [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" = "$qemu_orig_sha256" ] || die "$qemu_orig has an unexpected SHA-256"
+  fi
+  rm -rf "$work" && mkdir -p "$work/build"
+  tar -xJf "$tarball" -C "$work"
+  src=$work/qemu-10.0.2
+  [ -x "$src/configure" ] || die "no qemu-10.0.2/configure in $qemu_orig"
+  cp "$here/qemu-devices.mak" "$src/configs/devices/x86_64-softmmu/bidding-nitro.mak"
+  # The +ds tarball has none of the prebuilt EDK2 firmware that QEMU's build unpacks for the
+  # x86_64 target; the nitro-enclave machine boots with qboot and needs none of it.
+  sed -i 's/^    unpack_edk2_blobs = bzip2.found()$/    unpack_edk2_blobs = false/' "$src/meson.build"
+  grep -q '^    unpack_edk2_blobs = false$' "$src/meson.build" || die "QEMU's meson.build changed: cannot skip the EDK2 blobs"
+  say "configuring QEMU (${qemu_configure[*]})"
+  (cd "$work/build" && nice -n 15 "$src/configure" --python=/usr/bin/python3 "${qemu_configure[@]}" \
+    >"$work/configure.log" 2>&1) || { tail -n 30 "$work/configure.log" >&2; die "QEMU's configure failed"; }
+  say "building qemu-system-x86_64 (ninja -j$jobs, nice 15)"
+  (cd "$work/build" && nice -n 15 ninja -j"$jobs" qemu-system-x86_64 >"$work/ninja.log" 2>&1) ||
+    { tail -n 30 "$work/ninja.log" >&2; die "building qemu-system-x86_64 failed"; }
+  "$work/build/qemu-system-x86_64" -M help | grep -q '^nitro-enclave ' ||
+    die "the built QEMU has no nitro-enclave machine"
+  mkdir -p "$out.tmp"
+  cp "$work/build/qemu-system-x86_64" "$out.tmp/"
+  cp "$work/configure.log" "$out.tmp/"
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  record qemu-system-x86_64 "$(elapsed "$t0")"
+}
+
+build_kernel() { # out-dir
+  local out=$1 work=$cache/work-kernel t0 src line missing=()
+  t0=$(date +%s)
+  rm -rf "$work" && mkdir -p "$work"
+  say "unpacking /usr/src/$kernel_package.tar.xz"
+  tar -xJf "/usr/src/$kernel_package.tar.xz" -C "$work"
+  src=$work/$kernel_package
+  export KBUILD_BUILD_TIMESTAMP='1970-01-01 00:00:00 UTC' KBUILD_BUILD_USER=bidding KBUILD_BUILD_HOST=nitro-qemu
+  (
+    cd "$src"
+    nice -n 15 make -s tinyconfig >/dev/null
+    nice -n 15 scripts/kconfig/merge_config.sh -m .config "$kernel_fragment" >/dev/null
+    nice -n 15 make -s olddefconfig >/dev/null
+  ) >"$work/config.log" 2>&1 || { tail -n 30 "$work/config.log" >&2; die "configuring the kernel failed"; }
+  while IFS= read -r line; do
+    case $line in CONFIG_*=*) grep -qx "$line" "$src/.config" || missing+=("$line") ;; esac
+  done <"$kernel_fragment"
+  [ ${#missing[@]} -eq 0 ] || die "kernel.config lines that did not survive olddefconfig: ${missing[*]}"
+  say "building the kernel (make -j$jobs bzImage, nice 15)"
+  (cd "$src" && nice -n 15 make -j"$jobs" bzImage >"$work/make.log" 2>&1) ||
+    { tail -n 30 "$work/make.log" >&2; die "building the kernel failed"; }
+  mkdir -p "$out.tmp"
+  cp "$src/arch/x86/boot/bzImage" "$src/.config" "$out.tmp/"
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  record "kernel ($kernel_package $(dpkg-query -W -f '${Version}' "$kernel_package"))" "$(elapsed "$t0")"
+}
+
+build_vhost() { # out-dir
+  local out=$1 work=$cache/work-vhost t0 crate_dir
+  t0=$(date +%s)
+  rm -rf "$work" && mkdir -p "$work/fetch/src"
+  # cargo brings the crate's source (checked against the registry index) through a throwaway
+  # package that depends on it; the build then uses the crate's own Cargo.lock (--locked).
+  printf '[package]\nname = "fetch-vhost-device-vsock"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\nvhost-device-vsock = "=%s"\n' \
+    "$vhost_version" >"$work/fetch/Cargo.toml"
+  echo 'fn main() {}' >"$work/fetch/src/main.rs"
+  crate_dir=$(cd "$work/fetch" && RUSTUP_TOOLCHAIN=$toolchain cargo metadata --format-version 1 2>/dev/null |
+    python3 -c 'import json, sys, os
+m = json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"]
+           if p["name"] == "vhost-device-vsock" and p["version"] == sys.argv[1]))' "$vhost_version") ||
+    die "cargo could not fetch vhost-device-vsock $vhost_version"
+  cp -r "$crate_dir" "$work/src"
+  (cd "$work/src" && patch -p1 --forward --quiet <"$vhost_patch") || die "the patch does not apply"
+  say "building vhost-device-vsock $vhost_version (--no-default-features, nice 15)"
+  (cd "$work/src" && RUSTUP_TOOLCHAIN=$toolchain CARGO_TARGET_DIR=$work/target \
+    nice -n 15 cargo build --release --locked --no-default-features -j"$jobs" >"$work/cargo.log" 2>&1) ||
+    { tail -n 30 "$work/cargo.log" >&2; die "building vhost-device-vsock failed"; }
+  local bin=$work/target/release/vhost-device-vsock
+  "$bin" --help | grep -q 'uds-path' || die "vhost-device-vsock has no --uds-path"
+  if "$bin" --help | grep -q 'forward-cid'; then die "vhost-device-vsock was built with its AF_VSOCK backend"; fi
+  mkdir -p "$out.tmp"
+  cp "$bin" "$out.tmp/"
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  record "vhost-device-vsock $vhost_version" "$(elapsed "$t0")"
+}
+
+# --- main --------------------------------------------------------------------------------------
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock 9
+ensure_packages
+
+gcc_version=$(gcc --version | head -n 1)
+qemu_dir=$cache/qemu-$(key qemu "$qemu_orig_sha256" "${qemu_configure[*]}" "$(cat "$here/qemu-devices.mak")" "$gcc_version" \
+  "$(dpkg-query -W -f '${Version}' libcbor-dev libgnutls28-dev libfdt-dev libglib2.0-dev meson)")
+kernel_dir=$cache/kernel-$(key kernel "$(dpkg-query -W -f '${Version}' "$kernel_package")" "$(cat "$kernel_fragment")" "$gcc_version")
+vhost_dir=$cache/vhost-device-vsock-$(key vhost "$vhost_version" "$(cat "$vhost_patch")" \
+  "$(RUSTUP_TOOLCHAIN=$toolchain rustc --version)" --no-default-features)
+
+for part in qemu kernel vhost; do
+  dir_var=${part}_dir
+  dir=${!dir_var}
+  rm -rf "$dir.tmp"
+  if [ -d "$dir" ]; then
+    say "$part: cached in $dir"
+  else
+    TIMEFORMAT="nitro-qemu build: $part: %0R s wall, %0U s user + %0S s system CPU"
+    time "build_$part" "$dir"
+  fi
+done
+
+[ -f /usr/share/qemu/qboot.rom ] || die "/usr/share/qemu/qboot.rom missing (qemu-system-data)"
+printf 'QEMU=%s\nQEMU_DATA=%s\nKERNEL=%s\nVHOST_DEVICE_VSOCK=%s\n' \
+  "$qemu_dir/qemu-system-x86_64" /usr/share/qemu "$kernel_dir/bzImage" "$vhost_dir/vhost-device-vsock"
