@@ -298,7 +298,7 @@ fn run(a: &Args) -> Result<u32, String> {
     };
     check(
         &mut passed,
-        "protocol 1",
+        "protocol version",
         h.protocol == PROTOCOL_VERSION,
         || h.protocol.to_string(),
     )?;
