@@ -25,8 +25,8 @@ Options:
   --max-frame BYTES          largest frame accepted from the parent [default: 1048576]
   --max-pending-bids N       bids being opened at once before the enclave stops reading
                              (bounds memory) [default: 4096]
-  --max-lots N               lots per auction [default: 1000000]
-  --max-bids N               bids per auction, over every buyer's file [default: 2000000]
+  --max-lots N               lots per auction [default: 500000]
+  --max-bids N               bids per auction, over every buyer's file [default: 1000000]
   --max-file-bytes BYTES     largest bid file [default: 67108864]
   --replay-capacity N        unsealed auctions: ciphertexts remembered per boot, 32 bytes
                              each [default: 2000000]
@@ -80,8 +80,8 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parse
         kms_deadline_secs: 60,
         max_frame: bidding_core::wire::DEFAULT_MAX_FRAME,
         max_pending_bids: 4096,
-        max_lots: 1_000_000,
-        max_bids: 2_000_000,
+        max_lots: 500_000,
+        max_bids: 1_000_000,
         max_file_bytes: 64 * 1024 * 1024,
         replay_capacity: 2_000_000,
         no_heartbeat: false,

@@ -61,8 +61,10 @@ impl Default for EnclaveSettings {
             dev: false,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             max_pending_bids: 4096,
-            max_lots: 1_000_000,
-            max_bids: 2_000_000,
+            // At these maximums (and 64 MiB files) the auction state peaks at about 350 MiB,
+            // within the enclave's 512 MiB (`bidctl bench --memory`, README).
+            max_lots: 500_000,
+            max_bids: 1_000_000,
             max_file_bytes: 64 * 1024 * 1024,
             max_held_bytes: 32 * 1024 * 1024,
             idle_timeout: 10 * 60 * 1000,
