@@ -1,6 +1,6 @@
-//! Both bid-file parsers over arbitrary bytes.
+//! The bid-file parsers over arbitrary bytes, the enclave's lenient one included.
 #![no_main]
-use bidding_core::bidfile::{Limits, parse_encrypted, parse_plaintext};
+use bidding_core::bidfile::{Limits, parse_encrypted, parse_encrypted_lenient, parse_plaintext};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,4 +10,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(rows.iter().all(|r| !r.ciphertext.is_empty()));
     }
     let _ = parse_plaintext("f", data, limits);
+    if let Ok(f) = parse_encrypted_lenient("f", data, limits) {
+        assert!(f.rows.len() <= 512);
+        // A lot set aside as repeated never also counts as a row.
+        assert!(f.rows.iter().all(|r| !f.duplicate_lots.contains(&r.lot)));
+    }
 });
