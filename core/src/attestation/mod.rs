@@ -7,6 +7,7 @@
 //! signature; until then its fields are claims by whoever handed it over.
 
 mod build;
+#[cfg(feature = "verify")]
 mod chain;
 mod cose;
 mod document;
@@ -20,10 +21,11 @@ pub use document::{
 };
 pub use root::AWS_NITRO_ROOT_G1_DER;
 
+#[cfg(feature = "verify")]
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use std::fmt;
+#[cfg(feature = "verify")]
 use std::ops::Deref;
-use std::time::Duration;
 
 /// Refused before decoding. Real documents are under 5 KiB; every field at its limit makes
 /// under 14 KiB.
@@ -210,6 +212,7 @@ pub fn parse_qemu_unsigned(doc: &[u8]) -> Result<DocumentFields, AttestationErro
     document::parse_payload(&payload)
 }
 
+#[cfg(feature = "verify")]
 /// The instant at which every certificate must be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyAt {
@@ -219,6 +222,7 @@ pub enum VerifyAt {
     UnixMillis(u64),
 }
 
+#[cfg(feature = "verify")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyOptions<'a> {
     /// DER of the trust anchor, which must equal `cabundle[0]` byte for byte.
@@ -226,6 +230,7 @@ pub struct VerifyOptions<'a> {
     pub at: VerifyAt,
 }
 
+#[cfg(feature = "verify")]
 impl VerifyOptions<'static> {
     /// Trusting the AWS Nitro root, the only root of real enclaves.
     pub fn aws(at: VerifyAt) -> Self {
@@ -236,6 +241,7 @@ impl VerifyOptions<'static> {
     }
 }
 
+#[cfg(feature = "verify")]
 /// A document whose chain and signature verified. Derefs to its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedDocument {
@@ -243,6 +249,7 @@ pub struct VerifiedDocument {
     verified_at_ms: u64,
 }
 
+#[cfg(feature = "verify")]
 impl VerifiedDocument {
     pub fn fields(&self) -> &DocumentFields {
         &self.fields
@@ -258,6 +265,7 @@ impl VerifiedDocument {
     }
 }
 
+#[cfg(feature = "verify")]
 impl Deref for VerifiedDocument {
     type Target = DocumentFields;
 
@@ -266,6 +274,7 @@ impl Deref for VerifiedDocument {
     }
 }
 
+#[cfg(feature = "verify")]
 /// Parses `doc` and verifies, in this order: root, chain links, validity of every certificate
 /// at `opts.at`, COSE signature by the leaf key. The first failure is returned.
 pub fn verify(doc: &[u8], opts: &VerifyOptions) -> Result<VerifiedDocument, AttestationError> {
@@ -285,11 +294,24 @@ pub fn verify(doc: &[u8], opts: &VerifyOptions) -> Result<VerifiedDocument, Atte
     })
 }
 
-/// `2022-10-13T08:57:59Z`, for messages.
+/// `2022-10-13T08:57:59Z`, for messages (proleptic Gregorian calendar, years up to 9999).
 fn utc(secs: u64) -> String {
-    x509_cert::der::DateTime::from_unix_duration(Duration::from_secs(secs))
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| format!("{secs} s after the epoch"))
+    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`), era-based so
+    // that no leap-year rule is missed.
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year > 9999 {
+        return format!("{secs} s after the epoch");
+    }
+    let (h, m, s) = (rem / 3_600, rem / 60 % 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 /// `2022-10-13T08:58:02.136Z`, for messages.
@@ -311,5 +333,11 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         // Past der's year 9999 bound: still a message, not a panic.
         assert_eq!(utc_ms(u64::MAX), format!("{} ms after the epoch", u64::MAX));
+        // Leap days and century rules (checked against `date -u -d @N`).
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(utc(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(utc(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(utc(253_402_300_800), "253402300800 s after the epoch");
     }
 }

@@ -5,6 +5,7 @@
 //! quinn-proto and rustls. Drivers own the sockets, threads, clock, NSM and KMS connections.
 
 pub mod enclave;
+#[cfg(feature = "verify")]
 pub mod parent;
 
 /// Milliseconds since the Unix epoch: the only notion of time in the state machines.
