@@ -3,6 +3,8 @@
 # QEMU's `nitro-enclave` machine, and prints where they are:
 #
 #   tools/nitro-qemu/build.sh      # stdout: QEMU=, QEMU_DATA=, KERNEL=, VHOST_DEVICE_VSOCK= lines
+#   tools/nitro-qemu/build.sh --fetch-only   # only the packages and the sources (the network
+#                                            # part), so that the builds then run offline
 #
 # - qemu-system-x86_64 with the nitro-enclave machine, from Debian's QEMU 10.0.2 source
 #   (bookworm-backports; Debian's own build leaves the machine out for want of libcbor), and
@@ -44,8 +46,11 @@ toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")
 
 # --- Debian packages -------------------------------------------------------------------------
 packages=(build-essential ninja-build pkg-config python3 python3-venv libglib2.0-dev libcbor-dev
-  libfdt-dev libgnutls28-dev xz-utils flex bison bc libelf-dev qemu-system-data "$kernel_package")
-backports_packages=(meson python3-pycotap)
+  libfdt-dev libgnutls28-dev xz-utils flex bison bc libelf-dev patch "$kernel_package")
+# linux-source-6.12 comes from bookworm-security (or, without it, bookworm-backports). From
+# bookworm-backports: meson >= 1.5 and pycotap (QEMU 10's configure) and qemu-system-data 10
+# (qboot.rom and the option ROMs of the QEMU version built here).
+backports_packages=(meson python3-pycotap qemu-system-data)
 backports_file=/etc/apt/sources.list.d/bidding-bookworm-backports.sources
 
 # The mirror this machine already uses for bookworm (deb822 or one-line sources).
@@ -64,7 +69,7 @@ apt_install() { # args: apt-get install arguments
 }
 
 ensure_packages() {
-  local missing=() p meson_version updated=0 mirror want
+  local missing=() p meson_version data_version updated=0 mirror want
   mirror=$(debian_mirror) || die "cannot tell this machine's Debian mirror from apt's sources"
   want=$(printf 'Types: deb deb-src\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror")
   if [ "$(cat "$backports_file" 2>/dev/null)" != "$want" ]; then
@@ -75,11 +80,16 @@ ensure_packages() {
     updated=1
   fi
   for p in "${packages[@]}" "${backports_packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    [ "$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
   done
+  # Installed, but bookworm's own versions: too old.
   meson_version=$(dpkg-query -W -f '${Version}' meson 2>/dev/null || true)
   if [ -n "$meson_version" ] && dpkg --compare-versions "$meson_version" lt 1.5; then
     missing+=(meson)
+  fi
+  data_version=$(dpkg-query -W -f '${Version}' qemu-system-data 2>/dev/null || true)
+  if [ -n "$data_version" ] && dpkg --compare-versions "$data_version" lt 1:10; then
+    missing+=(qemu-system-data)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" -eq 0 ] || die "missing Debian packages (install as root): ${missing[*]}"
@@ -89,6 +99,9 @@ ensure_packages() {
   apt_install -t bookworm-backports "${backports_packages[@]}"
   meson_version=$(dpkg-query -W -f '${Version}' meson)
   dpkg --compare-versions "$meson_version" ge 1.5 || die "meson is $meson_version; QEMU 10 needs 1.5 or later"
+  for p in "${packages[@]}" "${backports_packages[@]}"; do
+    [ "$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || die "apt-get did not install $p"
+  done
 }
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -99,19 +112,34 @@ record() { # part seconds
   printf '%s %s %s s\n' "$(date -u +%FT%TZ)" "$1" "$2" >>"$cache/build-times.log"
 }
 
-build_qemu() { # out-dir
-  local out=$1 work=$cache/work-qemu t0 src tarball=$cache/downloads/$qemu_orig
-  t0=$(date +%s)
+fetch_qemu() { # brings $cache/downloads/$qemu_orig, checked against its SHA-256
+  local tarball=$cache/downloads/$qemu_orig
   mkdir -p "$cache/downloads"
   if [ ! -f "$tarball" ] || [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" != "$qemu_orig_sha256" ]; then
     rm -f "$tarball"
     say "fetching $qemu_orig (apt-get source qemu/bookworm-backports)"
     (cd "$cache/downloads" && { apt-get source --tar-only --download-only -q qemu/bookworm-backports >&2 ||
       { apt-get update -q -o DPkg::Lock::Timeout=900 >&2 &&
-        apt-get source --tar-only --download-only -q qemu/bookworm-backports >&2; }; })
-    [ -f "$tarball" ] || die "apt-get source did not bring $qemu_orig (has bookworm-backports moved past QEMU 10.0.2?)"
+        apt-get source --tar-only --download-only -q qemu/bookworm-backports >&2; }; }) || true
+    if [ ! -f "$tarball" ]; then
+      # bookworm-backports has moved past 10.0.2: the same file from the mirror's pool, where it
+      # stays while any Debian suite (trixie's 10.0.2+ds-2+deb13u*) still refers to it.
+      local url
+      url=$(debian_mirror)/pool/main/q/qemu/$qemu_orig
+      say "apt-get source brought no $qemu_orig; fetching $url"
+      python3 -c 'import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f)' "$url" "$tarball.part" && mv "$tarball.part" "$tarball"
+    fi
+    [ -f "$tarball" ] || die "could not fetch $qemu_orig (apt-get source qemu/bookworm-backports, then the pool)"
     [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" = "$qemu_orig_sha256" ] || die "$qemu_orig has an unexpected SHA-256"
   fi
+}
+
+build_qemu() { # out-dir
+  local out=$1 work=$cache/work-qemu t0 src tarball=$cache/downloads/$qemu_orig
+  t0=$(date +%s)
+  fetch_qemu
   rm -rf "$work" && mkdir -p "$work/build"
   tar -xJf "$tarball" -C "$work"
   src=$work/qemu-10.0.2
@@ -165,26 +193,40 @@ build_kernel() { # out-dir
   record "kernel ($kernel_package $(dpkg-query -W -f '${Version}' "$kernel_package"))" "$(elapsed "$t0")"
 }
 
-build_vhost() { # out-dir
-  local out=$1 work=$cache/work-vhost t0 crate_dir
-  t0=$(date +%s)
-  rm -rf "$work" && mkdir -p "$work/fetch/src"
-  # cargo brings the crate's source (checked against the registry index) through a throwaway
-  # package that depends on it; the build then uses the crate's own Cargo.lock (--locked).
-  printf '[package]\nname = "fetch-vhost-device-vsock"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\nvhost-device-vsock = "=%s"\n' \
-    "$vhost_version" >"$work/fetch/Cargo.toml"
-  echo 'fn main() {}' >"$work/fetch/src/main.rs"
-  crate_dir=$(cd "$work/fetch" && RUSTUP_TOOLCHAIN=$toolchain cargo metadata --format-version 1 2>/dev/null |
-    python3 -c 'import json, sys, os
+fetch_vhost() { # brings the crate's source to $cache/downloads and its dependencies to cargo's cache
+  local src=$cache/downloads/vhost-device-vsock-$vhost_version fetch=$cache/work-fetch-vhost crate_dir
+  if [ ! -f "$src/Cargo.lock" ]; then
+    rm -rf "$fetch" "$src.tmp" && mkdir -p "$fetch/src" "$cache/downloads"
+    # cargo brings the crate's source (checked against the registry index) through a throwaway
+    # package that depends on it; the build then uses the crate's own Cargo.lock (--locked).
+    printf '[package]\nname = "fetch-vhost-device-vsock"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\nvhost-device-vsock = "=%s"\n' \
+      "$vhost_version" >"$fetch/Cargo.toml"
+    echo 'fn main() {}' >"$fetch/src/main.rs"
+    crate_dir=$(cd "$fetch" && RUSTUP_TOOLCHAIN=$toolchain cargo metadata --format-version 1 2>/dev/null |
+      python3 -c 'import json, sys, os
 m = json.load(sys.stdin)
 print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"]
            if p["name"] == "vhost-device-vsock" and p["version"] == sys.argv[1]))' "$vhost_version") ||
-    die "cargo could not fetch vhost-device-vsock $vhost_version"
-  cp -r "$crate_dir" "$work/src"
+      die "cargo could not fetch vhost-device-vsock $vhost_version"
+    [ -f "$crate_dir/Cargo.lock" ] || die "vhost-device-vsock $vhost_version comes without its Cargo.lock"
+    cp -r "$crate_dir" "$src.tmp" && mv "$src.tmp" "$src"
+    rm -rf "$fetch"
+  fi
+  # Its locked dependencies, so that the build itself needs no network.
+  (cd "$src" && RUSTUP_TOOLCHAIN=$toolchain cargo fetch --locked -q >&2) ||
+    die "cargo could not fetch vhost-device-vsock's dependencies"
+}
+
+build_vhost() { # out-dir
+  local out=$1 work=$cache/work-vhost t0
+  t0=$(date +%s)
+  fetch_vhost
+  rm -rf "$work" && mkdir -p "$work"
+  cp -r "$cache/downloads/vhost-device-vsock-$vhost_version" "$work/src"
   (cd "$work/src" && patch -p1 --forward --quiet <"$vhost_patch") || die "the patch does not apply"
   say "building vhost-device-vsock $vhost_version (--no-default-features, nice 15)"
   (cd "$work/src" && RUSTUP_TOOLCHAIN=$toolchain CARGO_TARGET_DIR=$work/target \
-    nice -n 15 cargo build --release --locked --no-default-features -j"$jobs" >"$work/cargo.log" 2>&1) ||
+    nice -n 15 cargo build --release --locked --offline --no-default-features -j"$jobs" >"$work/cargo.log" 2>&1) ||
     { tail -n 30 "$work/cargo.log" >&2; die "building vhost-device-vsock failed"; }
   local bin=$work/target/release/vhost-device-vsock
   "$bin" --help | grep -q 'uds-path' || die "vhost-device-vsock has no --uds-path"
@@ -197,22 +239,37 @@ print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"]
 }
 
 # --- main --------------------------------------------------------------------------------------
+fetch_only=0
+case ${1:-} in
+  --fetch-only) fetch_only=1 ;;
+  '') ;;
+  *) die "unknown argument $1 (tools/nitro-qemu/build.sh [--fetch-only])" ;;
+esac
 mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock 9
 ensure_packages
 
+# vhost-device-vsock builds with the repository's pinned Rust toolchain (rustup).
+command -v rustup >/dev/null || die "rustup is needed (the repository's Rust toolchain builds vhost-device-vsock)"
+rustup toolchain list | grep -q "^$toolchain" || rustup toolchain install --profile minimal "$toolchain" >&2
+rustc_version=$(RUSTUP_TOOLCHAIN=$toolchain rustc --version) || die "no rustc $toolchain"
 gcc_version=$(gcc --version | head -n 1)
 qemu_dir=$cache/qemu-$(key qemu "$qemu_orig_sha256" "${qemu_configure[*]}" "$(cat "$here/qemu-devices.mak")" "$gcc_version" \
   "$(dpkg-query -W -f '${Version}' libcbor-dev libgnutls28-dev libfdt-dev libglib2.0-dev meson)")
 kernel_dir=$cache/kernel-$(key kernel "$(dpkg-query -W -f '${Version}' "$kernel_package")" "$(cat "$kernel_fragment")" "$gcc_version")
 vhost_dir=$cache/vhost-device-vsock-$(key vhost "$vhost_version" "$(cat "$vhost_patch")" \
-  "$(RUSTUP_TOOLCHAIN=$toolchain rustc --version)" --no-default-features)
+  "$rustc_version" --no-default-features)
 
 for part in qemu kernel vhost; do
   dir_var=${part}_dir
   dir=${!dir_var}
   rm -rf "$dir.tmp"
+  if [ "$fetch_only" -eq 1 ]; then
+    # Only what needs the network (the kernel's source is the linux-source package's tarball).
+    if [ ! -d "$dir" ] && [ "$part" != kernel ]; then "fetch_$part"; fi
+    continue
+  fi
   if [ -d "$dir" ]; then
     say "$part: cached in $dir"
   else
@@ -221,6 +278,7 @@ for part in qemu kernel vhost; do
   fi
 done
 
+[ "$fetch_only" -eq 0 ] || { say "packages installed and sources fetched"; exit 0; }
 [ -f /usr/share/qemu/qboot.rom ] || die "/usr/share/qemu/qboot.rom missing (qemu-system-data)"
 printf 'QEMU=%s\nQEMU_DATA=%s\nKERNEL=%s\nVHOST_DEVICE_VSOCK=%s\n' \
   "$qemu_dir/qemu-system-x86_64" /usr/share/qemu "$kernel_dir/bzImage" "$vhost_dir/vhost-device-vsock"
