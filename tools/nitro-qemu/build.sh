@@ -39,6 +39,8 @@ qemu_configure=(
   --enable-fdt=system --enable-vhost-user --disable-docs --disable-werror --disable-install-blobs
 )
 vhost_version=0.3.0
+# The cksum of vhost-device-vsock 0.3.0 in crates.io's index (index.crates.io/vh/os/vhost-device-vsock).
+vhost_crate_sha256=52ce95d81af89ad693d067c650e42df0f217addfbc96cc4820f7c62eb4a28b13
 vhost_patch=$here/vhost-device-vsock-$vhost_version.patch
 kernel_fragment=$here/kernel.config
 kernel_package=linux-source-6.12
@@ -194,23 +196,24 @@ build_kernel() { # out-dir
 }
 
 fetch_vhost() { # brings the crate's source to $cache/downloads and its dependencies to cargo's cache
-  local src=$cache/downloads/vhost-device-vsock-$vhost_version fetch=$cache/work-fetch-vhost crate_dir
+  local src=$cache/downloads/vhost-device-vsock-$vhost_version crate=$cache/downloads/vhost-device-vsock-$vhost_version.crate
   if [ ! -f "$src/Cargo.lock" ]; then
-    rm -rf "$fetch" "$src.tmp" && mkdir -p "$fetch/src" "$cache/downloads"
-    # cargo brings the crate's source (checked against the registry index) through a throwaway
-    # package that depends on it; the build then uses the crate's own Cargo.lock (--locked).
-    printf '[package]\nname = "fetch-vhost-device-vsock"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\nvhost-device-vsock = "=%s"\n' \
-      "$vhost_version" >"$fetch/Cargo.toml"
-    echo 'fn main() {}' >"$fetch/src/main.rs"
-    crate_dir=$(cd "$fetch" && RUSTUP_TOOLCHAIN=$toolchain cargo metadata --format-version 1 2>/dev/null |
-      python3 -c 'import json, sys, os
-m = json.load(sys.stdin)
-print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"]
-           if p["name"] == "vhost-device-vsock" and p["version"] == sys.argv[1]))' "$vhost_version") ||
-      die "cargo could not fetch vhost-device-vsock $vhost_version"
-    [ -f "$crate_dir/Cargo.lock" ] || die "vhost-device-vsock $vhost_version comes without its Cargo.lock"
-    cp -r "$crate_dir" "$src.tmp" && mv "$src.tmp" "$src"
-    rm -rf "$fetch"
+    mkdir -p "$cache/downloads"
+    # The .crate file from crates.io, checked against the SHA-256 crates.io's index gives for it
+    # (cargo itself will not fetch a binary-only crate as a dependency).
+    if [ ! -f "$crate" ] || [ "$(sha256sum <"$crate" | cut -d' ' -f1)" != "$vhost_crate_sha256" ]; then
+      say "fetching vhost-device-vsock $vhost_version from crates.io"
+      python3 -c 'import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f)' "https://static.crates.io/crates/vhost-device-vsock/vhost-device-vsock-$vhost_version.crate" \
+        "$crate.part" && mv "$crate.part" "$crate" || die "could not fetch vhost-device-vsock $vhost_version"
+      [ "$(sha256sum <"$crate" | cut -d' ' -f1)" = "$vhost_crate_sha256" ] ||
+        die "vhost-device-vsock-$vhost_version.crate has an unexpected SHA-256"
+    fi
+    rm -rf "$src" "$src.tmp" && mkdir -p "$src.tmp"
+    tar -xzf "$crate" -C "$src.tmp" --strip-components=1
+    [ -f "$src.tmp/Cargo.lock" ] || die "vhost-device-vsock $vhost_version comes without its Cargo.lock"
+    mv "$src.tmp" "$src"
   fi
   # Its locked dependencies, so that the build itself needs no network.
   (cd "$src" && RUSTUP_TOOLCHAIN=$toolchain cargo fetch --locked -q >&2) ||
