@@ -1,6 +1,8 @@
-//! The bid-file parsers over arbitrary bytes, the enclave's lenient one included.
+//! The bid-file parsers over arbitrary bytes, the enclave's lenient ones included.
 #![no_main]
-use bidding_core::bidfile::{Limits, parse_encrypted, parse_encrypted_lenient, parse_plaintext};
+use bidding_core::bidfile::{
+    Limits, parse_encrypted, parse_encrypted_lenient, parse_plaintext, parse_plaintext_lenient,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +15,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(f) = parse_encrypted_lenient("f", data, limits) {
         assert!(f.rows.len() <= 512);
         // A lot set aside as repeated never also counts as a row.
+        assert!(f.rows.iter().all(|r| !f.duplicate_lots.contains(&r.lot)));
+    }
+    // The enclave's parser for an envelope file's plaintext.
+    if let Ok(f) = parse_plaintext_lenient("f", data, limits) {
+        let counted = f.rows.len() as u64 + f.malformed_rows + f.invalid_amounts;
+        assert!(counted <= 512);
         assert!(f.rows.iter().all(|r| !f.duplicate_lots.contains(&r.lot)));
     }
 });
