@@ -698,22 +698,20 @@ impl EnclaveSession {
             );
             return;
         }
-        if let Some(m) = &manifest {
-            if let Some(f) = m
-                .files()
+        if let Some(f) = manifest.as_ref().and_then(|m| {
+            m.files()
                 .iter()
                 .find(|f| f.size > self.settings.max_file_bytes)
-            {
-                self.fail(
-                    Some(id),
-                    ErrorCode::FileTooLarge,
-                    format!(
-                        "buyer `{}`'s file is {} bytes; this enclave takes files of at most {}",
-                        f.buyer, f.size, self.settings.max_file_bytes
-                    ),
-                );
-                return;
-            }
+        }) {
+            self.fail(
+                Some(id),
+                ErrorCode::FileTooLarge,
+                format!(
+                    "buyer `{}`'s file is {} bytes; this enclave takes files of at most {}",
+                    f.buyer, f.size, self.settings.max_file_bytes
+                ),
+            );
+            return;
         }
         let terms_sha256 = match &manifest {
             Some(m) => m.digest(),
@@ -1205,7 +1203,8 @@ impl EnclaveSession {
             file.duplicate_lots.len() as u64,
         );
         auction.rows += file.rows.len();
-        auction.verdicts.reserve(file.rows.len());
+        // Exactly: a whole file's bids at once, where doubling would overshoot by millions.
+        auction.verdicts.reserve_exact(file.rows.len());
         let count = file.rows.len() as u64;
         for row in file.rows {
             let lot = match lot_slot(auction, &row.lot, max_lots) {
