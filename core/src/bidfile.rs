@@ -127,6 +127,7 @@ pub fn parse_encrypted(
         limits,
         ENCRYPTED_HEADER,
         true,
+        true,
         |line, lot, bid| {
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
@@ -155,6 +156,7 @@ pub fn parse_plaintext(
         limits,
         PLAINTEXT_HEADER,
         false,
+        true,
         |line, lot, bid| {
             match Amount::parse(bid.as_bytes()) {
                 Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
@@ -208,6 +210,7 @@ pub fn parse_encrypted_lenient(
         limits,
         ENCRYPTED_HEADER,
         false,
+        true,
         |line, lot, bid| {
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
@@ -274,6 +277,7 @@ pub fn parse_plaintext_lenient(
         limits,
         PLAINTEXT_HEADER,
         false,
+        true,
         |line, lot, bid| {
             match Amount::parse(bid.as_bytes()) {
                 Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
@@ -319,6 +323,44 @@ pub fn parse_plaintext_lenient(
     })
 }
 
+/// Walks a plaintext `contract,bid` file without collecting it: `each(lot, amount)` for every
+/// row with a valid lot id, in file order, **repeated lots included** (the caller keeps its
+/// own lot table and applies [`parse_plaintext_lenient`]'s duplicate rule with it, which
+/// saves a second table of every lot). Returns the number of rows that are not
+/// `<lot id>,<bid>`. A file-level error can come after rows were delivered: the caller must
+/// then undo them (the file is set aside whole).
+pub fn walk_plaintext(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+    mut each: impl FnMut(LotId, Result<Amount, AmountError>),
+) -> Result<u64, BidFileError> {
+    let walked = parse_rows(
+        file,
+        bytes,
+        limits,
+        PLAINTEXT_HEADER,
+        false,
+        false,
+        |_, lot, bid| {
+            each(lot, Amount::parse(bid.as_bytes()));
+            Ok(())
+        },
+    );
+    let mut malformed_rows = 0u64;
+    if let Err(BidFileErrors(errors)) = walked {
+        for e in errors {
+            match e.kind {
+                BidFileErrorKind::FieldCount { .. } | BidFileErrorKind::Lot(_) => {
+                    malformed_rows += 1
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(malformed_rows)
+}
+
 fn decode_ciphertext(bid: &str) -> Result<Vec<u8>, BidFileErrorKind> {
     if bid.is_empty() {
         return Err(BidFileErrorKind::EmptyCiphertext);
@@ -348,6 +390,7 @@ fn parse_rows(
     limits: Limits,
     header: [&str; 2],
     stop_at_first: bool,
+    detect_duplicates: bool,
     mut each: impl FnMut(u64, LotId, &str) -> Result<(), BidFileErrorKind>,
 ) -> Result<(), BidFileErrors> {
     let at = |line: Option<u64>, kind| BidFileError {
@@ -434,17 +477,19 @@ fn parse_rows(
                 continue;
             }
         };
-        if let Some(&first) = first_line.get(&lot) {
-            errors.push(at(
-                Some(line),
-                BidFileErrorKind::DuplicateLot {
-                    lot,
-                    first_line: first,
-                },
-            ));
-            continue;
+        if detect_duplicates {
+            if let Some(&first) = first_line.get(&lot) {
+                errors.push(at(
+                    Some(line),
+                    BidFileErrorKind::DuplicateLot {
+                        lot,
+                        first_line: first,
+                    },
+                ));
+                continue;
+            }
+            first_line.insert(lot.clone(), line);
         }
-        first_line.insert(lot.clone(), line);
         if let Err(kind) = each(line, lot, &record[1]) {
             errors.push(at(Some(line), kind));
         }

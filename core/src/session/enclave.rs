@@ -1175,10 +1175,52 @@ impl EnclaveSession {
             max_bytes: max_file,
             max_rows: max_bids.saturating_sub(auction.rows),
         };
-        let file = match bidfile::parse_plaintext_lenient(name.as_str(), &plaintext, limits) {
-            Ok(f) => f,
+        // Rows go straight into the auction's lot table and verdicts (no per-file copy of
+        // every lot: at 1,000,000 lots that copy was the largest thing in memory). What this
+        // file adds is at the ends of `lot_ids` and `verdicts`, so it can be undone.
+        let lots_before = auction.lot_ids.len();
+        let verdicts_before = auction.verdicts.len();
+        // Per lot slot: 1 seen in this file, 2 seen twice or more.
+        let mut seen: Vec<u8> = Vec::new();
+        let mut invalid_slots: Vec<u32> = Vec::new();
+        let mut too_many_lots = false;
+        let walked = bidfile::walk_plaintext(name.as_str(), &plaintext, limits, |lot, amount| {
+            if too_many_lots {
+                return;
+            }
+            let Ok(slot) = lot_slot(auction, &lot, max_lots) else {
+                too_many_lots = true;
+                return;
+            };
+            let i = slot as usize;
+            if seen.len() <= i {
+                seen.resize(i + 1, 0);
+            }
+            if seen[i] > 0 {
+                seen[i] = 2;
+                return;
+            }
+            seen[i] = 1;
+            match amount {
+                Ok(amount) => auction
+                    .verdicts
+                    .push((slot, buyer as u8, Verdict::Valid(amount))),
+                Err(_) => invalid_slots.push(slot),
+            }
+        });
+        drop(plaintext);
+        let request = auction.pending_acks.first().map(|(id, _)| *id);
+        if too_many_lots {
+            self.fail(
+                request,
+                ErrorCode::TooManyLots,
+                format!("this enclave takes at most {max_lots} lots per auction"),
+            );
+            return;
+        }
+        let malformed_rows = match walked {
+            Ok(n) => n,
             Err(e) if matches!(e.kind, bidfile::BidFileErrorKind::TooManyRows { .. }) => {
-                let request = auction.pending_acks.first().map(|(id, _)| *id);
                 self.fail(
                     request,
                     ErrorCode::TooManyBids,
@@ -1189,36 +1231,32 @@ impl EnclaveSession {
                 return;
             }
             Err(_) => {
+                // Not a bid file after all (say, invalid UTF-8 halfway): undo its rows and
+                // set it aside whole.
+                auction.verdicts.truncate(verdicts_before);
+                for lot in auction.lot_ids.drain(lots_before..) {
+                    auction.lot_index.remove(&lot);
+                }
                 auction.set_aside(buyer, Reason::MalformedFile, 1);
                 self.pump();
                 return;
             }
         };
-        drop(plaintext);
-        auction.set_aside(buyer, Reason::MalformedRow, file.malformed_rows);
-        auction.set_aside(buyer, Reason::InvalidAmount, file.invalid_amounts);
-        auction.set_aside(
-            buyer,
-            Reason::DuplicateLot,
-            file.duplicate_lots.len() as u64,
-        );
-        auction.rows += file.rows.len();
-        // Exactly: a whole file's bids at once, where doubling would overshoot by millions.
-        auction.verdicts.reserve_exact(file.rows.len());
-        let count = file.rows.len() as u64;
-        for row in file.rows {
-            let lot = match lot_slot(auction, &row.lot, max_lots) {
-                Ok(l) => l,
-                Err((code, message)) => {
-                    let request = auction.pending_acks.first().map(|(id, _)| *id);
-                    self.fail(request, code, message);
-                    return;
-                }
-            };
-            auction
-                .verdicts
-                .push((lot, buyer as u8, Verdict::Valid(row.amount)));
+        // A lot named twice: none of its rows count (the first one's verdict goes again).
+        let duplicates = seen.iter().filter(|&&s| s == 2).count() as u64;
+        if duplicates > 0 {
+            let mut tail = auction.verdicts.split_off(verdicts_before);
+            tail.retain(|v| seen[v.0 as usize] != 2);
+            auction.verdicts.append(&mut tail);
+            invalid_slots.retain(|&l| seen[l as usize] != 2);
         }
+        let count = (auction.verdicts.len() - verdicts_before) as u64;
+        auction.rows += (count + invalid_slots.len() as u64 + duplicates) as usize;
+        auction.set_aside(buyer, Reason::MalformedRow, malformed_rows);
+        auction.set_aside(buyer, Reason::InvalidAmount, invalid_slots.len() as u64);
+        auction.set_aside(buyer, Reason::DuplicateLot, duplicates);
+        // Lots that only this file's set-aside rows named were registered but have no
+        // verdict: `close` leaves lots without any verdict out, so they never show.
         self.stats.bids_opened += count;
         self.pump();
     }
@@ -1315,6 +1353,11 @@ impl EnclaveSession {
             let n = rest.iter().take_while(|v| v.0 as usize == lot).count();
             let (mine, tail) = rest.split_at(n);
             rest = tail;
+            if mine.is_empty() {
+                // Only an envelope file's set-aside rows named this lot (every per-bid row
+                // leaves a verdict): the operator must not learn that anyone bid on it.
+                continue;
+            }
             let bids = mine
                 .iter()
                 .map(|&(_, b, v)| (auction.config.buyers()[b as usize].name.clone(), v));
