@@ -267,7 +267,12 @@ pub fn run_once(
         .find(|v| v["event"] == "done")
         .ok_or_else(|| anyhow!("the parent's log has no summary:\n{log}"))?;
     let seconds = done["session_secs"].as_f64().unwrap_or(0.0).max(1e-9);
-    let bids = done["bids"].as_u64().unwrap_or(0);
+    // The parent counts the rows of per-bid files; an envelope file's rows are known only to
+    // the enclave (and to this benchmark, which made them: every buyer bids on every lot).
+    let bids = match cfg.format {
+        FileFormat::PerBid => done["bids"].as_u64().unwrap_or(0),
+        FileFormat::Envelope => cfg.lots * cfg.buyers as u64,
+    };
     let lots = done["lots"].as_u64().unwrap_or(0);
     let per_bid = |cpu: f64| cpu * 1000.0 / bids.max(1) as f64;
     Ok(Figures {
