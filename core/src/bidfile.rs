@@ -127,6 +127,7 @@ pub fn parse_encrypted(
         limits,
         ENCRYPTED_HEADER,
         true,
+        true,
         |line, lot, bid| {
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
@@ -155,6 +156,7 @@ pub fn parse_plaintext(
         limits,
         PLAINTEXT_HEADER,
         false,
+        true,
         |line, lot, bid| {
             match Amount::parse(bid.as_bytes()) {
                 Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
@@ -188,6 +190,8 @@ pub struct LenientFile<R> {
     pub duplicate_lots: Vec<LotId>,
     /// Rows that are not `<lot id>,<bid>` or whose bid is malformed; they name no usable lot.
     pub malformed_rows: u64,
+    /// Plaintext files only: rows with a valid lot whose amount is not a valid amount.
+    pub invalid_amounts: u64,
 }
 
 /// Parses a sealed `encrypted.csv` inside the enclave. Unlike [`parse_encrypted`], a bad row is
@@ -206,6 +210,7 @@ pub fn parse_encrypted_lenient(
         limits,
         ENCRYPTED_HEADER,
         false,
+        true,
         |line, lot, bid| {
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
@@ -247,7 +252,113 @@ pub fn parse_encrypted_lenient(
         rows,
         duplicate_lots: duplicates,
         malformed_rows,
+        invalid_amounts: 0,
     })
+}
+
+/// Parses a buyer's plaintext `contract,bid` file inside the enclave (the content of an
+/// envelope bid file), with the rules of [`parse_encrypted_lenient`]: a row that is not
+/// `<lot id>,<bid>` counts in `malformed_rows`, a row whose amount is invalid in
+/// `invalid_amounts`, a lot named twice in `duplicate_lots` (none of its rows count). Only a
+/// file that is not a bid file at all is an error. Errors never hold an amount.
+pub fn parse_plaintext_lenient(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<LenientFile<PlaintextRow>, BidFileError> {
+    let mut rows = Vec::new();
+    let mut malformed_rows = 0u64;
+    let mut invalid_amounts = 0u64;
+    // Lots whose amount was invalid: a later row for one of them is still a duplicate.
+    let mut invalid_lots: Vec<LotId> = Vec::new();
+    let walked = parse_rows(
+        file,
+        bytes,
+        limits,
+        PLAINTEXT_HEADER,
+        false,
+        true,
+        |line, lot, bid| {
+            match Amount::parse(bid.as_bytes()) {
+                Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+                Err(e) => {
+                    invalid_lots.push(lot);
+                    return Err(BidFileErrorKind::Amount(e));
+                }
+            }
+            Ok(())
+        },
+    );
+    let mut duplicates: Vec<LotId> = Vec::new();
+    let mut seen_duplicate = std::collections::HashSet::new();
+    if let Err(BidFileErrors(errors)) = walked {
+        for e in errors {
+            match e.kind {
+                BidFileErrorKind::DuplicateLot { lot, .. } => {
+                    if seen_duplicate.insert(lot.clone()) {
+                        duplicates.push(lot);
+                    }
+                }
+                BidFileErrorKind::Amount(_) => invalid_amounts += 1,
+                BidFileErrorKind::FieldCount { .. } | BidFileErrorKind::Lot(_) => {
+                    malformed_rows += 1
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+    if !duplicates.is_empty() {
+        let dup: std::collections::HashSet<&LotId> = duplicates.iter().collect();
+        // As for encrypted files: the duplicated lot's first row goes too; if that first row
+        // had an invalid amount, it counts as part of the duplicate, not on its own.
+        rows.retain(|r| !dup.contains(&r.lot));
+        let gone = invalid_lots.iter().filter(|l| dup.contains(l)).count() as u64;
+        invalid_amounts = invalid_amounts.saturating_sub(gone);
+    }
+    Ok(LenientFile {
+        rows,
+        duplicate_lots: duplicates,
+        malformed_rows,
+        invalid_amounts,
+    })
+}
+
+/// Walks a plaintext `contract,bid` file without collecting it: `each(lot, amount)` for every
+/// row with a valid lot id, in file order, **repeated lots included** (the caller keeps its
+/// own lot table and applies [`parse_plaintext_lenient`]'s duplicate rule with it, which
+/// saves a second table of every lot). Returns the number of rows that are not
+/// `<lot id>,<bid>`. A file-level error can come after rows were delivered: the caller must
+/// then undo them (the file is set aside whole).
+pub fn walk_plaintext(
+    file: &str,
+    bytes: &[u8],
+    limits: Limits,
+    mut each: impl FnMut(LotId, Result<Amount, AmountError>),
+) -> Result<u64, BidFileError> {
+    let walked = parse_rows(
+        file,
+        bytes,
+        limits,
+        PLAINTEXT_HEADER,
+        false,
+        false,
+        |_, lot, bid| {
+            each(lot, Amount::parse(bid.as_bytes()));
+            Ok(())
+        },
+    );
+    let mut malformed_rows = 0u64;
+    if let Err(BidFileErrors(errors)) = walked {
+        for e in errors {
+            match e.kind {
+                BidFileErrorKind::FieldCount { .. } | BidFileErrorKind::Lot(_) => {
+                    malformed_rows += 1
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(malformed_rows)
 }
 
 fn decode_ciphertext(bid: &str) -> Result<Vec<u8>, BidFileErrorKind> {
@@ -279,6 +390,7 @@ fn parse_rows(
     limits: Limits,
     header: [&str; 2],
     stop_at_first: bool,
+    detect_duplicates: bool,
     mut each: impl FnMut(u64, LotId, &str) -> Result<(), BidFileErrorKind>,
 ) -> Result<(), BidFileErrors> {
     let at = |line: Option<u64>, kind| BidFileError {
@@ -365,17 +477,19 @@ fn parse_rows(
                 continue;
             }
         };
-        if let Some(&first) = first_line.get(&lot) {
-            errors.push(at(
-                Some(line),
-                BidFileErrorKind::DuplicateLot {
-                    lot,
-                    first_line: first,
-                },
-            ));
-            continue;
+        if detect_duplicates {
+            if let Some(&first) = first_line.get(&lot) {
+                errors.push(at(
+                    Some(line),
+                    BidFileErrorKind::DuplicateLot {
+                        lot,
+                        first_line: first,
+                    },
+                ));
+                continue;
+            }
+            first_line.insert(lot.clone(), line);
         }
-        first_line.insert(lot.clone(), line);
         if let Err(kind) = each(line, lot, &record[1]) {
             errors.push(at(Some(line), kind));
         }
@@ -434,6 +548,28 @@ mod tests {
     fn enc(text: &str) -> Result<Vec<EncryptedRow>, String> {
         parse_encrypted("b1/encrypted.csv", text.as_bytes(), Limits::default())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn plaintext_lenient_parse_counts_each_kind_of_bad_row() {
+        let text = "contract,bid\nA,10\nB,-1\nC\nbad lot!,5\nD,7\nD,8\nE,x\nE,9\nF, 3.50 \n";
+        let f = parse_plaintext_lenient("f", text.as_bytes(), Limits::default()).unwrap();
+        let lots: Vec<&str> = f.rows.iter().map(|r| r.lot.as_str()).collect();
+        assert_eq!(lots, ["A", "F"]);
+        assert_eq!(f.rows[1].amount, Amount::parse(b"3.5").unwrap());
+        // B's amount is invalid; C and `bad lot!` are not rows; D and E are duplicated (E's
+        // first row's bad amount goes with the duplicate).
+        assert_eq!(f.invalid_amounts, 1);
+        assert_eq!(f.malformed_rows, 2);
+        assert_eq!(f.duplicate_lots.len(), 2);
+        assert!(parse_plaintext_lenient("f", b"[].contract,[].bid\n", Limits::default()).is_err());
+        assert!(parse_plaintext_lenient("f", b"\xff\xfe", Limits::default()).is_err());
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_rows: 1,
+        };
+        let e = parse_plaintext_lenient("f", b"contract,bid\nA,1\nB,2\n", limits).unwrap_err();
+        assert!(matches!(e.kind, BidFileErrorKind::TooManyRows { .. }));
     }
 
     #[test]

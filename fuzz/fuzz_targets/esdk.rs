@@ -40,8 +40,14 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    if let Ok(m) = Message::parse(data, &limits) {
+    let parsed = Message::parse(data, &limits);
+    // The enclave's owning form (it holds the message across the KMS call) decides alike.
+    let owned = esdk::OwnedMessage::parse(data.to_vec(), &limits);
+    assert_eq!(parsed.is_ok(), owned.is_ok());
+    if let (Ok(m), Ok(o)) = (parsed, owned) {
         assert!(esdk::is_message(data));
+        assert_eq!(o.context(), m.context());
+        assert_eq!(o.message().plaintext_len(), m.plaintext_len());
         if let Ok(p) = m.decrypt(&KEY) {
             assert_eq!(p.len() as u64, m.plaintext_len());
         }

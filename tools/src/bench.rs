@@ -9,6 +9,7 @@
 use crate::stack::{Stack, StackOptions};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::bidfile::PlaintextRow;
+use bidding_core::manifest::FileFormat;
 use bidding_core::names::{AuctionId, BuyerName, LotId};
 use serde::Serialize;
 use std::io::Read;
@@ -23,11 +24,16 @@ pub struct BenchConfig {
     pub kms_latency_ms: u64,
     pub window: usize,
     pub connections: usize,
+    /// How the buyers' files are encrypted.
+    pub format: FileFormat,
+    /// Extra arguments for the enclave (limits).
+    pub enclave_args: Vec<String>,
 }
 
 /// One run's figures, under the keys the JSON line uses.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
+    pub format: String,
     pub lots: u64,
     pub bids: u64,
     pub kms_latency_ms: u64,
@@ -45,6 +51,9 @@ pub struct Figures {
     pub parent_peak_rss_kib: u64,
     pub kms_peak_rss_kib: u64,
     pub rsa_decrypt_ms: f64,
+    /// KMS Decrypt calls the emulator answered during the auction (seals included), counted
+    /// from its request log; logged for envelope runs only (a per-bid run makes one per bid).
+    pub kms_decrypts: Option<u64>,
 }
 
 /// The floor: mean time of one RSA-2048 OAEP (SHA-256) private decryption with the enclave's
@@ -146,6 +155,8 @@ pub fn run_once(
         .collect();
     let mut opts = StackOptions {
         kms_process: Some(exe.to_owned()),
+        // Envelope runs make a handful of KMS calls: log them to count them.
+        kms_log: cfg.format == FileFormat::Envelope,
         ..StackOptions::default()
     };
     if cfg.kms_latency_ms > 0 {
@@ -158,18 +169,26 @@ pub fn run_once(
     let stack = Stack::start(dir, &names, exe, opts)?;
     let auction = AuctionId::new("bench").expect("valid");
     say(&format!(
-        "  sealing {} bids with the buyers' keys…",
-        cfg.lots * cfg.buyers as u64
+        "  sealing {} bids with the buyers' keys ({} files)…",
+        cfg.lots * cfg.buyers as u64,
+        cfg.format
     ));
     for (i, name) in names.iter().enumerate() {
         let buyer = stack.buyer(name.as_str())?;
-        stack.seal_and_upload(buyer, &auction, &plaintext_rows(cfg.lots, i), true)?;
+        let rows = plaintext_rows(cfg.lots, i);
+        match cfg.format {
+            FileFormat::PerBid => {
+                stack.seal_and_upload(buyer, &auction, &rows, true)?;
+            }
+            FileFormat::Envelope => {
+                stack.envelope_and_upload(buyer, &auction, &rows)?;
+            }
+        }
     }
-    let enclave = stack.start_enclave(
-        exe,
-        "bench-enclave",
-        &["--kms-connections", &cfg.connections.to_string()],
-    )?;
+    let connections = cfg.connections.to_string();
+    let mut enclave_args = vec!["--kms-connections", connections.as_str()];
+    enclave_args.extend(cfg.enclave_args.iter().map(String::as_str));
+    let enclave = stack.start_enclave(exe, "bench-enclave", &enclave_args)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !enclave.log_text().contains("recipient key ready") {
         if Instant::now() > deadline {
@@ -194,6 +213,7 @@ pub fn run_once(
     )?;
     say("  the seal round: manifest, then every buyer's seal…");
     stack.seal_round(exe, &config)?;
+    let decrypts_before = count_decrypts(stack.kms.log());
     say(&format!(
         "  running the auction: {} lots × {} buyers, KMS latency {} ms, window {}, {} KMS connections…",
         cfg.lots, cfg.buyers, cfg.kms_latency_ms, cfg.window, cfg.connections
@@ -231,6 +251,12 @@ pub fn run_once(
             enclave.log_text()
         );
     }
+    let kms_decrypts = match cfg.format {
+        FileFormat::Envelope => {
+            count_decrypts(stack.kms.log()).map(|n| n - decrypts_before.unwrap_or(0))
+        }
+        FileFormat::PerBid => None,
+    };
     let enclave_cpu = cpu_seconds(enclave_pid)? - enclave_cpu0;
     let kms_cpu = cpu_seconds(kms_pid)? - kms_cpu0;
     let enclave_rss = peak_rss_kib(enclave_pid)?;
@@ -241,10 +267,16 @@ pub fn run_once(
         .find(|v| v["event"] == "done")
         .ok_or_else(|| anyhow!("the parent's log has no summary:\n{log}"))?;
     let seconds = done["session_secs"].as_f64().unwrap_or(0.0).max(1e-9);
-    let bids = done["bids"].as_u64().unwrap_or(0);
+    // The parent counts the rows of per-bid files; an envelope file's rows are known only to
+    // the enclave (and to this benchmark, which made them: every buyer bids on every lot).
+    let bids = match cfg.format {
+        FileFormat::PerBid => done["bids"].as_u64().unwrap_or(0),
+        FileFormat::Envelope => cfg.lots * cfg.buyers as u64,
+    };
     let lots = done["lots"].as_u64().unwrap_or(0);
     let per_bid = |cpu: f64| cpu * 1000.0 / bids.max(1) as f64;
     Ok(Figures {
+        format: cfg.format.to_string(),
         lots,
         bids,
         kms_latency_ms: cfg.kms_latency_ms,
@@ -262,7 +294,18 @@ pub fn run_once(
         parent_peak_rss_kib: usage.max_rss_kib,
         kms_peak_rss_kib: kms_rss,
         rsa_decrypt_ms,
+        kms_decrypts,
     })
+}
+
+/// Decrypt calls answered so far, from the emulator's request log.
+fn count_decrypts(log: Option<&Path>) -> Option<u64> {
+    let text = std::fs::read_to_string(log?).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("kms-emulator: Decrypt by "))
+            .count() as u64,
+    )
 }
 
 struct Usage {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::VerifyAt;
 use bidding_core::auction::RevealPolicy;
 use bidding_core::bidfile::{Limits, PlaintextRow, parse_plaintext};
-use bidding_core::manifest::Manifest;
+use bidding_core::manifest::{FileFormat, Manifest};
 use bidding_core::names::{AuctionId, BuyerName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ pub struct DemoOptions {
     pub work: PathBuf,
     /// The executable that runs the dev enclave and the parent (bidctl itself).
     pub exe: PathBuf,
+    /// How the buyers encrypt their files.
+    pub format: FileFormat,
 }
 
 /// The proof of concept's scenario: Buyer1 bids 100000, 200000 and 150000 on properties 1 to
@@ -66,14 +68,29 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     )?;
     for (name, rows) in &inputs {
         let buyer = stack.buyer(name.as_str())?;
-        stack.seal_and_upload(buyer, &auction, rows, true)?;
-        writeln!(
-            say,
-            "  {name}: {} bids sealed with {} and uploaded to s3://{}/encrypted.csv",
-            rows.len(),
-            buyer.key,
-            buyer.bucket
-        )?;
+        match opts.format {
+            FileFormat::PerBid => {
+                stack.seal_and_upload(buyer, &auction, rows, true)?;
+                writeln!(
+                    say,
+                    "  {name}: {} bids sealed with {} and uploaded to s3://{}/encrypted.csv",
+                    rows.len(),
+                    buyer.key,
+                    buyer.bucket
+                )?;
+            }
+            FileFormat::Envelope => {
+                let file = stack.envelope_and_upload(buyer, &auction, rows)?;
+                writeln!(
+                    say,
+                    "  {name}: {} bids in one envelope file ({} bytes, one data key from {}) uploaded to s3://{}/encrypted.csv",
+                    rows.len(),
+                    file.len(),
+                    buyer.key,
+                    buyer.bucket
+                )?;
+            }
+        }
     }
 
     let enclave = stack.start_enclave(&opts.exe, "enclave", &[])?;

@@ -1,4 +1,5 @@
-//! Buyers' side: sealing a plaintext bid file into the proof of concept's `encrypted.csv`.
+//! Buyers' side: sealing a plaintext bid file into the proof of concept's `encrypted.csv`
+//! (one KMS ciphertext per bid), or into one envelope file (one data key per file).
 
 use crate::kms_client::{KmsClient, KmsError};
 use base64::Engine;
@@ -64,4 +65,68 @@ pub fn seal_rows(
         out.extend_from_slice(format!("{},{blob}\n", row.lot).as_bytes());
     }
     Ok(out)
+}
+
+/// Why an envelope file could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    #[error("writing the message: {0}")]
+    Message(#[from] bidding_core::esdk::EsdkError),
+    #[error("KMS answered GenerateDataKey with key {found}, not the requested {expected}")]
+    OtherKey { expected: String, found: String },
+}
+
+/// The frame length `aws-encryption-cli` uses by default.
+pub const ENVELOPE_FRAME_LENGTH: u32 = 4096;
+
+/// Makes an envelope bid file (DESIGN §4): `plaintext` (the buyer's `contract,bid` CSV) as one
+/// AWS Encryption SDK message, suite 0x0578, with ONE data key from GenerateDataKey on the
+/// buyer's key under the context {auction, buyer} plus the message's signing key, as
+/// `aws-encryption-cli --encrypt -w key=ARN -c auction=ID buyer=NAME` does.
+pub fn envelope_file(
+    client: &KmsClient,
+    key: &KeyArn,
+    auction: &AuctionId,
+    buyer: &BuyerName,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    use bidding_core::esdk::{CONTEXT_AUCTION, CONTEXT_BUYER, Encryptor};
+    let context: std::collections::BTreeMap<String, String> = [
+        (CONTEXT_AUCTION.to_owned(), auction.as_str().to_owned()),
+        (CONTEXT_BUYER.to_owned(), buyer.as_str().to_owned()),
+    ]
+    .into();
+    let encryptor = Encryptor::new(context)?;
+    let data_key = client.generate_data_key(key.as_str(), encryptor.context())?;
+    // The enclave accepts only the registered ARN as the data key's provider info: an alias or
+    // a key id would be answered with the ARN, but check that KMS used the key asked for.
+    if data_key.key_id != key.as_str() {
+        return Err(EnvelopeError::OtherKey {
+            expected: key.to_string(),
+            found: data_key.key_id,
+        });
+    }
+    Ok(encryptor.encrypt(
+        &data_key.plaintext,
+        &data_key.ciphertext_blob,
+        &data_key.key_id,
+        plaintext,
+        ENVELOPE_FRAME_LENGTH,
+    )?)
+}
+
+/// A plaintext `contract,bid` file of `rows`, amounts in their fixed-width form.
+pub fn plaintext_csv(rows: &[PlaintextRow]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + rows.len() * 40);
+    out.extend_from_slice(bidding_core::bidfile::PLAINTEXT_HEADER.join(",").as_bytes());
+    out.push(b'\n');
+    for row in rows {
+        out.extend_from_slice(row.lot.as_str().as_bytes());
+        out.push(b',');
+        out.extend_from_slice(row.amount.to_padded().as_bytes());
+        out.push(b'\n');
+    }
+    out
 }

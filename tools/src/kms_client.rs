@@ -9,6 +9,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
+/// A data key from GenerateDataKey. The plaintext is zeroed when dropped.
+pub struct DataKey {
+    pub plaintext: zeroize::Zeroizing<Vec<u8>>,
+    pub ciphertext_blob: Vec<u8>,
+    pub key_id: String,
+}
+
 pub struct KmsClient {
     http: HttpClient,
     /// `https://kms.<region>.amazonaws.com` or a custom endpoint such as the emulator's.
@@ -121,6 +128,33 @@ impl KmsClient {
             },
         )?;
         Ok(answer.ciphertext_blob)
+    }
+
+    /// A fresh 32-byte data key under `key_id`, bound to `context`: the plaintext key and
+    /// KMS's `CiphertextBlob` of it, and the key ARN KMS answered with.
+    pub fn generate_data_key(
+        &self,
+        key_id: &str,
+        context: &BTreeMap<String, String>,
+    ) -> Result<DataKey, KmsError> {
+        let answer: kms::GenerateDataKeyResponse = self.call(
+            "GenerateDataKey",
+            &kms::GenerateDataKeyRequest {
+                key_id: key_id.to_owned(),
+                key_spec: None,
+                number_of_bytes: Some(32),
+                encryption_context: Some(context.clone()),
+                recipient: None,
+            },
+        )?;
+        let plaintext = answer.plaintext.filter(|p| p.len() == 32).ok_or_else(|| {
+            KmsError::Answer("no 32-byte Plaintext".to_owned(), "GenerateDataKey")
+        })?;
+        Ok(DataKey {
+            plaintext: zeroize::Zeroizing::new(plaintext),
+            ciphertext_blob: answer.ciphertext_blob,
+            key_id: answer.key_id,
+        })
     }
 
     pub fn create_key(

@@ -3,7 +3,7 @@
 //! credentials, KMS key (with a real-format key policy pinned to the enclave's PCR0) and
 //! bucket. The demo, the end-to-end tests and the benchmarks all stand on it.
 
-use crate::encrypt::{Sealing, seal_rows};
+use crate::encrypt::{Sealing, envelope_file, plaintext_csv, seal_rows};
 use crate::kms_client::KmsClient;
 use crate::kms_emulator::{self, FaultRule, Principal};
 use crate::s3_server::S3Server;
@@ -345,6 +345,33 @@ impl Stack {
             "text/csv",
         )?;
         Ok(csv)
+    }
+
+    /// Encrypts a buyer's plaintext rows as ONE envelope file (one GenerateDataKey with the
+    /// buyer's key and credentials) and uploads it as `encrypted.csv` (the name the parent
+    /// config uses for every format), as `bidctl encrypt --format envelope --upload` does.
+    pub fn envelope_and_upload(
+        &self,
+        buyer: &Buyer,
+        auction: &AuctionId,
+        rows: &[PlaintextRow],
+    ) -> Result<Vec<u8>> {
+        let client = self.kms_client(&buyer.credentials)?;
+        let plaintext = zeroize::Zeroizing::new(plaintext_csv(rows));
+        let file = envelope_file(&client, &buyer.key, auction, &buyer.name, &plaintext)?;
+        self.upload_bid_file(buyer, &file)?;
+        Ok(file)
+    }
+
+    /// Puts `file` as the buyer's `encrypted.csv`.
+    pub fn upload_bid_file(&self, buyer: &Buyer, file: &[u8]) -> Result<()> {
+        self.s3_client(&buyer.credentials).put_object(
+            &buyer.bucket,
+            "encrypted.csv",
+            file,
+            "application/octet-stream",
+        )?;
+        Ok(())
     }
 
     /// Starts a dev enclave as `exe __enclave ...`, listening on a Unix socket in the stack's

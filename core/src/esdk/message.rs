@@ -187,6 +187,80 @@ impl<'a> Message<'a> {
     }
 }
 
+/// A checked message that owns its bytes, for a holder that must wait (one KMS call) between
+/// [`Message::parse`] and [`Message::decrypt`] without parsing, and verifying the signature,
+/// twice. The bytes never change after the checks: they are private and only lent out.
+#[derive(Clone)]
+pub struct OwnedMessage {
+    bytes: Vec<u8>,
+    header: Header,
+    body_start: usize,
+    body_end: usize,
+    frames: u32,
+    plaintext_len: u64,
+}
+
+impl std::fmt::Debug for OwnedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedMessage")
+            .field("len", &self.bytes.len())
+            .field("suite", &self.header.suite)
+            .field("frames", &self.frames)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnedMessage {
+    /// [`Message::parse`], keeping the bytes. On an error the bytes are dropped.
+    pub fn parse(bytes: Vec<u8>, limits: &Limits) -> Result<OwnedMessage, EsdkError> {
+        let m = Message::parse(&bytes, limits)?;
+        let (header, body_start, body_end, frames, plaintext_len) = (
+            m.header,
+            m.body_start,
+            m.body_end,
+            m.frames,
+            m.plaintext_len,
+        );
+        Ok(OwnedMessage {
+            bytes,
+            header,
+            body_start,
+            body_end,
+            frames,
+            plaintext_len,
+        })
+    }
+
+    /// The checked message, borrowed (its header is copied: a few hundred bytes).
+    pub fn message(&self) -> Message<'_> {
+        Message {
+            bytes: &self.bytes,
+            header: self.header.clone(),
+            body_start: self.body_start,
+            body_end: self.body_end,
+            frames: self.frames,
+            plaintext_len: self.plaintext_len,
+        }
+    }
+
+    /// The encryption context (see [`Message::context`]).
+    pub fn context(&self) -> &BTreeMap<String, String> {
+        &self.header.context
+    }
+
+    pub fn data_keys(&self) -> &[DataKey] {
+        &self.header.data_keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// The footer: u16 length, then a DER ECDSA signature.
 impl<'a> Cursor<'a> {
     fn sized_footer(&mut self) -> Result<&'a [u8], EsdkError> {

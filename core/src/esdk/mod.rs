@@ -35,7 +35,7 @@ pub use crate::cms::Plaintext;
 pub use encrypt::Encryptor;
 pub use error::{EsdkError, Stage};
 pub use header::DataKey;
-pub use message::Message;
+pub use message::{Message, OwnedMessage};
 pub use policy::{BID_FILE_PROVIDER_ID, CONTEXT_AUCTION, CONTEXT_BUYER, check_bid_file};
 
 /// The one message format version accepted.

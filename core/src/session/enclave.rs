@@ -16,6 +16,7 @@ use crate::auction::{self, LotResult, Reason, Verdict};
 use crate::bidfile::{self, MAX_CIPHERTEXT_LEN};
 use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
 use crate::credentials::Credentials;
+use crate::esdk;
 use crate::kms;
 use crate::manifest::{self, FileFormat, Manifest, SEAL_MARKER};
 use crate::names::{BuyerName, KeyArn, LotId};
@@ -175,8 +176,18 @@ enum AttestPurpose {
 /// What a ciphertext being opened is.
 #[derive(Debug, Clone, Copy)]
 enum Job {
-    Seal { request: u64, buyer: usize },
-    Bid { lot: u32, buyer: usize },
+    Seal {
+        request: u64,
+        buyer: usize,
+    },
+    Bid {
+        lot: u32,
+        buyer: usize,
+    },
+    /// The data key of the envelope file held in [`Auction::envelope`].
+    EnvelopeKey {
+        buyer: usize,
+    },
 }
 
 /// A file being received.
@@ -216,6 +227,9 @@ struct Auction {
     /// Reading goes on meanwhile, so a credentials refresh is never stuck behind them.
     held: VecDeque<(u64, FileChunk)>,
     held_bytes: usize,
+    /// An envelope file whose message is checked (signature included) and whose data key is
+    /// at KMS: opened when the key comes back. At most one: files are opened one at a time.
+    envelope: Option<esdk::OwnedMessage>,
 }
 
 impl Auction {
@@ -464,6 +478,7 @@ impl EnclaveSession {
         };
         match job {
             Job::Seal { request, buyer } => self.seal_opened(request, buyer, outcome),
+            Job::EnvelopeKey { buyer } => self.envelope_opened(buyer, outcome),
             Job::Bid { lot, buyer } => {
                 let verdict = match outcome {
                     DecryptOutcome::Plaintext(plaintext) => match Amount::parse(&plaintext) {
@@ -683,33 +698,20 @@ impl EnclaveSession {
             );
             return;
         }
-        if let Some(m) = &manifest {
-            if let Some(f) = m
-                .files()
+        if let Some(f) = manifest.as_ref().and_then(|m| {
+            m.files()
                 .iter()
                 .find(|f| f.size > self.settings.max_file_bytes)
-            {
-                self.fail(
-                    Some(id),
-                    ErrorCode::FileTooLarge,
-                    format!(
-                        "buyer `{}`'s file is {} bytes; this enclave takes files of at most {}",
-                        f.buyer, f.size, self.settings.max_file_bytes
-                    ),
-                );
-                return;
-            }
-            if let Some(f) = m.files().iter().find(|f| f.format == FileFormat::Envelope) {
-                self.fail(
-                    Some(id),
-                    ErrorCode::InvalidManifest,
-                    format!(
-                        "buyer `{}`'s file is an envelope file; this enclave build opens per-bid files only",
-                        f.buyer
-                    ),
-                );
-                return;
-            }
+        }) {
+            self.fail(
+                Some(id),
+                ErrorCode::FileTooLarge,
+                format!(
+                    "buyer `{}`'s file is {} bytes; this enclave takes files of at most {}",
+                    f.buyer, f.size, self.settings.max_file_bytes
+                ),
+            );
+            return;
         }
         let terms_sha256 = match &manifest {
             Some(m) => m.digest(),
@@ -734,6 +736,7 @@ impl EnclaveSession {
             pending_acks: Vec::new(),
             held: VecDeque::new(),
             held_bytes: 0,
+            envelope: None,
         });
         self.phase = match mode {
             Mode::Sealed => Phase::Sealing,
@@ -962,14 +965,7 @@ impl EnclaveSession {
             FileFormat::PerBid => {
                 bidfile::parse_encrypted_lenient(name.as_str(), &inc.bytes, limits)
             }
-            FileFormat::Envelope => {
-                return Err((
-                    ErrorCode::InvalidAuction,
-                    format!(
-                        "buyer `{name}`'s file is an envelope file; this build opens per-bid files only"
-                    ),
-                ));
-            }
+            FileFormat::Envelope => return self.envelope_file(id, buyer, inc.bytes),
         };
         drop(inc.bytes);
         let file = match file {
@@ -1035,6 +1031,234 @@ impl EnclaveSession {
             });
         }
         Ok(())
+    }
+
+    /// An envelope file (DESIGN §4): everything that can be checked without the data key is
+    /// checked first, the ECDSA signature included, so a garbage file costs no KMS call; then
+    /// **one** KMS Decrypt of its data key (KeyId = the buyer's registered key, the header's
+    /// whole encryption context, Recipient = this enclave), answered in
+    /// [`envelope_opened`](Self::envelope_opened). A file that fails a check is set aside
+    /// whole, once, under its buyer: never with a lot.
+    fn envelope_file(
+        &mut self,
+        id: u64,
+        buyer: usize,
+        bytes: Vec<u8>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let limits = esdk::Limits {
+            max_message_bytes: self.settings.max_file_bytes as usize,
+            ..esdk::Limits::default()
+        };
+        let auction = self.auction.as_mut().expect("phase Files has an auction");
+        let message = match esdk::OwnedMessage::parse(bytes, &limits) {
+            Ok(m) => m,
+            Err(_) => {
+                auction.set_aside(buyer, Reason::MalformedFile, 1);
+                return Ok(());
+            }
+        };
+        let spec = &auction.config.buyers()[buyer];
+        if let Err(e) = esdk::check_bid_file(
+            &message.message(),
+            auction.config.auction_id().as_str(),
+            spec.name.as_str(),
+            spec.key_arn.as_str(),
+        ) {
+            let reason = envelope_policy_reason(&e);
+            auction.set_aside(buyer, reason, 1);
+            return Ok(());
+        }
+        let encrypted_key = match message.data_keys() {
+            [key] if (1..=MAX_CIPHERTEXT_LEN).contains(&key.encrypted_key.len()) => {
+                key.encrypted_key.clone()
+            }
+            _ => {
+                auction.set_aside(buyer, Reason::MalformedFile, 1);
+                return Ok(());
+            }
+        };
+        if auction.mode == Mode::Unsealed {
+            // As for per-bid ciphertexts: in an unsealed auction a buyer's data key counts
+            // once per boot, whatever message carries it.
+            let d = config::sha256(&encrypted_key);
+            if self.guard.seen.contains(&d) {
+                return Err((
+                    ErrorCode::ReplayedCiphertext,
+                    format!(
+                        "buyer `{}`'s envelope file holds a data key already used since this enclave started; in an unsealed auction a ciphertext counts once per boot (restart the enclave to rerun, or seal the auction)",
+                        spec.name
+                    ),
+                ));
+            }
+            if self.guard.seen.len() >= self.guard.capacity {
+                return Err((
+                    ErrorCode::TooManyBids,
+                    format!(
+                        "this enclave opens at most {} unsealed ciphertexts per boot",
+                        self.guard.capacity
+                    ),
+                ));
+            }
+            self.guard.seen.insert(d);
+        }
+        let job = DecryptJob {
+            ticket: BidTicket {
+                request: id,
+                index: 0,
+            },
+            key_arn: spec.key_arn.clone(),
+            ciphertext: encrypted_key,
+            context: message.context().clone(),
+            retry_without_context: false,
+            credentials: self
+                .credentials
+                .clone()
+                .expect("phase Files has credentials"),
+        };
+        auction.envelope = Some(message);
+        self.jobs.insert(job.ticket, Job::EnvelopeKey { buyer });
+        self.actions.push_back(Action::Decrypt(job));
+        Ok(())
+    }
+
+    /// KMS's answer for an envelope file's data key: open the frames (key commitment, header
+    /// tag, every frame tag; nothing is released unless all hold), then parse the buyer's
+    /// `contract,bid` CSV with the per-bid rules. Only valid bids reach the lots.
+    ///
+    /// Privacy: the operator must not learn which lots a buyer bid on in an envelope file.
+    /// Rows set aside here (malformed, invalid amount, duplicated lot) are therefore only
+    /// counted per buyer and reason, never recorded with a lot, and register no lot: any
+    /// per-lot record of set-aside bids must stay out of this path.
+    fn envelope_opened(&mut self, buyer: usize, outcome: DecryptOutcome) {
+        let max_bids = self.settings.max_bids;
+        let max_lots = self.settings.max_lots;
+        let max_file = self.settings.max_file_bytes as usize;
+        let Some(auction) = self.auction.as_mut() else {
+            return;
+        };
+        let Some(message) = auction.envelope.take() else {
+            return;
+        };
+        let data_key = match outcome {
+            DecryptOutcome::Plaintext(key) => key,
+            DecryptOutcome::Disqualified(reason) => {
+                auction.set_aside(buyer, reason, 1);
+                self.pump();
+                return;
+            }
+            DecryptOutcome::Fatal { code, message } => {
+                let who = auction.buyer_name(buyer).to_string();
+                let request = auction.pending_acks.first().map(|(id, _)| *id);
+                self.fail(
+                    request,
+                    code,
+                    format!("opening buyer `{who}`'s envelope file: {message}; nothing is decided"),
+                );
+                return;
+            }
+        };
+        let opened = message.message().decrypt(&data_key);
+        drop(data_key);
+        drop(message);
+        let plaintext = match opened {
+            Ok(p) => p,
+            Err(_) => {
+                // A commitment, header tag or frame tag that does not hold under the key KMS
+                // gave for this very message: only its maker can have done that.
+                auction.set_aside(buyer, Reason::Undecryptable, 1);
+                self.pump();
+                return;
+            }
+        };
+        let name = auction.buyer_name(buyer).clone();
+        let limits = bidfile::Limits {
+            max_bytes: max_file,
+            max_rows: max_bids.saturating_sub(auction.rows),
+        };
+        // Rows go straight into the auction's lot table and verdicts (no per-file copy of
+        // every lot: at 1,000,000 lots that copy was the largest thing in memory). What this
+        // file adds is at the ends of `lot_ids` and `verdicts`, so it can be undone.
+        let lots_before = auction.lot_ids.len();
+        let verdicts_before = auction.verdicts.len();
+        // Per lot slot: 1 seen in this file, 2 seen twice or more.
+        let mut seen: Vec<u8> = Vec::new();
+        let mut invalid_slots: Vec<u32> = Vec::new();
+        let mut too_many_lots = false;
+        let walked = bidfile::walk_plaintext(name.as_str(), &plaintext, limits, |lot, amount| {
+            if too_many_lots {
+                return;
+            }
+            let Ok(slot) = lot_slot(auction, &lot, max_lots) else {
+                too_many_lots = true;
+                return;
+            };
+            let i = slot as usize;
+            if seen.len() <= i {
+                seen.resize(i + 1, 0);
+            }
+            if seen[i] > 0 {
+                seen[i] = 2;
+                return;
+            }
+            seen[i] = 1;
+            match amount {
+                Ok(amount) => auction
+                    .verdicts
+                    .push((slot, buyer as u8, Verdict::Valid(amount))),
+                Err(_) => invalid_slots.push(slot),
+            }
+        });
+        drop(plaintext);
+        let request = auction.pending_acks.first().map(|(id, _)| *id);
+        if too_many_lots {
+            self.fail(
+                request,
+                ErrorCode::TooManyLots,
+                format!("this enclave takes at most {max_lots} lots per auction"),
+            );
+            return;
+        }
+        let malformed_rows = match walked {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind, bidfile::BidFileErrorKind::TooManyRows { .. }) => {
+                self.fail(
+                    request,
+                    ErrorCode::TooManyBids,
+                    format!(
+                        "buyer `{name}`'s file takes the auction over this enclave's limit of {max_bids} bids"
+                    ),
+                );
+                return;
+            }
+            Err(_) => {
+                // Not a bid file after all (say, invalid UTF-8 halfway): undo its rows and
+                // set it aside whole.
+                auction.verdicts.truncate(verdicts_before);
+                for lot in auction.lot_ids.drain(lots_before..) {
+                    auction.lot_index.remove(&lot);
+                }
+                auction.set_aside(buyer, Reason::MalformedFile, 1);
+                self.pump();
+                return;
+            }
+        };
+        // A lot named twice: none of its rows count (the first one's verdict goes again).
+        let duplicates = seen.iter().filter(|&&s| s == 2).count() as u64;
+        if duplicates > 0 {
+            let mut tail = auction.verdicts.split_off(verdicts_before);
+            tail.retain(|v| seen[v.0 as usize] != 2);
+            auction.verdicts.append(&mut tail);
+            invalid_slots.retain(|&l| seen[l as usize] != 2);
+        }
+        let count = (auction.verdicts.len() - verdicts_before) as u64;
+        auction.rows += (count + invalid_slots.len() as u64 + duplicates) as usize;
+        auction.set_aside(buyer, Reason::MalformedRow, malformed_rows);
+        auction.set_aside(buyer, Reason::InvalidAmount, invalid_slots.len() as u64);
+        auction.set_aside(buyer, Reason::DuplicateLot, duplicates);
+        // Lots that only this file's set-aside rows named were registered but have no
+        // verdict: `close` leaves lots without any verdict out, so they never show.
+        self.stats.bids_opened += count;
+        self.pump();
     }
 
     /// Starts opening queued bids while there is room; answers a file's last chunk once all
@@ -1129,6 +1353,11 @@ impl EnclaveSession {
             let n = rest.iter().take_while(|v| v.0 as usize == lot).count();
             let (mine, tail) = rest.split_at(n);
             rest = tail;
+            if mine.is_empty() {
+                // Only an envelope file's set-aside rows named this lot (every per-bid row
+                // leaves a verdict): the operator must not learn that anyone bid on it.
+                continue;
+            }
             let bids = mine
                 .iter()
                 .map(|&(_, b, v)| (auction.config.buyers()[b as usize].name.clone(), v));
@@ -1240,6 +1469,19 @@ impl EnclaveSession {
         self.jobs.clear();
         self.auction = None;
         self.end_reason.get_or_insert(why);
+    }
+}
+
+/// Why an envelope file that is a well-formed, signed message is not this buyer's bid file
+/// for this auction. Another auction or buyer in the context is what a KMS context mismatch
+/// would say (undecryptable); another key is a wrong key; the rest is not a bid file.
+fn envelope_policy_reason(e: &esdk::EsdkError) -> Reason {
+    match e {
+        esdk::EsdkError::BidFileKeyArn { .. } => Reason::WrongKey,
+        esdk::EsdkError::BidFileAuction { .. } | esdk::EsdkError::BidFileBuyer { .. } => {
+            Reason::Undecryptable
+        }
+        _ => Reason::MalformedFile,
     }
 }
 

@@ -20,6 +20,10 @@ pub struct DemoArgs {
     /// Where output.csv, its attestation and the dev root are copied.
     #[arg(long, default_value = "demo-out")]
     pub out: PathBuf,
+    /// How the buyers encrypt their files: per-bid (one KMS ciphertext per bid) or envelope
+    /// (one AWS Encryption SDK message per buyer, one KMS data key).
+    #[arg(long, value_enum, default_value_t = super::FormatArg::PerBid)]
+    pub format: super::FormatArg,
 }
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
@@ -39,6 +43,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
         out: a.out,
         work: work.clone(),
         exe: std::env::current_exe()?,
+        format: a.format.into(),
     };
     let result = demo::run(&opts, &mut std::io::stdout());
     let _ = std::fs::remove_dir_all(&work);

@@ -1,6 +1,7 @@
-//! `bidctl encrypt`: a buyer's plaintext `contract,bid` file in, `encrypted.csv` out.
+//! `bidctl encrypt`: a buyer's plaintext `contract,bid` file in, `encrypted.csv` (per-bid) or
+//! one AWS Encryption SDK message (`--format envelope`) out.
 
-use crate::encrypt::{Sealing, seal_rows};
+use crate::encrypt::{Sealing, envelope_file, seal_rows};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::bidfile::{Limits, parse_plaintext};
 use bidding_core::names::{AuctionId, BuyerName, KeyArn};
@@ -26,6 +27,12 @@ pub struct EncryptArgs {
     /// accept such bids; a context binds each bid to its auction, lot and buyer).
     #[arg(long)]
     pub no_context: bool,
+    /// per-bid: one KMS Encrypt per bid (`encrypted.csv`). envelope: the whole file as one
+    /// AWS Encryption SDK message under one data key from GenerateDataKey with the context
+    /// {auction, buyer}, as `aws-encryption-cli --encrypt` makes it (the operator does not
+    /// see which lots you bid on, and the enclave makes one KMS call for your file).
+    #[arg(long, value_enum, default_value_t = super::FormatArg::PerBid)]
+    pub format: super::FormatArg,
     /// Upload the result to s3://BUCKET/KEY instead of writing it to stdout.
     #[arg(long)]
     pub upload: Option<String>,
@@ -50,6 +57,11 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     let key = KeyArn::new(&a.key_id).map_err(|e| anyhow!("--key-id: {e}"))?;
     let auction = AuctionId::new(&a.auction).map_err(|e| anyhow!("--auction: {e}"))?;
     let buyer = BuyerName::new(&a.buyer).map_err(|e| anyhow!("--buyer: {e}"))?;
+    if a.no_context && a.format == super::FormatArg::Envelope {
+        bail!(
+            "--no-context is for per-bid files; an envelope file's context is always {{auction, buyer}}"
+        );
+    }
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let rows = match parse_plaintext(&a.file.display().to_string(), &bytes, Limits::default()) {
         Ok(rows) => rows,
@@ -83,13 +95,21 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
         buyer: &buyer,
         context: !a.no_context,
     };
-    let csv = seal_rows(client, &sealing, &rows, a.parallel)?;
+    let (csv, content_type) = match a.format {
+        super::FormatArg::PerBid => (seal_rows(client, &sealing, &rows, a.parallel)?, "text/csv"),
+        // The file as the buyer wrote it (checked above): the same bytes come out of
+        // `aws-encryption-cli --decrypt`.
+        super::FormatArg::Envelope => (
+            envelope_file(client, &key, &auction, &buyer, &bytes)?,
+            "application/octet-stream",
+        ),
+    };
     match a.upload {
         None => std::io::stdout().write_all(&csv)?,
         Some(url) => {
             let (bucket, object) = parse_s3_url(&url).map_err(|e| anyhow!("--upload: {e}"))?;
             aws.s3(&env)
-                .put_object(&bucket, &object, &csv, "text/csv")?;
+                .put_object(&bucket, &object, &csv, content_type)?;
             eprintln!(
                 "bidctl: {} sealed bids uploaded to s3://{bucket}/{object}",
                 rows.len()

@@ -139,5 +139,15 @@ pub fn run(a: KeyPolicyArgs) -> Result<ExitCode> {
         statement
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
+    // The operator's role gets Decrypt only; making bid files is the buyer's own use.
+    if a.document {
+        eprintln!(
+            "bidctl: your administrator principal keeps kms:*, which covers kms:Encrypt (per-bid files and seals) and kms:GenerateDataKey (envelope files: bidctl encrypt --format envelope, aws-encryption-cli --encrypt)."
+        );
+    } else {
+        eprintln!(
+            "bidctl: add this statement to your key's policy. Whoever makes your bid files needs, in another statement, kms:Encrypt (per-bid files and seals) and kms:GenerateDataKey (envelope files: bidctl encrypt --format envelope, aws-encryption-cli --encrypt)."
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,3 +76,23 @@ pub fn read_certificate(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     bidding_tools::pem_certificate(&bytes).with_context(|| path.display().to_string())
 }
+
+/// A bid file format on the command line (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FormatArg {
+    /// The proof of concept's `encrypted.csv`: one KMS ciphertext per bid.
+    #[default]
+    PerBid,
+    /// One AWS Encryption SDK message holding the whole `contract,bid` CSV: one KMS data key
+    /// per file (what `aws-encryption-cli --encrypt` makes).
+    Envelope,
+}
+
+impl From<FormatArg> for bidding_core::manifest::FileFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::PerBid => bidding_core::manifest::FileFormat::PerBid,
+            FormatArg::Envelope => bidding_core::manifest::FileFormat::Envelope,
+        }
+    }
+}
