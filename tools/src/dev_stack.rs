@@ -144,43 +144,46 @@ impl DevStack {
             },
         };
         let pcr0_hex = hex::encode(pcr0);
-        let mut repinned = Vec::new();
-        for name in names {
-            let kept = saved
+        // A buyer's saved key, while the emulator still has it (else it is made again).
+        let kept = |name: &BuyerName| {
+            saved
                 .as_ref()
-                .and_then(|s| s.buyers.iter().find(|b| b.name == name))
-                // A key the emulator no longer has (its state was removed) is made again.
-                .filter(|b| kms_emulator::find_key(&kms_dir, b.key_arn.as_str()).is_ok());
-            match kept {
-                Some(b) => {
-                    if saved.as_ref().is_some_and(|s| s.pcr0 != pcr0_hex) {
-                        // bidctl was rebuilt: the dev enclave has a new PCR0. A buyer would
-                        // put the new policy on their key; the stack does it for its own keys.
-                        kms_emulator::set_policy(
-                            &kms_dir,
-                            b.key_arn.as_str(),
-                            &buyer_key_policy(&buyer_arn(&name), &pcr0),
-                        )
-                        .map_err(|e| anyhow!(e))?;
-                        repinned.push(name.to_string());
-                    }
-                    accounts.buyers.push((
-                        name,
-                        b.credentials.credentials(),
-                        Some(b.key_arn.clone()),
-                    ));
-                }
+                .and_then(|s| s.buyers.iter().find(|b| &b.name == name))
+                .filter(|b| kms_emulator::find_key(&kms_dir, b.key_arn.as_str()).is_ok())
+        };
+        if let Some(s) = saved.as_ref().filter(|s| s.pcr0 != pcr0_hex) {
+            // bidctl was rebuilt: the dev enclave has a new PCR0. A buyer would put the new
+            // policy on their key; the stack does it for its own keys.
+            let mut repinned = Vec::new();
+            for b in s.buyers.iter().filter(|b| kept(&b.name).is_some()) {
+                kms_emulator::set_policy(
+                    &kms_dir,
+                    b.key_arn.as_str(),
+                    &buyer_key_policy(&buyer_arn(&b.name), &pcr0),
+                )
+                .map_err(|e| anyhow!(e))?;
+                repinned.push(b.name.to_string());
+            }
+            if !repinned.is_empty() {
+                notes.push(format!(
+                    "bidctl changed since the last run, and so did the dev enclave's PCR0: the stack's keys ({}) now name the new one. Keys you made yourself need `aws kms put-key-policy` with the new PCR0.",
+                    repinned.join(", ")
+                ));
+            }
+        }
+        for name in names {
+            match kept(&name) {
+                Some(b) => accounts.buyers.push((
+                    name,
+                    b.credentials.credentials(),
+                    Some(b.key_arn.clone()),
+                )),
                 None => accounts.buyers.push((name, new_credentials()?, None)),
             }
         }
-        if !repinned.is_empty() {
-            notes.push(format!(
-                "bidctl changed since the last run, and so did the dev enclave's PCR0: the stack's keys ({}) now name the new one. Keys you made yourself need `aws kms put-key-policy` with the new PCR0.",
-                repinned.join(", ")
-            ));
-        }
         let stack = Stack::start_with(dir, accounts, &opts.exe, StackOptions::default())?;
-        let saved = Saved {
+        let old_saved = saved;
+        let mut saved = Saved {
             pcr0: pcr0_hex,
             operator: SavedCredentials::of(&stack.operator),
             buyers: stack
@@ -193,6 +196,14 @@ impl DevStack {
                 })
                 .collect(),
         };
+        // Buyers of earlier runs that are not in this one keep their keys for the next.
+        if let Some(old) = old_saved {
+            for b in old.buyers {
+                if !saved.buyers.iter().any(|s| s.name == b.name) {
+                    saved.buyers.push(b);
+                }
+            }
+        }
         kms_emulator::state::write_atomic(&state_path, &serde_json::to_vec_pretty(&saved)?, 0o600)
             .map_err(|e| anyhow!(e))?;
 

@@ -582,6 +582,47 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
             }
         }
     }
+
+    // The kept directory: the next run has the same credentials and keys, and Buyer1's own
+    // key (with its policy) is still there for Buyer1's AWS CLI.
+    let first = stack.info.clone();
+    drop(stack);
+    let mut again = DevStack::start(&["--dir", stack_dir.to_str().unwrap()]);
+    for p in [
+        "/buyers/0/key_arn",
+        "/buyers/1/key_arn",
+        "/buyers/0/access_key_id",
+        "/operator/secret_access_key",
+        "/enclave/pcr0",
+    ] {
+        assert_eq!(again.info.pointer(p), first.pointer(p), "{p}");
+    }
+    assert_ne!(
+        again.s("/s3_endpoint"),
+        first["s3_endpoint"].as_str().unwrap()
+    );
+    let mut c = Command::new(&aws);
+    shell_env(&mut c, &again.info["buyers"][0]["env"], &aws, &homes[0]);
+    let got = c
+        .args([
+            "kms",
+            "describe-key",
+            "--key-id",
+            &key1,
+            "--query",
+            "KeyMetadata.Enabled",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success()
+            && String::from_utf8_lossy(&got.stdout)
+                .trim()
+                .eq_ignore_ascii_case("true"),
+        "{got:?}"
+    );
+    again.signal(libc::SIGTERM);
+    assert!(again.wait().success(), "{}", again.stderr());
 }
 
 #[test]
