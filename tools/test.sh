@@ -4,8 +4,8 @@
 #   - Debian packages (tools/apt-need.sh: one `apt-get update`, then only what is missing; when
 #     not root it prints the command to run and stops);
 #   - the Rust toolchain pinned in rust-toolchain.toml (needs rustup);
-#   - the independent Python peers (boto3's SigV4 signer, moto's S3/KMS and AWS's own
-#     Encryption SDK CLI) in target/peers-venv.
+#   - the independent Python peers (boto3's SigV4 signer, moto's S3/KMS, AWS's own
+#     Encryption SDK CLI and the AWS CLI v1) in target/peers-venv.
 # Then it runs the whole workspace's tests with those peers required (BIDDING_REQUIRE_PEERS=1),
 # so no interop test can quietly skip. Extra arguments go to `cargo test`, e.g.
 # `tools/test.sh --test initramfs`.
@@ -35,11 +35,13 @@ fi
 
 venv=target/peers-venv
 # aws-encryption-cli follows AWS_ENDPOINT_URL_KMS only with botocore >= 1.31 (boto3 >= 1.28),
-# which it does not require itself: both pinned.
-peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0')
-if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli' 2>/dev/null \
-  || ! [ -x "$venv/bin/aws-encryption-cli" ]; then
-  say "installing boto3, moto and aws-encryption-sdk-cli into $venv (once)"
+# which it does not require itself: both pinned. The AWS CLI v1 (`awscli`, tools/tests/awscli_v1.rs)
+# carries its own copy of botocore (awscli.botocore), so it does not constrain boto3's.
+peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0'
+  'awscli==1.46.3')
+if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli, awscli' 2>/dev/null \
+  || ! [ -x "$venv/bin/aws-encryption-cli" ] || ! [ -x "$venv/bin/aws" ]; then
+  say "installing boto3, moto, aws-encryption-sdk-cli and awscli into $venv (once)"
   python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${peers[@]}"
 fi

@@ -55,10 +55,10 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     let names: Vec<BuyerName> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let auction = AuctionId::new("demo-auction").expect("valid");
 
+    // The work directory is removed at the end: no path inside it is shown as if it stayed.
     writeln!(
         say,
-        "Starting a local S3 (s3s-fs), the KMS emulator and the software NSM in {}",
-        opts.work.display()
+        "Starting a local S3 (s3s-fs), the KMS emulator and the software NSM in a scratch directory (removed at the end; `bidctl dev-stack` keeps a stack running)"
     )?;
     let stack = Stack::start(&opts.work, &names, &opts.exe, StackOptions::default())?;
     writeln!(
@@ -94,7 +94,10 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     }
 
     let enclave = stack.start_enclave(&opts.exe, "enclave", &[])?;
-    writeln!(say, "Dev enclave listening on {}", enclave.endpoint)?;
+    writeln!(
+        say,
+        "Dev enclave listening (on a Unix socket in the scratch directory)"
+    )?;
     let config_path = opts.work.join("auction.toml");
     std::fs::write(
         &config_path,
@@ -102,8 +105,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         say,
-        "The operator makes the manifest after the deadline (bidding-parent manifest --config {})",
-        config_path.display()
+        "The operator makes the manifest after the deadline (bidding-parent manifest --config auction.toml)"
     )?;
     let manifest = stack.seal_round(&opts.exe, &config_path)?;
     writeln!(
@@ -113,8 +115,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         say,
-        "Running the parent (bidding-parent --config {})",
-        config_path.display()
+        "Running the parent (bidding-parent --config auction.toml)"
     )?;
     let run = stack.run_parent(&opts.exe, &config_path, &["--log-format", "human"])?;
     if run.code != Some(0) {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cleanup;
 pub mod demo;
+pub mod dev_stack;
 pub mod encrypt;
 pub mod kms_client;
 pub mod kms_emulator;

@@ -40,6 +40,9 @@ enum Command {
     KeyPolicy(cmd::key_policy::KeyPolicyArgs),
     /// Run a whole auction locally: S3, the KMS emulator, a dev enclave and the parent.
     Demo(cmd::demo::DemoArgs),
+    /// Keep a local S3, the KMS emulator and a dev enclave running for the AWS CLI, bidctl and
+    /// the parent; prints the environment, the enclave's PCR0 and a ready auction.toml.
+    DevStack(cmd::dev_stack::Command),
     /// Measure throughput, latency, CPU and memory per process against the RSA floor.
     Bench(cmd::bench::BenchArgs),
     /// Run a local AWS KMS (HTTPS, SigV4, key policies, Nitro Recipient), or edit its state.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::KeyPolicy(a) => cmd::key_policy::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::DevStack(c) => cmd::dev_stack::run(c),
         Command::Bench(a) => cmd::bench::run(a),
         Command::KmsEmulator(c) => cmd::kms_emulator::run(*c),
         Command::Initramfs(a) => cmd::initramfs::run(a),

@@ -174,22 +174,6 @@ fn random_token(len: usize, alphabet: &[u8]) -> Result<String> {
         .collect())
 }
 
-fn new_credentials() -> Result<Credentials> {
-    Ok(Credentials {
-        access_key_id: format!(
-            "AKIA{}",
-            random_token(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")?
-        ),
-        secret_access_key: Secret::new(random_token(
-            40,
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        )?),
-        session_token: None,
-        expiration: None,
-        region: Region::new(REGION).expect("valid region"),
-    })
-}
-
 fn principal(c: &Credentials, arn: String) -> Principal {
     Principal {
         access_key_id: c.access_key_id.clone(),
@@ -223,6 +207,60 @@ pub fn buyer_key_policy(buyer_arn: &str, pcr0: &[u8]) -> String {
     .to_string()
 }
 
+/// The stack's accounts: the operator's credentials and each buyer's, with the buyer's KMS key
+/// once it exists (`bidctl dev-stack --dir` keeps them across runs and makes each key once).
+#[derive(Clone)]
+pub struct Accounts {
+    pub operator: Credentials,
+    pub buyers: Vec<(BuyerName, Credentials, Option<KeyArn>)>,
+}
+
+impl Accounts {
+    /// New random credentials for the operator and every buyer; no keys yet.
+    pub fn new(buyers: &[BuyerName]) -> Result<Accounts> {
+        Ok(Accounts {
+            operator: new_credentials()?,
+            buyers: buyers
+                .iter()
+                .map(|n| Ok((n.clone(), new_credentials()?, None)))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// New random dev credentials, in the stack's region.
+pub fn new_credentials() -> Result<Credentials> {
+    Ok(Credentials {
+        access_key_id: format!(
+            "AKIA{}",
+            random_token(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")?
+        ),
+        secret_access_key: Secret::new(random_token(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        )?),
+        session_token: None,
+        expiration: None,
+        region: Region::new(REGION).expect("valid region"),
+    })
+}
+
+/// A buyer's IAM user ARN in the stack's account.
+pub fn buyer_arn(name: &BuyerName) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
+}
+
+/// The operator's principal: the parent instance's role session.
+pub const OPERATOR_SESSION: &str = "arn:aws:sts::111122223333:assumed-role/bidding-parent/i-0demo";
+
+/// A buyer's bid bucket.
+pub fn buyer_bucket(name: &BuyerName) -> String {
+    format!(
+        "{}-bids",
+        name.as_str().to_ascii_lowercase().replace(['_', '.'], "-")
+    )
+}
+
 impl Stack {
     /// Starts S3 and KMS under `dir` with an operator and the named buyers; `enclave_exe` is
     /// the executable that will run the dev enclave (its hash is the PCR0 the keys trust).
@@ -232,22 +270,29 @@ impl Stack {
         enclave_exe: &Path,
         opts: StackOptions,
     ) -> Result<Stack> {
+        Stack::start_with(dir, Accounts::new(buyers)?, enclave_exe, opts)
+    }
+
+    /// The same with given accounts; a buyer's key is made (with the policy pinned to the
+    /// enclave's PCR0) only when the buyer has none yet.
+    pub fn start_with(
+        dir: &Path,
+        accounts: Accounts,
+        enclave_exe: &Path,
+        opts: StackOptions,
+    ) -> Result<Stack> {
         std::fs::create_dir_all(dir)?;
         let nsm_dir = dir.join("nsm");
         let dev_root = enclave_init::soft_nsm::dev_root_der(&nsm_dir).map_err(|e| anyhow!(e))?;
         let kms_dir = dir.join("kms");
         std::fs::create_dir_all(&kms_dir)?;
-        let operator = new_credentials()?;
-        let mut principals = vec![principal(
-            &operator,
-            format!("arn:aws:sts::{ACCOUNT}:assumed-role/bidding-parent/i-0demo"),
-        )];
-        let mut accounts = Vec::new();
-        for name in buyers {
-            let c = new_credentials()?;
-            let arn = format!("arn:aws:iam::{ACCOUNT}:user/{name}");
-            principals.push(principal(&c, arn));
-            accounts.push((name.clone(), c));
+        let Accounts {
+            operator,
+            buyers: accounts,
+        } = accounts;
+        let mut principals = vec![principal(&operator, OPERATOR_SESSION.to_owned())];
+        for (name, c, _) in &accounts {
+            principals.push(principal(c, buyer_arn(name)));
         }
         kms_emulator::state::write_principals(&kms_dir, &principals).map_err(|e| anyhow!(e))?;
         let kms = match &opts.kms_process {
@@ -262,7 +307,7 @@ impl Stack {
             }
         };
         let keys: Vec<(&str, &str)> = std::iter::once(&operator)
-            .chain(accounts.iter().map(|(_, c)| c))
+            .chain(accounts.iter().map(|(_, c, _)| c))
             .map(|c| (c.access_key_id.as_str(), c.secret_access_key.expose()))
             .collect();
         let s3 = S3Server::start(&dir.join("s3"), &keys)?;
@@ -278,24 +323,26 @@ impl Stack {
             buyers: Vec::new(),
             pcr0,
         };
-        for (name, credentials) in accounts {
-            let arn = format!("arn:aws:iam::{ACCOUNT}:user/{name}");
-            let client = stack.kms_client(&credentials)?;
-            let meta = client
-                .create_key(
-                    &format!("sealed bids of {name}"),
-                    Some(buyer_key_policy(&arn, &pcr0)),
-                )
-                .with_context(|| format!("creating {name}'s KMS key"))?;
-            let bucket = format!(
-                "{}-bids",
-                name.as_str().to_ascii_lowercase().replace(['_', '.'], "-")
-            );
+        for (name, credentials, key) in accounts {
+            let key = match key {
+                Some(key) => key,
+                None => {
+                    let client = stack.kms_client(&credentials)?;
+                    let meta = client
+                        .create_key(
+                            &format!("sealed bids of {name}"),
+                            Some(buyer_key_policy(&buyer_arn(&name), &pcr0)),
+                        )
+                        .with_context(|| format!("creating {name}'s KMS key"))?;
+                    KeyArn::new(meta.arn).map_err(|e| anyhow!("emulator key ARN: {e}"))?
+                }
+            };
+            let bucket = buyer_bucket(&name);
             stack.s3.create_bucket(&bucket)?;
             stack.buyers.push(Buyer {
                 name,
                 credentials,
-                key: KeyArn::new(meta.arn).map_err(|e| anyhow!("emulator key ARN: {e}"))?,
+                key,
                 bucket,
             });
         }

@@ -666,6 +666,8 @@ fn demo_runs_the_proof_of_concept_scenario() {
     );
     let (stdout, _) = text(&o);
     assert!(stdout.contains("Verified:"), "{stdout}");
+    // Its scratch directory is gone at the end: no path inside it is printed.
+    assert!(!stdout.contains("bidctl-demo-"), "{stdout}");
     // The command it prints to check the result works as printed.
     let line = stdout
         .lines()

@@ -4,6 +4,7 @@ pub mod attestation;
 pub mod bench;
 pub mod cms;
 pub mod demo;
+pub mod dev_stack;
 pub mod encrypt;
 pub mod envelope;
 pub mod initramfs;

@@ -1,0 +1,596 @@
+//! `bidctl dev-stack`: the local stand-ins for AWS and a dev enclave, kept running for a user
+//! (or a script) to drive by hand with the AWS CLI, `bidctl` and the parent, the way buyers and
+//! the operator work on AWS.
+//!
+//! It stands on [`Stack`]: a local S3 (s3s-fs, SigV4 checked on every request), the KMS
+//! emulator (trusting the software NSM's dev root, so Recipient requests from the dev enclave
+//! verify with no `--attestation-root` to find), and one dev enclave (`bidctl __enclave`). Each
+//! buyer gets credentials, a bucket and a key whose policy lets only the operator's role, for an
+//! enclave attesting to the dev enclave's PCR0, decrypt. With a kept directory the credentials
+//! and keys are the same on every run (`dev-stack.json`); the ports are new each run, so the
+//! environment and `auction.toml` are written again each time.
+
+use crate::kms_emulator;
+use crate::stack::{
+    ACCOUNT, Accounts, EnclaveProcess, OPERATOR_ROLE, OPERATOR_SESSION, OUTPUT_BUCKET, REGION,
+    Stack, StackOptions, buyer_arn, buyer_key_policy, new_credentials, sha384_file,
+};
+use anyhow::{Context, Result, anyhow, bail};
+use bidding_core::auction::RevealPolicy;
+use bidding_core::credentials::{Credentials, Secret};
+use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// What a kept directory remembers between runs (mode 0600): the emulators' dev credentials,
+/// the buyers' keys and the PCR0 their policies name.
+pub const STATE_FILE: &str = "dev-stack.json";
+/// The running dev-stack's process id (for `bidctl dev-stack restart-enclave`).
+pub const PID_FILE: &str = "dev-stack.pid";
+/// The running dev enclave's process id, written anew at each (re)start.
+pub const ENCLAVE_PID_FILE: &str = "enclave.pid";
+pub const CONFIG_FILE: &str = "auction.toml";
+const ENCLAVE: &str = "enclave";
+const DEFAULT_BUYERS: [&str; 2] = ["Buyer1", "Buyer2"];
+
+pub struct Options {
+    pub dir: PathBuf,
+    /// The directory is a scratch one, removed at stop: say so wherever a path in it is shown.
+    pub temporary: bool,
+    /// Buyers; empty: those of the kept directory, or Buyer1 and Buyer2.
+    pub buyers: Vec<BuyerName>,
+    pub auction: AuctionId,
+    pub reveal: RevealPolicy,
+    pub allow_no_context: bool,
+    /// The executable that runs the dev enclave (bidctl itself); its SHA-384 is the PCR0.
+    pub exe: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    pcr0: String,
+    operator: SavedCredentials,
+    buyers: Vec<SavedBuyer>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedBuyer {
+    name: BuyerName,
+    #[serde(flatten)]
+    credentials: SavedCredentials,
+    key_arn: KeyArn,
+}
+
+impl SavedCredentials {
+    fn of(c: &Credentials) -> SavedCredentials {
+        SavedCredentials {
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key: c.secret_access_key.expose().to_owned(),
+        }
+    }
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: Secret::new(self.secret_access_key.clone()),
+            session_token: None,
+            expiration: None,
+            region: Region::new(REGION).expect("valid region"),
+        }
+    }
+}
+
+pub struct DevStack {
+    pub stack: Stack,
+    pub enclave: EnclaveProcess,
+    pub config_path: PathBuf,
+    opts: Options,
+    /// What happened at start that the user should know (policies updated, files moved).
+    notes: Vec<String>,
+    /// The enclave's exit has been reported.
+    exit_reported: bool,
+}
+
+impl DevStack {
+    pub fn start(opts: Options) -> Result<DevStack> {
+        let dir = &opts.dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(pid) = running_dev_stack(dir) {
+            bail!(
+                "a dev-stack (PID {pid}) already runs on {}: use it, or stop it first (kill -INT {pid})",
+                dir.display()
+            );
+        }
+        let mut notes = Vec::new();
+        let pcr0 = sha384_file(&opts.exe)?;
+        let state_path = dir.join(STATE_FILE);
+        let saved: Option<Saved> = match std::fs::read(&state_path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is not a dev-stack state file (move it away, or use another --dir)",
+                    state_path.display()
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(anyhow!("reading {}: {e}", state_path.display())),
+        };
+        let kms_dir = dir.join("kms");
+        let names: Vec<BuyerName> = if !opts.buyers.is_empty() {
+            opts.buyers.clone()
+        } else if let Some(s) = &saved {
+            s.buyers.iter().map(|b| b.name.clone()).collect()
+        } else {
+            DEFAULT_BUYERS
+                .iter()
+                .map(|n| BuyerName::new(*n).expect("valid"))
+                .collect()
+        };
+        let mut accounts = match &saved {
+            Some(s) => Accounts {
+                operator: s.operator.credentials(),
+                buyers: Vec::new(),
+            },
+            None => Accounts {
+                operator: new_credentials()?,
+                buyers: Vec::new(),
+            },
+        };
+        let pcr0_hex = hex::encode(pcr0);
+        // A buyer's saved key, while the emulator still has it (else it is made again).
+        let kept = |name: &BuyerName| {
+            saved
+                .as_ref()
+                .and_then(|s| s.buyers.iter().find(|b| &b.name == name))
+                .filter(|b| kms_emulator::find_key(&kms_dir, b.key_arn.as_str()).is_ok())
+        };
+        if let Some(s) = saved.as_ref().filter(|s| s.pcr0 != pcr0_hex) {
+            // bidctl was rebuilt: the dev enclave has a new PCR0. A buyer would put the new
+            // policy on their key; the stack does it for its own keys.
+            let mut repinned = Vec::new();
+            for b in s.buyers.iter().filter(|b| kept(&b.name).is_some()) {
+                kms_emulator::set_policy(
+                    &kms_dir,
+                    b.key_arn.as_str(),
+                    &buyer_key_policy(&buyer_arn(&b.name), &pcr0),
+                )
+                .map_err(|e| anyhow!(e))?;
+                repinned.push(b.name.to_string());
+            }
+            if !repinned.is_empty() {
+                notes.push(format!(
+                    "bidctl changed since the last run, and so did the dev enclave's PCR0: the stack's keys ({}) now name the new one. Keys you made yourself need `aws kms put-key-policy` with the new PCR0.",
+                    repinned.join(", ")
+                ));
+            }
+        }
+        for name in names {
+            match kept(&name) {
+                Some(b) => accounts.buyers.push((
+                    name,
+                    b.credentials.credentials(),
+                    Some(b.key_arn.clone()),
+                )),
+                None => accounts.buyers.push((name, new_credentials()?, None)),
+            }
+        }
+        let stack = Stack::start_with(dir, accounts, &opts.exe, StackOptions::default())?;
+        let old_saved = saved;
+        let mut saved = Saved {
+            pcr0: pcr0_hex,
+            operator: SavedCredentials::of(&stack.operator),
+            buyers: stack
+                .buyers
+                .iter()
+                .map(|b| SavedBuyer {
+                    name: b.name.clone(),
+                    credentials: SavedCredentials::of(&b.credentials),
+                    key_arn: b.key.clone(),
+                })
+                .collect(),
+        };
+        // Buyers of earlier runs that are not in this one keep their keys for the next.
+        if let Some(old) = old_saved {
+            for b in old.buyers {
+                if !saved.buyers.iter().any(|s| s.name == b.name) {
+                    saved.buyers.push(b);
+                }
+            }
+        }
+        kms_emulator::state::write_atomic(&state_path, &serde_json::to_vec_pretty(&saved)?, 0o600)
+            .map_err(|e| anyhow!(e))?;
+
+        let enclave = stack.start_enclave(&opts.exe, ENCLAVE, &[])?;
+        write_pid(&dir.join(ENCLAVE_PID_FILE), enclave.child.id())?;
+        let config_path = dir.join(CONFIG_FILE);
+        let config = stack.parent_config_mode(
+            &opts.auction,
+            &enclave.endpoint,
+            &opts.reveal.to_string(),
+            opts.allow_no_context,
+            true,
+        );
+        if let Ok(old) = std::fs::read_to_string(&config_path)
+            && old != config
+        {
+            let previous = dir.join(format!("{CONFIG_FILE}.previous"));
+            std::fs::rename(&config_path, &previous)
+                .with_context(|| format!("moving {}", config_path.display()))?;
+            notes.push(format!(
+                "the ports change on every run, so {CONFIG_FILE} was written anew; the last one is {} (copy your edits over)",
+                previous.display()
+            ));
+        }
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let ds = DevStack {
+            stack,
+            enclave,
+            config_path,
+            opts,
+            notes,
+            exit_reported: false,
+        };
+        let env_dir = ds.opts.dir.join("env");
+        std::fs::create_dir_all(&env_dir)?;
+        let mut files = vec![("operator".to_owned(), ds.operator_env())];
+        for b in &ds.stack.buyers {
+            files.push((b.name.to_string(), ds.env(&b.credentials)));
+        }
+        for (who, env) in files {
+            let text: String = exports(&env);
+            kms_emulator::state::write_atomic(
+                &env_dir.join(format!("{who}.sh")),
+                text.as_bytes(),
+                0o600,
+            )
+            .map_err(|e| anyhow!(e))?;
+        }
+        write_pid(&ds.opts.dir.join(PID_FILE), std::process::id())?;
+        Ok(ds)
+    }
+
+    /// The environment of a shell acting with these credentials: the AWS CLI, boto3, `bidctl`
+    /// and the parent all read it.
+    fn env(&self, c: &Credentials) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_S3", self.stack.s3.endpoint().to_owned()),
+            ("AWS_ENDPOINT_URL_KMS", self.stack.kms.endpoint()),
+            ("AWS_CA_BUNDLE", path_string(&self.stack.kms.ca_pem())),
+            ("AWS_DEFAULT_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", c.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                c.secret_access_key.expose().to_owned(),
+            ),
+        ]
+    }
+
+    fn operator_env(&self) -> Vec<(&'static str, String)> {
+        self.env(&self.stack.operator)
+    }
+
+    pub fn pcr0_hex(&self) -> String {
+        hex::encode(self.stack.pcr0)
+    }
+
+    /// Everything a user or a script needs, as one JSON object.
+    pub fn info(&self) -> Value {
+        let env_obj = |env: Vec<(&'static str, String)>| {
+            Value::Object(
+                env.into_iter()
+                    .map(|(k, v)| (k.to_owned(), Value::String(v)))
+                    .collect(),
+            )
+        };
+        let dir = &self.opts.dir;
+        let buyers: Vec<Value> = self
+            .stack
+            .buyers
+            .iter()
+            .map(|b| {
+                json!({
+                    "name": b.name.as_str(),
+                    "arn": buyer_arn(&b.name),
+                    "access_key_id": b.credentials.access_key_id,
+                    "secret_access_key": b.credentials.secret_access_key.expose(),
+                    "key_arn": b.key.as_str(),
+                    "bucket": b.bucket,
+                    "env": env_obj(self.env(&b.credentials)),
+                    "env_file": path_string(&dir.join("env").join(format!("{}.sh", b.name))),
+                })
+            })
+            .collect();
+        json!({
+            "pid": std::process::id(),
+            "dir": path_string(dir),
+            "temporary": self.opts.temporary,
+            "region": REGION,
+            "account": ACCOUNT,
+            "s3_endpoint": self.stack.s3.endpoint(),
+            "kms_endpoint": self.stack.kms.endpoint(),
+            "ca_bundle": path_string(&self.stack.kms.ca_pem()),
+            "attestation_root": path_string(&self.stack.dev_root_pem),
+            "enclave": {
+                "endpoint": self.enclave.endpoint.to_string(),
+                "pcr0": self.pcr0_hex(),
+                "pid": self.enclave.child.id(),
+                "log": path_string(&self.enclave.log),
+            },
+            "auction_id": self.opts.auction.as_str(),
+            "auction_toml": path_string(&self.config_path),
+            "operator": {
+                "role_arn": OPERATOR_ROLE,
+                "principal_arn": OPERATOR_SESSION,
+                "access_key_id": self.stack.operator.access_key_id,
+                "secret_access_key": self.stack.operator.secret_access_key.expose(),
+                "output_bucket": OUTPUT_BUCKET,
+                "env": env_obj(self.operator_env()),
+                "env_file": path_string(&dir.join("env").join("operator.sh")),
+            },
+            "buyers": buyers,
+            "notes": self.notes,
+        })
+    }
+
+    /// The same for a person: what runs where, then each role's `export` lines and next steps.
+    pub fn human(&self) -> String {
+        let dir = &self.opts.dir;
+        let pid = std::process::id();
+        let mut t = String::new();
+        let mut line = |s: String| {
+            t.push_str(&s);
+            t.push('\n');
+        };
+        line("bidctl dev-stack is running. Ctrl-C (or SIGTERM) stops it.".into());
+        if self.opts.temporary {
+            line(format!(
+                "  state     {} -- TEMPORARY: removed when dev-stack stops, and every path below with it (--dir DIR keeps it)",
+                dir.display()
+            ));
+        } else {
+            line(format!(
+                "  state     {} (kept: the same credentials and keys next time)",
+                dir.display()
+            ));
+        }
+        line(format!(
+            "  S3        {} (s3s-fs, every request's SigV4 signature checked)",
+            self.stack.s3.endpoint()
+        ));
+        line(format!(
+            "  KMS       {} (the emulator; CA {}; Recipient attestations must chain to the dev enclave's root {})",
+            self.stack.kms.endpoint(),
+            self.stack.kms.ca_pem().display(),
+            self.stack.dev_root_pem.display()
+        ));
+        line(format!(
+            "  enclave   {} (dev enclave, software NSM, PID {}, log {})",
+            self.enclave.endpoint,
+            self.enclave.child.id(),
+            self.enclave.log.display()
+        ));
+        line(format!("  PCR0      {}", self.pcr0_hex()));
+        line(format!(
+            "  restart the enclave (a fresh boot): kill -HUP {pid}   or   bidctl dev-stack restart-enclave --dir {}",
+            sh_quote(&path_string(dir))
+        ));
+        for n in &self.notes {
+            line(format!("  note: {n}"));
+        }
+        line(String::new());
+        for b in &self.stack.buyers {
+            line(format!(
+                "# {} (IAM user {}): key {}, bucket s3://{}",
+                b.name,
+                buyer_arn(&b.name),
+                b.key,
+                b.bucket
+            ));
+            line("unset AWS_SESSION_TOKEN AWS_PROFILE".into());
+            t_push(&mut line, &exports(&self.env(&b.credentials)));
+            line(String::new());
+        }
+        line(format!(
+            "# The operator (role {OPERATOR_ROLE}), output bucket s3://{OUTPUT_BUCKET}"
+        ));
+        line("unset AWS_SESSION_TOKEN AWS_PROFILE".into());
+        t_push(&mut line, &exports(&self.operator_env()));
+        line(String::new());
+        line(format!(
+            "# Or: source {}/env/<Buyer1|operator>.sh",
+            sh_quote(&path_string(dir))
+        ));
+        line(format!(
+            "# auction.toml (auction {}, the stack's keys; a buyer who makes their own key sends its ARN for key_arn): {}",
+            self.opts.auction,
+            self.config_path.display()
+        ));
+        line(format!(
+            "# A buyer's own key: aws kms create-key, then\n#   bidctl key-policy --document --role-arn {OPERATOR_ROLE} --pcr0 {} --admin-arn {} > policy.json\n#   aws kms put-key-policy --key-id <KeyId> --policy-name default --policy file://policy.json",
+            self.pcr0_hex(),
+            buyer_arn(
+                &self
+                    .stack
+                    .buyers
+                    .first()
+                    .map(|b| b.name.clone())
+                    .unwrap_or_else(|| BuyerName::new("Buyer1").expect("valid"))
+            )
+        ));
+        let config = sh_quote(&path_string(&self.config_path));
+        line(format!(
+            "# The operator, after the bids: bidctl __parent manifest --config {config}\n#   every buyer: bidctl seal --manifest s3://{OUTPUT_BUCKET}/manifest.json --buyer <name> --key-id <key ARN> --bids encrypted.csv --upload\n#   then: bidctl __parent --config {config}   (bidctl __parent is bidding-parent; the parent binary works the same)"
+        ));
+        t
+    }
+
+    /// Stops the dev enclave and starts a fresh one (a new boot: new RSA key, empty per-boot
+    /// state) on the same socket; the previous log is kept as `enclave.previous.log`.
+    pub fn restart_enclave(&mut self) -> Result<()> {
+        terminate(&mut self.enclave);
+        let _ = std::fs::rename(
+            &self.enclave.log,
+            self.opts.dir.join(format!("{ENCLAVE}.previous.log")),
+        );
+        let fresh = self.stack.start_enclave(&self.opts.exe, ENCLAVE, &[])?;
+        // The old process is reaped already: dropping it kills nothing.
+        self.enclave = fresh;
+        self.exit_reported = false;
+        write_pid(
+            &self.opts.dir.join(ENCLAVE_PID_FILE),
+            self.enclave.child.id(),
+        )
+    }
+
+    /// The enclave's exit status the first time it is seen to have exited on its own.
+    pub fn enclave_exited(&mut self) -> Option<ExitStatus> {
+        if self.exit_reported {
+            return None;
+        }
+        match self.enclave.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit_reported = true;
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    pub fn temporary(&self) -> bool {
+        self.opts.temporary
+    }
+
+    /// Stops the enclave (SIGTERM, then SIGKILL after 5 s), S3 and KMS; removes the pid files,
+    /// and the whole directory when it is a temporary one.
+    pub fn stop(mut self) {
+        terminate(&mut self.enclave);
+        let DevStack { stack, opts, .. } = self;
+        drop(stack);
+        let _ = std::fs::remove_file(opts.dir.join(PID_FILE));
+        let _ = std::fs::remove_file(opts.dir.join(ENCLAVE_PID_FILE));
+        let _ = std::fs::remove_file(opts.dir.join(format!("{ENCLAVE}.sock")));
+        if opts.temporary {
+            let _ = std::fs::remove_dir_all(&opts.dir);
+        }
+    }
+}
+
+fn t_push(line: &mut impl FnMut(String), text: &str) {
+    for l in text.lines() {
+        line(l.to_owned());
+    }
+}
+
+/// SIGTERM to the enclave process (ours, by PID), then SIGKILL if it has not exited in 5 s.
+fn terminate(p: &mut EnclaveProcess) {
+    if let Ok(None) = p.child.try_wait() {
+        if let Ok(pid) = libc::pid_t::try_from(p.child.id()) {
+            // SAFETY: a signal to a child process we started and have not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(None) = p.child.try_wait() {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    p.kill();
+}
+
+fn write_pid(path: &Path, pid: u32) -> Result<()> {
+    std::fs::write(path, format!("{pid}\n")).with_context(|| format!("writing {}", path.display()))
+}
+
+fn path_string(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `export NAME=VALUE` lines, values quoted for sh.
+pub fn exports(env: &[(&'static str, String)]) -> String {
+    env.iter()
+        .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+        .collect()
+}
+
+/// A word for sh: as is when it is plain, else in single quotes.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:+=,@%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The PID in `DIR/dev-stack.pid` when that process runs and is a `bidctl dev-stack`.
+fn running_dev_stack(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .any(|w| w == b"dev-stack")
+        .then_some(pid)
+}
+
+/// `bidctl dev-stack restart-enclave --dir DIR`: asks the dev-stack running on DIR (SIGHUP to
+/// the PID in `DIR/dev-stack.pid`, checked to be a `bidctl dev-stack`) to restart its enclave,
+/// and waits until the new one runs. Returns the new enclave's PID.
+pub fn request_restart(dir: &Path) -> Result<u32> {
+    let read_pid = |name: &str| -> Option<u32> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    let Some(pid) = running_dev_stack(dir) else {
+        bail!(
+            "no dev-stack runs on {} (no {PID_FILE} there naming a running `bidctl dev-stack`)",
+            dir.display()
+        );
+    };
+    let before = read_pid(ENCLAVE_PID_FILE);
+    let target = libc::pid_t::try_from(pid).map_err(|_| anyhow!("bad PID {pid}"))?;
+    // SAFETY: a signal to the dev-stack process checked above; SIGHUP only restarts its enclave.
+    if unsafe { libc::kill(target, libc::SIGHUP) } != 0 {
+        bail!(
+            "signalling dev-stack (PID {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(now) = read_pid(ENCLAVE_PID_FILE)
+            && Some(now) != before
+        {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "dev-stack (PID {pid}) did not restart its enclave within 30 s; see its output and {}",
+                dir.join(format!("{ENCLAVE}.log")).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
