@@ -20,6 +20,12 @@ pub mod session;
 pub mod sigv4;
 pub mod wire;
 
+/// `1 bid`, `2 bids`, `0 bids`: a count with its noun in the right number, for messages.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Constant-time equality for secrets and MACs.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     #[allow(deprecated)]

@@ -66,13 +66,81 @@ pub struct FileSummary {
     pub sha256: [u8; 32],
 }
 
-/// How many of a buyer's bids were set aside for one reason.
+/// At most this many lot ids per set-aside record; the rest are only counted, so that
+/// `output.json`'s header and the parent's log line stay small whatever the auction's size.
+pub const MAX_LISTED_LOTS: usize = 20;
+
+/// How many of a buyer's bids were set aside for one reason, and, where the operator may
+/// know them, on which lots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetAside {
     pub buyer: BuyerName,
     pub reason: Reason,
     pub count: u64,
+    /// `None`: no lots are listed. The enclave lists lots only for a per-bid file, whose
+    /// contract column the operator reads in plain text anyway (and only for reasons tied to
+    /// a lot: a malformed row or file names none). An envelope file's lots are secret from
+    /// the operator, so its records must say nothing about them: the caller decides, per
+    /// record, and `None` is the only answer for anything but a per-bid file. Absent from
+    /// the JSON when `None` (and in `output.json` files written before lots were listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lots: Option<ListedLots>,
+}
+
+/// The lots of a set-aside record: the first few in output order, then a count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedLots {
+    /// At most [`MAX_LISTED_LOTS`], in output order.
+    pub first: Vec<LotId>,
+    /// Set-aside bids of the record beyond those on `first`.
+    pub more: u64,
+}
+
+impl ListedLots {
+    /// The record's lots from the decided results (in output order): the lots where `buyer`
+    /// had a bid set aside for `reason`, the first [`MAX_LISTED_LOTS`] named and the rest of
+    /// `count` counted.
+    pub fn from_results(
+        results: &[LotResult],
+        buyer: &BuyerName,
+        reason: Reason,
+        count: u64,
+    ) -> ListedLots {
+        let first: Vec<LotId> = results
+            .iter()
+            .filter(|r| {
+                r.disqualified
+                    .iter()
+                    .any(|d| d.reason == reason && &d.buyer == buyer)
+            })
+            .take(MAX_LISTED_LOTS)
+            .map(|r| r.lot.clone())
+            .collect();
+        ListedLots {
+            more: count.saturating_sub(first.len() as u64),
+            first,
+        }
+    }
+
+    /// `on lots 1, 2, 3`, `on lot 7`, `on lots 1, …, 20 and 5 more`: lot ids, nothing else.
+    pub fn describe(&self) -> String {
+        if self.first.is_empty() {
+            return String::new();
+        }
+        let ids: Vec<&str> = self.first.iter().map(LotId::as_str).collect();
+        let word = if ids.len() == 1 && self.more == 0 {
+            "lot"
+        } else {
+            "lots"
+        };
+        let mut text = format!("on {word} {}", ids.join(", "));
+        if self.more > 0 {
+            text.push_str(&format!(" and {} more", self.more));
+        }
+        text
+    }
 }
 
 /// Everything `output.json` says besides the lots, for readers (the parent's summary,
@@ -91,7 +159,20 @@ pub struct OutputHeader {
 
 impl OutputHeader {
     pub fn parse(json: &[u8]) -> Result<OutputHeader, String> {
-        serde_json::from_slice(json).map_err(|e| format!("output.json: {e}"))
+        let header: OutputHeader =
+            serde_json::from_slice(json).map_err(|e| format!("output.json: {e}"))?;
+        for s in &header.set_aside {
+            if let Some(l) = &s.lots
+                && (l.first.len() > MAX_LISTED_LOTS
+                    || (l.first.len() as u64).saturating_add(l.more) > s.count)
+            {
+                return Err(format!(
+                    "output.json: buyer `{}`'s set-aside record ({}) lists more lots than it has bids, or over {MAX_LISTED_LOTS}",
+                    s.buyer, s.reason
+                ));
+            }
+        }
+        Ok(header)
     }
 }
 
@@ -271,6 +352,12 @@ mod tests {
             buyer: b("C"),
             reason: Reason::WrongKey,
             count: 1,
+            lots: Some(ListedLots::from_results(
+                &results,
+                &b("C"),
+                Reason::WrongKey,
+                1,
+            )),
         }];
         let report = Report {
             config: &config,
@@ -292,5 +379,63 @@ mod tests {
         assert_eq!(header.set_aside, set_aside);
         assert_eq!(header.lot_count, 2);
         assert_eq!(header.terms_sha256, [9; 32]);
+        assert_eq!(
+            v["set_aside"][0]["lots"],
+            serde_json::json!({"first": ["7"], "more": 0})
+        );
+        assert_eq!(set_aside[0].lots.as_ref().unwrap().describe(), "on lot 7");
+    }
+
+    fn set_aside_on(lots: u64, buyer: &str) -> Vec<LotResult> {
+        (1..=lots)
+            .map(|i| LotResult {
+                lot: LotId::new(i.to_string()).unwrap(),
+                outcome: Outcome::NoValidBid,
+                disqualified: vec![Disqualified {
+                    buyer: b(buyer),
+                    reason: Reason::InvalidAmount,
+                }],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listed_lots_are_bounded_and_counted() {
+        let results = set_aside_on(25, "A");
+        let l = ListedLots::from_results(&results, &b("A"), Reason::InvalidAmount, 25);
+        assert_eq!(l.first.len(), MAX_LISTED_LOTS);
+        assert_eq!(l.more, 5);
+        assert!(l.describe().starts_with("on lots 1, 2, 3, "));
+        assert!(l.describe().ends_with(", 20 and 5 more"));
+        let three = ListedLots::from_results(&results[..3], &b("A"), Reason::InvalidAmount, 3);
+        assert_eq!(three.describe(), "on lots 1, 2, 3");
+        // Another buyer or reason: nothing of A's.
+        let none = ListedLots::from_results(&results, &b("B"), Reason::InvalidAmount, 0);
+        assert_eq!(
+            (none.first.len(), none.more, none.describe()),
+            (0, 0, String::new())
+        );
+    }
+
+    #[test]
+    fn header_without_lots_parses_and_oversized_lists_do_not() {
+        let base = r#"{"auction_id":"x","mode":"sealed","terms_sha256":"0000000000000000000000000000000000000000000000000000000000000000","reveal":"none","lot_count":0,"files":[],"set_aside":[SA],"lots":[]}"#;
+        let old = base.replace("SA", r#"{"buyer":"A","reason":"malformed_row","count":2}"#);
+        let h = OutputHeader::parse(old.as_bytes()).unwrap();
+        assert_eq!(h.set_aside[0].lots, None);
+        let ids: Vec<String> = (0..=MAX_LISTED_LOTS).map(|i| format!("\"{i}\"")).collect();
+        let long = base.replace(
+            "SA",
+            &format!(
+                r#"{{"buyer":"A","reason":"invalid_amount","count":100,"lots":{{"first":[{}],"more":0}}}}"#,
+                ids.join(",")
+            ),
+        );
+        assert!(OutputHeader::parse(long.as_bytes()).is_err());
+        let over = base.replace(
+            "SA",
+            r#"{"buyer":"A","reason":"invalid_amount","count":1,"lots":{"first":["1"],"more":1}}"#,
+        );
+        assert!(OutputHeader::parse(over.as_bytes()).is_err());
     }
 }

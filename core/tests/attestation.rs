@@ -471,7 +471,7 @@ fn trailing_bytes_and_oversize_are_refused() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("1 bytes after the CBOR item"),
+        err.to_string().contains("has 1 byte after its end"),
         "{err}"
     );
 

@@ -978,3 +978,82 @@ fn reruns_of_one_manifest_give_the_same_bytes() {
     assert_eq!(first, out(s));
     assert_eq!(first, out(t));
 }
+
+/// A dry run's check of the enclave: the hello is verified (PCR0 included), then the parent
+/// stops. Nothing after the hello is sent, credentials least, and the enclave takes the end
+/// of the session as an ordinary disconnect.
+#[test]
+fn hello_only_sends_nothing_after_the_hello() {
+    let s = Scenario {
+        seed: 5,
+        lots: 3,
+        buyers: 2,
+        window: 4,
+        policy: RevealPolicy::None,
+        drop_after: None,
+        kms_fatal: false,
+        short_credentials: false,
+        allow_no_context: false,
+        sealed: true,
+        tamper: Tamper::None,
+    };
+    let mut rng = Rng(s.seed);
+    let (terms, _, _) = build(&s, &mut rng);
+    for (pcr0, connects) in [(PCR0.to_vec(), true), (vec![0x42; 48], false)] {
+        let now = START;
+        let mut settings = ParentSettings::new(CHAIN.root.clone());
+        settings.expected_pcr0 = Some(pcr0);
+        settings.hello_only = true;
+        let mut parent = ParentSession::new(
+            settings,
+            terms.clone(),
+            Vec::new(),
+            credentials(now, false),
+            vec![7; 32],
+            now,
+        );
+        let mut enclave =
+            EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(16), now);
+        let mut to_enclave = Vec::new();
+        while let Some(b) = parent.poll_transmit() {
+            to_enclave.extend(b);
+        }
+        enclave.handle_input(&to_enclave, now);
+        while let Some(a) = enclave.poll_action() {
+            match a {
+                Action::Attest {
+                    ticket,
+                    user_data,
+                    nonce,
+                } => enclave.attested(ticket, Ok(attest(now, user_data, nonce))),
+                other => panic!("the enclave did more than attest its hello: {other:?}"),
+            }
+        }
+        while let Some(b) = enclave.poll_transmit() {
+            parent.handle_input(&b, now);
+        }
+        let mut connected = false;
+        let mut failed = None;
+        while let Some(e) = parent.poll_event() {
+            match e {
+                Event::Connected(info) => connected = info.pcr0 == PCR0,
+                Event::Failed(e) => failed = Some(e),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        assert_eq!(connected, connects, "{failed:?}");
+        if !connects {
+            assert!(
+                matches!(failed, Some(SessionError::Pcr0Mismatch { .. })),
+                "{failed:?}"
+            );
+        }
+        assert!(!parent.is_running());
+        assert_eq!(parent.poll_transmit(), None, "nothing after the hello");
+        assert_eq!(parent.poll_timeout(), None);
+        enclave.handle_eof();
+        assert!(enclave.is_ended());
+        assert_eq!(enclave.end_reason(), Some("parent disconnected"));
+        assert!(enclave.poll_action().is_none());
+    }
+}

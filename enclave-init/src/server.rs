@@ -326,11 +326,11 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
     let _ = reader.join();
     let stats = session.stats();
     let summary = format!(
-        "session ended after {:.1} s: {}; {} lots decided, {} bids opened, {} set aside",
+        "session ended after {:.1} s: {}; {} decided, {} opened, {} set aside",
         started.elapsed().as_secs_f64(),
         session.end_reason().unwrap_or("done"),
-        stats.lots_decided,
-        stats.bids_opened,
+        bidding_core::count(stats.lots_decided, "lot", "lots"),
+        bidding_core::count(stats.bids_opened, "bid", "bids"),
         stats.bids_set_aside
     );
     *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.into_guard());

@@ -2,7 +2,7 @@
 //! benchmarks run the parent as a child process of itself).
 
 use crate::aws::Env;
-use crate::config::{self, Cli};
+use crate::config::{self, Cli, LogFormat};
 use crate::log::Logger;
 use crate::run::{self, Exit};
 use clap::Parser;
@@ -16,8 +16,22 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
     if make_manifest {
         args.remove(1);
     }
-    let cli = match Cli::try_parse_from(args) {
+    let json_asked = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() && json_asked => {
+            // A machine reads stderr: one JSON line, the first line of clap's message.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            Logger::new(LogFormat::Json).error(&format!(
+                "command line: {first} (bidding-parent --help lists the flags)"
+            ));
+            return ExitCode::from(Exit::Config as u8);
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
@@ -27,11 +41,23 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
             });
         }
     };
+    // Configuration errors go out in the log format asked for: by flag, else by the config
+    // file when it can be read.
+    let format = cli
+        .log_format
+        .or_else(|| {
+            cli.config
+                .as_deref()
+                .and_then(|p| config::read_file(p).ok())
+                .and_then(|f| f.log_format)
+        })
+        .unwrap_or_default();
     let settings = match config::load(cli, &|k| env.get(k)) {
         Ok(s) => s,
         Err(errors) => {
+            let log = Logger::new(format);
             for e in &errors {
-                eprintln!("bidding-parent: configuration error: {e}");
+                log.error(&format!("configuration error: {e}"));
             }
             return ExitCode::from(Exit::Config as u8);
         }

@@ -43,7 +43,8 @@ EXIT CODES:
   4  enclave error: unreachable, refused, failed attestation or vanished mid-auction (nothing was written)
   5  S3 error reading bids or writing results
   6  credentials error (AWS credentials unavailable, or refused by KMS inside the enclave)
-  7  another run holds the lock (nothing was done)";
+  7  another run holds the lock (nothing was done)
+  8  --fail-on-set-aside and bids were set aside (the result was verified; nothing was written)";
 
 /// Runs one sealed-bid auction: bid files from S3, decisions from the enclave, results to S3.
 ///
@@ -140,6 +141,10 @@ pub struct Cli {
     /// Check configuration, credentials and inputs without contacting the enclave.
     #[arg(long)]
     pub dry_run: bool,
+    /// Exit 8 without writing anything when any bid was set aside (after the enclave's result
+    /// is verified; the set-aside lines are logged first).
+    #[arg(long)]
+    pub fail_on_set_aside: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -190,6 +195,7 @@ pub struct FileConfig {
     pub s3_path_style: Option<bool>,
     pub lock_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub fail_on_set_aside: Option<bool>,
     pub output: Option<FileOutput>,
     #[serde(default)]
     pub buyers: Vec<FileBuyer>,
@@ -259,6 +265,7 @@ pub struct Settings {
     pub lock_file: PathBuf,
     pub log_format: LogFormat,
     pub dry_run: bool,
+    pub fail_on_set_aside: bool,
 }
 
 /// Reads the file named by `--config` (if any) and resolves everything. `env` is the process
@@ -274,7 +281,25 @@ pub fn load(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, 
 pub fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
+}
+
+/// `config file auction.toml, line 3: unknown field `windw`, expected …`: one sentence with
+/// the line, rather than the TOML parser's multi-line excerpt.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|s| {
+        let end = s.start.min(text.len());
+        text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    });
+    let message = e.message().trim().replace('\n', "; ");
+    match line {
+        Some(n) => format!("config file {}, line {n}: {message}", path.display()),
+        None => format!("config file {}: {message}", path.display()),
+    }
 }
 
 /// Merges flags, environment and file, and validates the result, collecting every error.
@@ -565,6 +590,7 @@ pub fn resolve(
             .unwrap_or_else(|| std::env::temp_dir().join("bidding-parent.lock")),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         dry_run: cli.dry_run,
+        fail_on_set_aside: cli.fail_on_set_aside || file.fail_on_set_aside.unwrap_or(false),
     })
 }
 

@@ -3,7 +3,7 @@
 use bidding_core::credentials::Credentials;
 use bidding_core::endpoint::Endpoint;
 use bidding_core::session::parent::{
-    BuyerInput, Event, Finished, ParentSession, ParentSettings, SessionError, Terms,
+    BuyerInput, EnclaveInfo, Event, Finished, ParentSession, ParentSettings, SessionError, Terms,
 };
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -36,6 +36,13 @@ impl Stream {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
         })
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) {
+        let _ = match self {
+            Stream::Vsock(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+        };
     }
     fn shutdown(&self) {
         let _ = match self {
@@ -191,6 +198,82 @@ pub fn drive(
     };
     writer.shutdown();
     let _ = reader.join();
+    result
+}
+
+/// A dry run's check of the enclave: connects, sends the hello, verifies the enclave's
+/// attestation (root, nonce, PCR0) and disconnects. `settings.hello_only` is set here, so the
+/// session ends at the hello; the session holds blank credentials besides, so none could be
+/// sent even by mistake.
+pub fn probe(
+    endpoint: &Endpoint,
+    mut settings: ParentSettings,
+    terms: Terms,
+    region: bidding_core::names::Region,
+) -> Result<EnclaveInfo, DriveError> {
+    settings.hello_only = true;
+    let blank = Credentials {
+        access_key_id: String::new(),
+        secret_access_key: bidding_core::credentials::Secret::new(""),
+        session_token: None,
+        expiration: None,
+        region,
+    };
+    let mut nonce = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).expect("system randomness");
+    let mut session = ParentSession::new(settings, terms, Vec::new(), blank, nonce, now_ms());
+    let mut stream = Stream::connect(endpoint).map_err(|source| DriveError::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let result = loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Connected(info) => {
+                    stream.shutdown();
+                    return Ok(info);
+                }
+                Event::Failed(e) => {
+                    stream.shutdown();
+                    return Err(e.into());
+                }
+                _ => {}
+            }
+        }
+        if !session.is_running() {
+            break Err(DriveError::Session(SessionError::Protocol(
+                "the session ended without a verified hello".into(),
+            )));
+        }
+        if let Some(bytes) = session.poll_transmit() {
+            if let Err(e) = stream.write_all(&bytes).and_then(|_| stream.flush()) {
+                break Err(DriveError::Write(e));
+            }
+            continue;
+        }
+        let wait = session
+            .poll_timeout()
+            .map(|t| t.saturating_sub(now_ms()))
+            .unwrap_or(1000)
+            .max(1);
+        stream.set_read_timeout(Some(Duration::from_millis(wait)));
+        match stream.read(&mut buf) {
+            Ok(0) => session.handle_eof(),
+            Ok(n) => session.handle_input(&buf[..n], now_ms()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                session.handle_timeout(now_ms())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => session.handle_eof(),
+        }
+    };
+    stream.shutdown();
     result
 }
 

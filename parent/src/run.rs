@@ -5,13 +5,14 @@
 
 use crate::aws::Env;
 use crate::aws::credentials::{AssumeRole, CredentialSource};
-use crate::aws::s3::S3Client;
+use crate::aws::s3::{S3Client, S3Error};
 use crate::config::{BuyerInput as BuyerLocation, Settings};
 use crate::enclave::{self, DriveError, Observer};
 use crate::log::Logger;
 use bidding_core::attestation::AWS_NITRO_ROOT_G1_DER;
 use bidding_core::bidfile::{self, Limits};
 use bidding_core::config::Mode;
+use bidding_core::count;
 use bidding_core::manifest::{FileEntry, FileFormat, MAX_MANIFEST_BYTES, Manifest};
 use bidding_core::session::parent::{
     BuyerInput, EnclaveInfo, Finished, ParentSettings, SessionError, Terms, order_inputs,
@@ -32,6 +33,9 @@ pub enum Exit {
     S3 = 5,
     Credentials = 6,
     Locked = 7,
+    /// `--fail-on-set-aside` and at least one bid was set aside: the result was verified,
+    /// nothing was written.
+    SetAside = 8,
 }
 
 #[derive(Debug)]
@@ -141,9 +145,9 @@ fn describe_file(name: &str, bytes: &[u8], settings: &Settings) -> (FileFormat, 
                     );
                     if f.malformed_rows > 0 || !f.duplicate_lots.is_empty() {
                         t.push_str(&format!(
-                            "; {} malformed rows and {} lots named twice will be set aside",
-                            f.malformed_rows,
-                            f.duplicate_lots.len()
+                            "; {} and {} named twice will be set aside",
+                            count(f.malformed_rows, "malformed row", "malformed rows"),
+                            count(f.duplicate_lots.len() as u64, "lot", "lots")
                         ));
                     }
                     t
@@ -253,7 +257,11 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         let url = format!("s3://{}/{}", input.bucket, input.key);
         let (_, what, n) = describe_file(&url, &bytes, settings);
         bids += n;
-        log.info(&format!("buyer `{}`: {url}: {what}", input.name));
+        if what.contains("NO BIDS") || what.contains("NOT A BID FILE") {
+            log.warn(&format!("buyer `{}`: {url}: {what}", input.name));
+        } else {
+            log.info(&format!("buyer `{}`: {url}: {what}", input.name));
+        }
         total += bytes.len();
         let seal = if settings.sealed {
             let text = s3
@@ -291,19 +299,6 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         });
     }
     let inputs = order_inputs(&terms, inputs).map_err(|e| fail(Exit::Input, e.to_string()))?;
-    if settings.dry_run {
-        log.info(&format!(
-            "dry run: configuration, credentials, {} and {} bid files ({total} bytes) are fine; the enclave was not contacted",
-            if settings.sealed { "the manifest, every seal" } else { "the terms" },
-            settings.inputs.len(),
-        ));
-        return Ok(Summary {
-            files: inputs.len(),
-            bytes: total,
-            finished: None,
-        });
-    }
-
     let mut parent = ParentSettings::new(root_der);
     parent.window = settings.window;
     parent.allow_dev = settings.allow_dev_enclave;
@@ -312,10 +307,24 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     parent.close_timeout = settings.enclave_timeout_secs * 1000;
     parent.hello_timeout = settings.enclave_timeout_secs.min(60) * 1000;
     parent.refresh_margin = settings.credentials_refresh_secs * 1000;
+    if settings.dry_run {
+        dry_run_checks(settings, &s3, parent, terms, log)?;
+        log.info(&format!(
+            "dry run: configuration, credentials, {}, {} ({total} bytes), the output bucket and the enclave are fine; nothing was written and the enclave got no credentials",
+            if settings.sealed { "the manifest, every seal" } else { "the terms" },
+            count(settings.inputs.len() as u64, "bid file", "bid files"),
+        ));
+        return Ok(Summary {
+            files: inputs.len(),
+            bytes: total,
+            finished: None,
+        });
+    }
+
     log.info(&format!(
-        "connecting to the enclave at {} ({} files, {total} bytes, window {})",
+        "connecting to the enclave at {} ({}, {total} bytes, window {})",
         settings.enclave,
-        inputs.len(),
+        count(inputs.len() as u64, "file", "files"),
         settings.window
     ));
     let mut refresh = || {
@@ -339,6 +348,24 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     .map_err(drive_error)?;
     let session_secs = session_started.elapsed().as_secs_f64();
 
+    // The result is checked (attestation, digests, header): say what was set aside, from
+    // the attested output.json, before anything is written.
+    let h = &finished.header;
+    for s in &h.set_aside {
+        log.warn(&set_aside_line(s));
+    }
+    let set_aside_bids: u64 = h.set_aside.iter().map(|s| s.count).sum();
+    if settings.fail_on_set_aside && set_aside_bids > 0 {
+        return Err(fail(
+            Exit::SetAside,
+            format!(
+                "{} set aside and --fail-on-set-aside is given, so nothing was written to s3://{}; the enclave's result was verified",
+                count(set_aside_bids, "bid", "bids"),
+                out.bucket
+            ),
+        ));
+    }
+
     let mut writes: Vec<(&str, &[u8], &str)> =
         vec![(&out.json_key, &finished.output_json, "application/json")];
     if finished.mode == Mode::Unsealed {
@@ -355,23 +382,14 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         s3.put_object(&out.bucket, key, body, content_type)
             .map_err(|e| fail(Exit::S3, format!("writing results: {e}")))?;
     }
-    let h = &finished.header;
-    for s in &h.set_aside {
-        log.warn(&format!(
-            "buyer `{}`: {} {} set aside ({})",
-            s.buyer,
-            s.count,
-            if s.count == 1 { "bid" } else { "bids" },
-            s.reason
-        ));
-    }
     log.info_with(
         &format!(
-            "auction {} ({}) done in {:.1} s ({} lots from {files} files, {total} bytes; enclave session {session_secs:.1} s); wrote s3://{}/{} and its attestation s3://{}/{}",
+            "auction {} ({}) done in {:.1} s ({} from {}, {total} bytes; enclave session {session_secs:.1} s); wrote s3://{}/{} and its attestation s3://{}/{}",
             settings.auction.auction_id(),
             finished.mode,
             started.elapsed().as_secs_f64(),
-            h.lot_count,
+            count(h.lot_count, "lot", "lots"),
+            count(files as u64, "file", "files"),
             out.bucket,
             out.key,
             out.bucket,
@@ -385,7 +403,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             "bytes": total,
             "bids": bids,
             "session_secs": session_secs,
-            "set_aside": h.set_aside.iter().map(|s| serde_json::json!({"buyer": s.buyer, "reason": s.reason, "count": s.count})).collect::<Vec<_>>(),
+            "set_aside": h.set_aside.iter().map(|s| serde_json::json!({"buyer": s.buyer, "reason": s.reason, "count": s.count, "lots": s.lots})).collect::<Vec<_>>(),
         }),
     );
     Ok(Summary {
@@ -393,6 +411,104 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         bytes: total,
         finished: Some(finished),
     })
+}
+
+/// What a dry run checks beyond the inputs: that the output bucket exists and may be written
+/// (without writing: a multipart upload, aborted), and that the enclave answers and attests to
+/// the expected PCR0 (hello only: it gets no credentials, terms or files). Both are checked
+/// even when one fails; each failure is logged as one sentence naming the bucket or endpoint,
+/// and the first decides the exit code.
+fn dry_run_checks(
+    settings: &Settings,
+    s3: &S3Client,
+    parent: ParentSettings,
+    terms: Terms,
+    log: &Logger,
+) -> Result<(), RunError> {
+    let out = &settings.output;
+    let mut failures = Vec::new();
+    match s3.check_writable(&out.bucket, &out.key) {
+        Ok(()) => log.info(&format!(
+            "dry run: the output bucket `{}` exists and these credentials may write to it (a multipart upload of {} was started and aborted; nothing was written)",
+            out.bucket, out.key
+        )),
+        Err(e) => {
+            let detail = e
+                .service_error()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| e.to_string());
+            let message = match &e {
+                S3Error::NoSuchBucket { .. } => format!(
+                    "dry run: the output bucket `{}` does not exist ({detail})",
+                    out.bucket
+                ),
+                S3Error::Credentials { .. } => format!(
+                    "dry run: these credentials may not write to the output bucket `{}`; the role needs s3:PutObject and s3:AbortMultipartUpload on {} ({detail})",
+                    out.bucket, out.key
+                ),
+                _ => format!(
+                    "dry run: could not check that the output bucket `{}` may be written: {e}",
+                    out.bucket
+                ),
+            };
+            failures.push(fail(Exit::S3, message));
+        }
+    }
+    let endpoint = &settings.enclave;
+    match enclave::probe(endpoint, parent, terms, settings.region.clone()) {
+        Ok(info) => log.info(&format!(
+            "dry run: the enclave at {endpoint} ({}{}) attested, PCR0 {}{}; it got no credentials",
+            info.build,
+            if info.dev { ", DEV build" } else { "" },
+            hex::encode(&info.pcr0),
+            if settings.expected_pcr0.is_some() {
+                " as expected"
+            } else {
+                " (dev run: no PCR0 is expected)"
+            }
+        )),
+        Err(e) => {
+            let message = match &e {
+                DriveError::Connect { source, .. } => {
+                    format!("dry run: cannot reach the enclave at {endpoint} ({source})")
+                }
+                DriveError::Session(SessionError::Pcr0Mismatch { expected, found }) => format!(
+                    "dry run: the enclave at {endpoint} attests to PCR0 {found}, not the expected {expected}"
+                ),
+                other => format!("dry run: the enclave at {endpoint} failed its check: {other}"),
+            };
+            failures.push(fail(Exit::Enclave, message));
+        }
+    }
+    let mut failures = failures.into_iter();
+    match failures.next() {
+        None => Ok(()),
+        Some(first) => {
+            for other in failures {
+                log.error(&other.message);
+            }
+            Err(first)
+        }
+    }
+}
+
+/// `buyer `Buyer1`: 3 bids set aside (invalid_amount) on lots 1, 2, 3`: lot ids from the
+/// attested output.json where the enclave listed them (per-bid files only), never amounts.
+pub fn set_aside_line(s: &bidding_core::output::SetAside) -> String {
+    let mut line = format!(
+        "buyer `{}`: {} set aside ({})",
+        s.buyer,
+        count(s.count, "bid", "bids"),
+        s.reason
+    );
+    if let Some(lots) = &s.lots {
+        let on = lots.describe();
+        if !on.is_empty() {
+            line.push(' ');
+            line.push_str(&on);
+        }
+    }
+    line
 }
 
 /// The manifest must be for exactly the configured auction: the same terms, and each buyer's

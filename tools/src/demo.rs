@@ -73,8 +73,8 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
                 stack.seal_and_upload(buyer, &auction, rows, true)?;
                 writeln!(
                     say,
-                    "  {name}: {} bids sealed with {} and uploaded to s3://{}/encrypted.csv",
-                    rows.len(),
+                    "  {name}: {} sealed with {} and uploaded to s3://{}/encrypted.csv",
+                    bidding_core::count(rows.len() as u64, "bid", "bids"),
                     buyer.key,
                     buyer.bucket
                 )?;
@@ -83,8 +83,8 @@ pub fn run(opts: &DemoOptions, say: &mut dyn Write) -> Result<()> {
                 let file = stack.envelope_and_upload(buyer, &auction, rows)?;
                 writeln!(
                     say,
-                    "  {name}: {} bids in one envelope file ({} bytes, one data key from {}) uploaded to s3://{}/encrypted.csv",
-                    rows.len(),
+                    "  {name}: {} in one envelope file ({} bytes, one data key from {}) uploaded to s3://{}/encrypted.csv",
+                    bidding_core::count(rows.len() as u64, "bid", "bids"),
                     file.len(),
                     buyer.key,
                     buyer.bucket

@@ -4,7 +4,8 @@
 //! Two things real S3 does that s3s leaves to its embedder are added here: an
 //! `x-amz-request-id` on every answer, and NoSuchBucket for objects in missing buckets (s3s-fs
 //! would create the directory on PUT). Faults can be injected: the next N requests fail with
-//! 500 InternalError, as real S3 sometimes does.
+//! 500 InternalError, as real S3 sometimes does; and a bucket can be made read-only, its
+//! writes answered AccessDenied as S3 answers a role without s3:PutObject.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub struct S3Server {
     keys: Keys,
     root: PathBuf,
     fail_next: Arc<AtomicU32>,
+    read_only: ReadOnly,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -31,7 +33,8 @@ impl S3Server {
             auth.add(id, secret);
         }
         builder.set_auth(auth.clone());
-        builder.set_access(BucketMustExist(root.to_owned()));
+        let read_only = ReadOnly::default();
+        builder.set_access(BucketMustExist(root.to_owned(), read_only.clone()));
         let service = builder.build();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -59,6 +62,7 @@ impl S3Server {
             keys: auth,
             root: root.to_owned(),
             fail_next,
+            read_only,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -86,6 +90,17 @@ impl S3Server {
     /// A handle on the accepted keys that other threads can keep.
     pub fn keys(&self) -> Keys {
         self.keys.clone()
+    }
+
+    /// From now on, every write to an object of `bucket` (PUT, POST, DELETE: objects,
+    /// multipart uploads) is refused with AccessDenied, as S3 refuses a role whose policy
+    /// lacks s3:PutObject there; reads still work.
+    pub fn deny_writes(&self, bucket: &str) {
+        self.read_only
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(bucket.to_owned());
     }
 
     /// Makes the next `n` requests fail with 500 InternalError.
@@ -185,7 +200,11 @@ impl s3s::auth::S3Auth for Keys {
     }
 }
 
-struct BucketMustExist(PathBuf);
+/// Buckets whose objects may be read but not written.
+#[derive(Clone, Default)]
+struct ReadOnly(Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
+
+struct BucketMustExist(PathBuf, ReadOnly);
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for BucketMustExist {
@@ -193,13 +212,24 @@ impl s3s::access::S3Access for BucketMustExist {
         if cx.credentials().is_none() {
             return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
         }
-        if let s3s::path::S3Path::Object { bucket, .. } = cx.s3_path()
-            && !self.0.join(&**bucket).is_dir()
-        {
-            return Err(s3s::s3_error!(
-                NoSuchBucket,
-                "The specified bucket does not exist"
-            ));
+        if let s3s::path::S3Path::Object { bucket, .. } = cx.s3_path() {
+            if !self.0.join(&**bucket).is_dir() {
+                return Err(s3s::s3_error!(
+                    NoSuchBucket,
+                    "The specified bucket does not exist"
+                ));
+            }
+            let writes = !matches!(*cx.method(), hyper::Method::GET | hyper::Method::HEAD);
+            if writes
+                && self
+                    .1
+                    .0
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&**bucket)
+            {
+                return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+            }
         }
         Ok(())
     }

@@ -42,6 +42,7 @@ fn attestation_verify_and_inspect_on_the_aws_fixtures() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["module_id"], "i-020b6af9246d90e92-enc0183d09086c24190");
     assert_eq!(json["timestamp"], 1665651482136u64);
+    assert_eq!(json["time"], "2022-10-13T08:58:02.136Z");
     assert_eq!(json["pcrs"]["0"], pcr0);
     assert_eq!(json["debug_mode"], false);
     assert!(json["public_key"].is_null() && json["user_data"].is_null());
@@ -87,15 +88,65 @@ fn attestation_verify_and_inspect_on_the_aws_fixtures() {
         pcr0,
     ]);
     assert!(!o.status.success());
-    let o = bidctl(&["attestation", "inspect", d]);
+    let o = bidctl(&["attestation", "inspect", "--json", d]);
     assert!(o.status.success());
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["debug_mode"], true);
     assert_eq!(json["user_data"], hex::encode("hello, world!"));
     assert!(json["nonce"].is_null());
 
-    // A document with one flipped byte, and another root.
+    // Pretty by default: one labelled field a line, the time in RFC 3339, PCRs in hex.
+    let o = bidctl(&["attestation", "inspect", v]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("module id    i-020b6af9246d90e92-enc0183d09086c24190\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("timestamp    2022-10-13T08:58:02.136Z (1665651482136 ms since the epoch)\n"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("PCR0         {pcr0}\n")), "{out}");
+    assert!(out.contains("debug mode   no\n"), "{out}");
+    assert!(out.contains("public key   (none)\n"), "{out}");
+    assert!(out.lines().count() >= 10, "{out}");
+    let o = bidctl(&["attestation", "inspect", d]);
+    let (out, _) = text(&o);
+    assert!(out.contains("debug mode   YES"), "{out}");
+    assert!(out.contains("nonce        (none)\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "user data    {} (text: \"hello, world!\")",
+            hex::encode("hello, world!")
+        )),
+        "{out}"
+    );
+
+    // A truncated document: one plain sentence, no Rust debug output.
     let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&valid).unwrap();
+    let cut = dir.path().join("cut.cbor");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for args in [
+        vec!["attestation", "inspect", cut.to_str().unwrap()],
+        vec!["attestation", "verify", cut.to_str().unwrap()],
+    ] {
+        let o = bidctl(&args);
+        let (_, err) = text(&o);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("COSE_Sign1 ends early: the ") && err.contains("(a truncated file?)"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("Io(") && !err.contains("UnexpectedEof"),
+            "{err}"
+        );
+        assert!(err.lines().count() <= 2, "{err}");
+    }
+
+    // A document with one flipped byte, and another root.
     let mut bytes = std::fs::read(&valid).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -836,4 +887,75 @@ fn seal_checks_the_manifest_before_consenting() {
     let o = seal_cmd(&other, b1.key.as_str(), &files[0], &["--force"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(seal_path(&files[0]).exists());
+}
+
+/// Configuration and command-line errors of the parent: JSON lines under `--log-format json`
+/// (asked for by flag or by the config file), one sentence each naming the file, line or field.
+#[test]
+fn parent_configuration_errors_follow_the_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "auction_id = \"a\"\nregion = \"us-east-1\"\nwindw = 4\n",
+    )
+    .unwrap();
+    let parent = |args: &[&str]| {
+        let mut all = vec!["__parent"];
+        all.extend_from_slice(args);
+        Command::new(exe()).args(&all).env_clear().output().unwrap()
+    };
+    let b = bad.to_str().unwrap();
+    let o = parent(&["--config", b, "--log-format", "json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let line: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(line["level"], "error");
+    let msg = line["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "configuration error: config file {b}, line 3: unknown field `windw`"
+        )),
+        "{msg}"
+    );
+    // Human: the same sentence on one line.
+    let o = parent(&["--config", b]);
+    let (_, err) = text(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("config file {b}, line 3: unknown field `windw`")),
+        "{err}"
+    );
+
+    // The format from the file, for errors found after reading it.
+    let json_file = dir.path().join("json.toml");
+    std::fs::write(&json_file, "log_format = \"json\"\nwindow = 0\n").unwrap();
+    let o = parent(&["--config", json_file.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for l in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("configuration error: "),
+            "{l}"
+        );
+    }
+    assert!(err.contains("window: 0 is outside 1..=4096"), "{err}");
+
+    // An unknown flag under --log-format json.
+    let o = parent(&["--log-format", "json", "--bogus"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unexpected argument '--bogus'"),
+        "{err}"
+    );
 }

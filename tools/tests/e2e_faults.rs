@@ -182,7 +182,10 @@ fn a_garbage_buyer_file_is_set_aside_not_guessed_at() {
     assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
     assert!(
         out.run.stderr.contains("s3://buyer2-bids/encrypted.csv")
-            && out.run.stderr.contains("1 malformed rows"),
+            && out
+                .run
+                .stderr
+                .contains("1 malformed row and 0 lots named twice"),
         "{}",
         out.run.stderr
     );
@@ -500,8 +503,9 @@ fn credentials_expiring_mid_auction_are_refreshed() {
     assert!(!output_exists(&w));
 }
 
-/// `--dry-run` reads configuration, credentials, the manifest, every seal and every bid file
-/// but never contacts the enclave; a missing bid file is an S3 error naming bucket and key.
+/// `--dry-run` reads configuration, credentials, the manifest, every seal and every bid file,
+/// checks the output bucket, and says plainly when the enclave cannot be reached; a missing bid
+/// file is an S3 error naming bucket and key. (tools/tests/e2e_operator.rs has the rest.)
 #[test]
 fn dry_run_and_missing_inputs() {
     let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
@@ -522,11 +526,13 @@ fn dry_run_and_missing_inputs() {
     .unwrap();
     seal_round(&w, &config);
     let run = w.stack.run_parent(&exe(), &config, &["--dry-run"]).unwrap();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.code, Some(4), "{}", run.stderr);
     assert!(
-        run.stderr.contains(
-            "dry run: configuration, credentials, the manifest, every seal and 2 bid files ("
-        ) && run.stderr.contains("the enclave was not contacted"),
+        run.stderr
+            .contains("dry run: the output bucket `auction-results` exists")
+            && run
+                .stderr
+                .contains(&format!("dry run: cannot reach the enclave at {nowhere} (")),
         "{}",
         run.stderr
     );

@@ -483,9 +483,11 @@ fn protocol_violations_are_refused_by_name() {
     assert_eq!(
         json["set_aside"],
         json!([
-            {"buyer": "Buyer1", "reason": "duplicate_lot", "count": 1},
+            {"buyer": "Buyer1", "reason": "duplicate_lot", "count": 1,
+                "lots": {"first": ["1"], "more": 0}},
             {"buyer": "Buyer1", "reason": "malformed_row", "count": 2},
-            {"buyer": "Buyer2", "reason": "undecryptable", "count": 1},
+            {"buyer": "Buyer2", "reason": "undecryptable", "count": 1,
+                "lots": {"first": ["1"], "more": 0}},
         ])
     );
     assert_eq!(
@@ -964,7 +966,8 @@ fn a_whole_session_one_byte_at_a_time() {
     );
     assert_eq!(
         parse_json(&json)["set_aside"],
-        json!([{"buyer": "Buyer1", "reason": "invalid_amount", "count": 1}])
+        json!([{"buyer": "Buyer1", "reason": "invalid_amount", "count": 1,
+            "lots": {"first": ["3"], "more": 0}}])
     );
 }
 
@@ -1115,14 +1118,22 @@ fn a_thousand_lots_in_flight() {
             assert!(set_aside.is_empty());
         }
     }
-    let invalid = |b: usize| (0..LOTS).filter(|i| i % 7 == 3 && i % 3 == b).count();
+    // Each record names its first 20 lots in output order (numeric-aware), then counts.
+    let invalid: Vec<Vec<String>> = (0..3)
+        .map(|b| {
+            (0..LOTS)
+                .filter(|i| i % 7 == 3 && i % 3 == b)
+                .map(|i| format!("lot-{i}"))
+                .collect()
+        })
+        .collect();
     assert_eq!(
         parse_json(&json)["set_aside"],
         json!(
             (0..3)
-                .map(
-                    |b| json!({"buyer": BUYERS[b], "reason": "invalid_amount", "count": invalid(b)})
-                )
+                .map(|b| json!({"buyer": BUYERS[b], "reason": "invalid_amount",
+                    "count": invalid[b].len(),
+                    "lots": {"first": invalid[b][..20], "more": invalid[b].len() - 20}}))
                 .collect::<Vec<_>>()
         )
     );

@@ -455,9 +455,12 @@ fn nothing_secret_leaves_the_enclave() {
     assert_eq!(
         set_aside(&json),
         &json!([
-            {"buyer": "Buyer1", "reason": "invalid_amount", "count": 1},
-            {"buyer": "Buyer2", "reason": "undecryptable", "count": 1},
-            {"buyer": "Buyer3", "reason": "wrong_key", "count": 1},
+            {"buyer": "Buyer1", "reason": "invalid_amount", "count": 1,
+                "lots": {"first": ["3"], "more": 0}},
+            {"buyer": "Buyer2", "reason": "undecryptable", "count": 1,
+                "lots": {"first": ["3"], "more": 0}},
+            {"buyer": "Buyer3", "reason": "wrong_key", "count": 1,
+                "lots": {"first": ["3"], "more": 0}},
         ])
     );
     captures.push(("the sealed auction".into(), s.done(p)));
@@ -489,8 +492,10 @@ fn nothing_secret_leaves_the_enclave() {
     assert_eq!(
         set_aside(&json),
         &json!([
-            {"buyer": "Buyer1", "reason": "invalid_amount", "count": 1},
-            {"buyer": "Buyer2", "reason": "wrong_key", "count": 1},
+            {"buyer": "Buyer1", "reason": "invalid_amount", "count": 1,
+                "lots": {"first": ["2"], "more": 0}},
+            {"buyer": "Buyer2", "reason": "wrong_key", "count": 1,
+                "lots": {"first": ["2"], "more": 0}},
         ])
     );
     captures.push(("the unsealed auction".into(), s.done(p)));

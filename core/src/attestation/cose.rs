@@ -25,11 +25,37 @@ pub(super) struct Sign1 {
 pub(super) fn decode_one(bytes: &[u8]) -> Result<Value, String> {
     let mut rest = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, RECURSION_LIMIT)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe_cbor_error(&e, bytes.len()))?;
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the CBOR item", rest.len()));
+        let n = rest.len();
+        return Err(format!(
+            "has {n} {} after its end",
+            if n == 1 { "byte" } else { "bytes" }
+        ));
     }
     Ok(value)
+}
+
+/// A plain sentence for a CBOR decoding error (the decoder's own `Display` shows Rust debug
+/// output such as `Io(Error { kind: UnexpectedEof, .. })`). Reading from memory, the only I/O
+/// error is running out of bytes.
+fn describe_cbor_error<E>(e: &ciborium::de::Error<E>, len: usize) -> String {
+    use ciborium::de::Error;
+    match e {
+        Error::Io(_) => {
+            format!("ends early: the {len} bytes stop in the middle of an item (a truncated file?)")
+        }
+        Error::Syntax(at) => format!("is not valid CBOR (byte {at} of {len})"),
+        Error::Semantic(Some(at), what) => {
+            format!("is not valid CBOR (byte {at} of {len}: {what})")
+        }
+        Error::Semantic(None, what) => format!("is not valid CBOR ({what})"),
+        Error::RecursionLimitExceeded => {
+            format!(
+                "nests more than {RECURSION_LIMIT} levels deep, far deeper than any attestation document"
+            )
+        }
+    }
 }
 
 pub(super) fn parse_sign1(doc: &[u8]) -> Result<Sign1, AttestationError> {
@@ -175,6 +201,30 @@ mod tests {
         want.extend_from_slice(b"Signature1");
         want.extend_from_slice(&[0x44, 0xa1, 0x01, 0x38, 0x22, 0x40, 0x42, b'h', b'i']);
         assert_eq!(s, want);
+    }
+
+    #[test]
+    fn cbor_errors_are_sentences() {
+        // A truncated array, garbage, hostile nesting, trailing bytes.
+        let cases: [(&[u8], &str); 4] = [
+            (
+                &[0x84, 0x40],
+                "ends early: the 2 bytes stop in the middle of an item",
+            ),
+            (&[0xff], "is not valid CBOR"),
+            (&[0x81; 40], "nests more than 16 levels deep"),
+            (&[0x40, 0x00], "has 1 byte after its end"),
+        ];
+        for (bytes, want) in cases {
+            let e = decode_one(bytes).unwrap_err();
+            assert!(e.starts_with(want), "{bytes:02x?}: {e}");
+            assert!(!e.contains("Io(") && !e.contains("kind:"), "{e}");
+        }
+        let e = parse_sign1(&[0x84, 0x40]).err().unwrap().to_string();
+        assert!(
+            e.starts_with("attestation document: COSE_Sign1 ends early"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::esdk;
 use crate::kms;
 use crate::manifest::{self, FileFormat, Manifest, SEAL_MARKER};
 use crate::names::{BuyerName, KeyArn, LotId};
-use crate::output::{self, FileSummary, SetAside};
+use crate::output::{self, FileSummary, ListedLots, SetAside};
 use crate::wire::{
     AuctionOpened, ChunkAccepted, Closed, CredentialsReply, ErrorCode, ErrorReply, FileChunk,
     FrameDecoder, FromEnclave, HelloReply, MAX_NONCE_LEN, MIN_NONCE_LEN, OutputFile,
@@ -1375,10 +1375,24 @@ impl EnclaveSession {
         let set_aside: Vec<SetAside> = auction
             .set_aside
             .iter()
-            .map(|(&(buyer, reason), &count)| SetAside {
-                buyer: auction.config.buyers()[buyer].name.clone(),
-                reason,
-                count,
+            .map(|(&(buyer, reason), &count)| {
+                let name = &auction.config.buyers()[buyer].name;
+                // Lots are named only for a per-bid file: its contract column is plain text
+                // to the operator anyway. Any other format's lots are secret from the
+                // operator, so its records list none; and a malformed row or file names no
+                // lot at all.
+                let per_bid = matches!(
+                    auction.files[buyer].as_ref().map(|f| f.format),
+                    Some(FileFormat::PerBid)
+                );
+                let names_lot = !matches!(reason, Reason::MalformedRow | Reason::MalformedFile);
+                SetAside {
+                    buyer: name.clone(),
+                    reason,
+                    count,
+                    lots: (per_bid && names_lot)
+                        .then(|| ListedLots::from_results(&results, name, reason, count)),
+                }
             })
             .collect();
         let json = output::render_json(&output::Report {

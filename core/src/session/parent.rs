@@ -43,6 +43,9 @@ pub struct ParentSettings {
     pub close_timeout: Millis,
     /// Ask for fresh credentials this long before the current ones expire.
     pub refresh_margin: Millis,
+    /// Stop once the enclave's hello is verified (a dry run's check of the enclave): the
+    /// session ends there, before credentials, terms or files are sent.
+    pub hello_only: bool,
 }
 
 impl ParentSettings {
@@ -57,6 +60,7 @@ impl ParentSettings {
             reply_timeout: 120_000,
             close_timeout: 600_000,
             refresh_margin: 5 * 60 * 1000,
+            hello_only: false,
         }
     }
 }
@@ -606,6 +610,11 @@ impl ParentSession {
                 };
                 self.enclave = Some(info.clone());
                 self.events.push_back(Event::Connected(info));
+                if self.settings.hello_only {
+                    // The enclave proved what it is; it gets nothing, credentials least.
+                    self.phase = Phase::Done;
+                    return Ok(());
+                }
                 self.phase = Phase::AwaitCredentials;
                 let c = self.credentials.clone();
                 self.send(Request::Credentials(c), Sent::Credentials, now);
@@ -738,9 +747,9 @@ impl ParentSession {
         }
         if header.files.len() != self.inputs.len() {
             return bad(format!(
-                "output.json counts {} files; {} were sent",
-                header.files.len(),
-                self.inputs.len()
+                "output.json counts {}; {} sent",
+                crate::count(header.files.len() as u64, "file", "files"),
+                crate::count(self.inputs.len() as u64, "file was", "files were")
             ));
         }
         for (f, input) in header.files.iter().zip(&self.inputs) {

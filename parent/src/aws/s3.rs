@@ -379,6 +379,30 @@ impl S3Client {
         Ok(())
     }
 
+    /// Whether these credentials may write `key` in `bucket`, without writing it: starts a
+    /// multipart upload there (S3 authorises it as `s3:PutObject`, and answers NoSuchBucket
+    /// for a missing bucket) and aborts it at once (`s3:AbortMultipartUpload`). No object is
+    /// created; an upload left behind by a failed abort holds no parts and is removed by a
+    /// bucket's lifecycle rule for incomplete uploads.
+    pub fn check_writable(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        let resp =
+            self.execute_query("POST", bucket, key, "uploads", &[], b"", PUT_RESPONSE_LIMIT)?;
+        let body = String::from_utf8_lossy(&resp.body);
+        let upload_id = body
+            .split_once("<UploadId>")
+            .and_then(|(_, rest)| rest.split_once("</UploadId>"))
+            .map(|(id, _)| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| S3Error::Invalid {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                why: "S3 started a multipart upload but its answer names no UploadId".into(),
+            })?;
+        let query = format!("uploadId={}", utf8_percent_encode(&upload_id, KEY_SEGMENT));
+        self.execute_query("DELETE", bucket, key, &query, &[], b"", PUT_RESPONSE_LIMIT)?;
+        Ok(())
+    }
+
     fn execute(
         &self,
         method: &str,
@@ -388,7 +412,26 @@ impl S3Client {
         body: &[u8],
         max_body: u64,
     ) -> Result<HttpResponse, S3Error> {
-        let url = self.object_url(bucket, key)?;
+        self.execute_query(method, bucket, key, "", headers, body, max_body)
+    }
+
+    /// `query`: already encoded, without the `?`; empty for none.
+    #[allow(clippy::too_many_arguments)]
+    fn execute_query(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: u64,
+    ) -> Result<HttpResponse, S3Error> {
+        let mut url = self.object_url(bucket, key)?;
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
         let req = Request {
             method,
             url: &url,

@@ -26,17 +26,96 @@ pub enum Command {
         #[arg(long)]
         expect_pcr0: Option<String>,
     },
-    /// Print the document as JSON without verifying anything.
-    Inspect { file: PathBuf },
+    /// Print what the document says, one labelled field a line, without verifying anything.
+    Inspect {
+        file: PathBuf,
+        /// Print one JSON object instead (what `verify` prints).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The document for people: labelled fields, one a line, bytes as hex, the time in RFC 3339.
+pub fn pretty(f: &attestation::DocumentFields) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.timestamp);
+    let opt = |b: Option<&[u8]>| match b {
+        Some(b) if !b.is_empty() => printable_or_hex(b),
+        Some(_) => "(empty)".to_owned(),
+        None => "(none)".to_owned(),
+    };
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        out.push_str(&format!("{label:<12} {value}\n"));
+    };
+    line("module id", &f.module_id);
+    line(
+        "timestamp",
+        &format!(
+            "{} ({} ms since the epoch)",
+            humantime::format_rfc3339_millis(time),
+            f.timestamp
+        ),
+    );
+    line("digest", attestation::DIGEST);
+    line(
+        "debug mode",
+        if f.debug_mode() {
+            "YES: every PCR is zero; the enclave's memory and console are open to its host"
+        } else {
+            "no"
+        },
+    );
+    for (i, value) in &f.pcrs {
+        if attestation::SUMMARY_PCRS.contains(i) || value.iter().any(|&b| b != 0) {
+            line(&format!("PCR{i}"), &hex::encode(value));
+        }
+    }
+    line(
+        "certificate",
+        &format!(
+            "{} bytes, with {} in the CA bundle",
+            f.certificate.len(),
+            f.cabundle.len()
+        ),
+    );
+    line("public key", &opt(f.public_key.as_deref()));
+    line("user data", &opt(f.user_data.as_deref()));
+    line("nonce", &opt(f.nonce.as_deref()));
+    out
+}
+
+/// Hex, with the text beside it when the bytes are printable ASCII.
+fn printable_or_hex(b: &[u8]) -> String {
+    let hex = hex::encode(b);
+    if b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        format!("{hex} (text: {:?})", String::from_utf8_lossy(b))
+    } else {
+        hex
+    }
+}
+
+/// `summary_json` with the time in RFC 3339 beside the epoch milliseconds.
+fn summary(f: &attestation::DocumentFields) -> serde_json::Value {
+    let mut v = f.summary_json();
+    v["time"] = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.timestamp),
+    )
+    .to_string()
+    .into();
+    v
 }
 
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Inspect { file } => {
+        Command::Inspect { file, json } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let doc = attestation::parse(&bytes).with_context(|| file.display().to_string())?;
-            println!("{}", doc.fields().summary_json());
+            if json {
+                println!("{}", summary(doc.fields()));
+            } else {
+                print!("{}", pretty(doc.fields()));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -68,10 +147,15 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("bidctl: {}: verification failed: {e}", file.display());
+                    if matches!(e, attestation::AttestationError::RootMismatch) && root.is_none() {
+                        eprintln!(
+                            "bidctl: (a local dev enclave's documents chain to its software NSM's root, not AWS's: pass --root with that root's PEM)"
+                        );
+                    }
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            println!("{}", doc.summary_json());
+            println!("{}", summary(doc.fields()));
             if let Some(expected) = expected
                 && !doc.pcr0_matches(&expected)
             {

@@ -214,12 +214,14 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
     } else {
         println!("  set aside");
         for s in &h.set_aside {
+            let on = s.lots.as_ref().map(|l| l.describe()).unwrap_or_default();
             println!(
-                "    {:<16} {} {} ({})",
+                "    {:<16} {} {} ({}){}{on}",
                 s.buyer.as_str(),
                 s.count,
                 if s.count == 1 { "bid" } else { "bids" },
-                s.reason
+                s.reason,
+                if on.is_empty() { "" } else { " " },
             );
         }
     }
