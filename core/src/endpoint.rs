@@ -1,4 +1,7 @@
-//! Where a stream goes: `vsock:CID:PORT` on Nitro, `unix:PATH` or `tcp:HOST:PORT` locally.
+//! Where a stream goes: `vsock:CID:PORT` on Nitro, `unix:PATH` or `tcp:HOST:PORT` locally,
+//! and `vsock-uds:PATH:PORT` for a test VM's vsock reached through a Unix socket (the
+//! vhost-device-vsock backend's `uds-path` mode: connect to PATH, send `CONNECT PORT\n`, read
+//! `OK PORT\n`; never the host's AF_VSOCK).
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,9 +13,17 @@ pub const VSOCK_CID_PARENT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    Vsock { cid: u32, port: u32 },
+    Vsock {
+        cid: u32,
+        port: u32,
+    },
     Unix(String),
     Tcp(String),
+    /// A guest's vsock port behind a vhost-user backend's Unix socket (parent side only).
+    VsockUds {
+        path: String,
+        port: u32,
+    },
 }
 
 impl Endpoint {
@@ -23,7 +34,9 @@ impl Endpoint {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("endpoint `{given}`: {why} (expected vsock:CID:PORT, unix:PATH or tcp:HOST:PORT)")]
+#[error(
+    "endpoint `{given}`: {why} (expected vsock:CID:PORT, unix:PATH, tcp:HOST:PORT or vsock-uds:PATH:PORT)"
+)]
 pub struct EndpointError {
     given: String,
     why: &'static str,
@@ -59,6 +72,17 @@ impl FromStr for Endpoint {
                     .map_err(|_| err("port is not a number"))?;
                 Ok(Endpoint::Tcp(rest.to_owned()))
             }
+            "vsock-uds" => {
+                let (path, port) = rest.rsplit_once(':').ok_or_else(|| err("no port"))?;
+                if path.is_empty() {
+                    return Err(err("empty path"));
+                }
+                let port = port.parse().map_err(|_| err("port is not a number"))?;
+                Ok(Endpoint::VsockUds {
+                    path: path.to_owned(),
+                    port,
+                })
+            }
             _ => Err(err("unknown scheme")),
         }
     }
@@ -71,6 +95,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
             Endpoint::Unix(p) => write!(f, "unix:{p}"),
             Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
+            Endpoint::VsockUds { path, port } => write!(f, "vsock-uds:{path}:{port}"),
         }
     }
 }
@@ -86,6 +111,8 @@ mod tests {
             "vsock:any:5005",
             "unix:/tmp/x.sock",
             "tcp:127.0.0.1:8000",
+            "vsock-uds:/tmp/vm/vsock:5005",
+            "vsock-uds:/odd:dir/vsock:0",
         ] {
             assert_eq!(s.parse::<Endpoint>().unwrap().to_string(), s);
         }
@@ -101,12 +128,33 @@ mod tests {
             "tcp:127.0.0.1",
             "tcp::80",
             "http://x",
+            "vsock-uds:",
+            "vsock-uds:/tmp/vsock",
+            "vsock-uds::5005",
+            "vsock-uds:/tmp/vsock:x",
+            "vsock-uds:/tmp/vsock:-1",
+            "vsock-uds:/tmp/vsock:4294967296",
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
         assert_eq!(
-            "ftp:x".parse::<Endpoint>().unwrap_err().to_string(),
-            "endpoint `ftp:x`: unknown scheme (expected vsock:CID:PORT, unix:PATH or tcp:HOST:PORT)"
+            "vsock-uds:/a:b/vsock:5005".parse(),
+            Ok(Endpoint::VsockUds {
+                path: "/a:b/vsock".into(),
+                port: 5005
+            })
         );
+        assert_eq!(
+            "ftp:x".parse::<Endpoint>().unwrap_err().to_string(),
+            "endpoint `ftp:x`: unknown scheme (expected vsock:CID:PORT, unix:PATH, tcp:HOST:PORT or vsock-uds:PATH:PORT)"
+        );
+    }
+
+    #[test]
+    fn only_vsock_is_not_local() {
+        assert!(!"vsock:16:5005".parse::<Endpoint>().unwrap().is_local());
+        for s in ["unix:/x", "tcp:127.0.0.1:1", "vsock-uds:/tmp/vsock:5005"] {
+            assert!(s.parse::<Endpoint>().unwrap().is_local(), "{s}");
+        }
     }
 }

@@ -207,6 +207,8 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
     );
     transport::check_supported(&args.listen).map_err(|e| e.to_string())?;
     transport::check_supported(&args.kms_proxy).map_err(|e| e.to_string())?;
+    // Before anything else, so a release image refuses it even where there is no /dev/nsm.
+    let extra_ca_pem = read_kms_ca(&args)?;
     if pid1 {
         pid1::mount_filesystems()?;
         pid1::load_nsm_driver(&args.nsm_ko)?;
@@ -223,13 +225,6 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
         Err(e) => return Err(format!("seeding entropy from the NSM: {e}")),
     }
     let key = keys::PendingKey::spawn();
-    let extra_ca_pem = match &args.kms_ca {
-        None => None,
-        Some(p) if cfg!(feature = "dev") => {
-            Some(std::fs::read(p).map_err(|e| format!("--kms-ca {}: {e}", p.display()))?)
-        }
-        Some(_) => return Err("--kms-ca exists only in dev builds".into()),
-    };
     if !args.spawn.is_empty() {
         spawn(&args.spawn)?;
     }
@@ -286,6 +281,21 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
     Ok(Arc::new(
         nsm::HardwareNsm::open().map_err(|e| e.to_string())?,
     ))
+}
+
+/// `--kms-ca`: a dev build trusts that CA for KMS too; a release build never trusts a CA
+/// other than the public roots it was built with.
+fn read_kms_ca(args: &Args) -> Result<Option<Vec<u8>>, String> {
+    match &args.kms_ca {
+        None => Ok(None),
+        Some(p) if cfg!(feature = "dev") => std::fs::read(p)
+            .map(Some)
+            .map_err(|e| format!("--kms-ca {}: {e}", p.display())),
+        Some(_) => Err(
+            "--kms-ca exists only in dev builds; a release enclave trusts only the public roots"
+                .into(),
+        ),
+    }
 }
 
 fn spawn(cmd: &[String]) -> Result<(), String> {
@@ -361,5 +371,18 @@ mod tests {
         );
         assert!(args(&["nomodules"]).err().unwrap().contains("nomodules"));
         assert!(matches!(args(&["--help"]), Ok(Parsed::Print(h)) if h.contains("--kms-proxy")));
+    }
+
+    #[test]
+    fn kms_ca_only_in_dev_builds() {
+        let Ok(Parsed::Run(a)) = args(&["--kms-ca", "/nonexistent/ca.pem"]) else {
+            panic!("--kms-ca")
+        };
+        let e = read_kms_ca(&a).unwrap_err();
+        if cfg!(feature = "dev") {
+            assert!(e.starts_with("--kms-ca /nonexistent/ca.pem: "), "{e}");
+        } else {
+            assert!(e.contains("only in dev builds"), "{e}");
+        }
     }
 }

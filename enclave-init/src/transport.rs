@@ -34,8 +34,19 @@ fn local_refused(ep: &Endpoint) -> io::Error {
     )
 }
 
+/// `vsock-uds:` is how a host reaches a test VM's vsock; inside the enclave it means nothing.
+fn parent_side_refused(ep: &Endpoint) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{ep}: vsock-uds: is a parent-side endpoint (a test VM's vsock seen from the host); an enclave uses vsock"
+        ),
+    )
+}
+
 pub fn listen(ep: &Endpoint) -> io::Result<Listener> {
     match ep {
+        Endpoint::VsockUds { .. } => Err(parent_side_refused(ep)),
         Endpoint::Vsock { cid, port } => {
             vsock::VsockListener::bind_with_cid_port(*cid, *port).map(Listener::Vsock)
         }
@@ -54,6 +65,7 @@ pub fn listen(ep: &Endpoint) -> io::Result<Listener> {
 
 pub fn connect(ep: &Endpoint) -> io::Result<Stream> {
     match ep {
+        Endpoint::VsockUds { .. } => Err(parent_side_refused(ep)),
         Endpoint::Vsock { cid, port } => {
             vsock::VsockStream::connect_with_cid_port(*cid, *port).map(Stream::Vsock)
         }
@@ -72,6 +84,9 @@ pub fn connect(ep: &Endpoint) -> io::Result<Stream> {
 
 /// Refuses endpoints this build cannot serve, before anything starts.
 pub fn check_supported(ep: &Endpoint) -> io::Result<()> {
+    if matches!(ep, Endpoint::VsockUds { .. }) {
+        return Err(parent_side_refused(ep));
+    }
     #[cfg(not(feature = "dev"))]
     if ep.is_local() {
         return Err(local_refused(ep));
@@ -140,5 +155,23 @@ impl Write for Stream {
     }
     fn flush(&mut self) -> io::Result<()> {
         each!(self, s => s.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsock_uds_is_refused_in_every_build() {
+        let ep: Endpoint = "vsock-uds:/tmp/no-such-dir/vsock:5005".parse().unwrap();
+        for e in [
+            check_supported(&ep).unwrap_err(),
+            listen(&ep).err().unwrap(),
+            connect(&ep).err().unwrap(),
+        ] {
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+            assert!(e.to_string().contains("parent-side endpoint"), "{e}");
+        }
     }
 }

@@ -87,7 +87,8 @@ pub struct Cli {
     /// Assume this IAM role through STS before doing anything else.
     #[arg(long)]
     pub assume_role: Option<String>,
-    /// Enclave endpoint: vsock:CID:PORT, or unix:PATH / tcp:HOST:PORT for local runs.
+    /// Enclave endpoint: vsock:CID:PORT, or unix:PATH / tcp:HOST:PORT for local runs, or
+    /// vsock-uds:PATH:PORT for a test VM's vsock behind vhost-device-vsock's Unix socket.
     #[arg(long)]
     pub enclave: Option<String>,
     /// Expected PCR0 (96 hex digits, never all zero). Required: the enclave must prove it

@@ -28,6 +28,7 @@ impl Stream {
                 s.set_nodelay(true)?;
                 Stream::Tcp(s)
             }
+            Endpoint::VsockUds { path, port } => Stream::Unix(connect_vsock_uds(path, *port)?),
         })
     }
     fn try_clone(&self) -> io::Result<Stream> {
@@ -114,6 +115,46 @@ pub trait Observer {
 enum Input {
     Bytes(Vec<u8>),
     Eof,
+}
+
+/// How long the vsock backend has to answer `CONNECT`.
+const VSOCK_UDS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// A test VM's vsock port through a vhost-device-vsock backend's Unix socket (`uds-path`
+/// mode): connect to `path`, send `CONNECT port\n`, expect `OK port\n`. The answer is read
+/// byte by byte so no byte of the enclave's stream after it is consumed. Unix sockets only;
+/// never the host's AF_VSOCK.
+pub fn connect_vsock_uds(path: &str, port: u32) -> io::Result<std::os::unix::net::UnixStream> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(VSOCK_UDS_HANDSHAKE))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let refused = |why: String| io::Error::new(io::ErrorKind::ConnectionRefused, why);
+    let mut answer = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b)? {
+            0 => {
+                return Err(refused(format!(
+                    "vsock backend {path}: closed before answering CONNECT {port}"
+                )));
+            }
+            _ if b[0] == b'\n' => break,
+            _ if answer.len() >= 64 => {
+                return Err(refused(format!(
+                    "vsock backend {path}: no line in answer to CONNECT {port}"
+                )));
+            }
+            _ => answer.push(b[0]),
+        }
+    }
+    if answer != format!("OK {port}").as_bytes() {
+        return Err(refused(format!(
+            "vsock backend {path}: CONNECT {port} answered {:?}",
+            String::from_utf8_lossy(&answer)
+        )));
+    }
+    s.set_read_timeout(None)?;
+    Ok(s)
 }
 
 /// Runs the whole session. `refresh` fetches new credentials when the current ones near
@@ -290,4 +331,51 @@ fn drain_failure(session: &mut ParentSession, rx: &mpsc::Receiver<Input>) -> Opt
         }
     }
     first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake backend: reads the CONNECT line, answers `answer`, then writes `after`.
+    fn backend(answer: &'static [u8], after: &'static [u8]) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock");
+        let l = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            assert_eq!(line, b"CONNECT 5005");
+            s.write_all(answer).unwrap();
+            s.write_all(after).unwrap();
+        });
+        (dir, path.display().to_string())
+    }
+
+    #[test]
+    fn vsock_uds_handshake_then_the_stream() {
+        let (_dir, path) = backend(b"OK 5005\n", b"enclave bytes");
+        let ep: Endpoint = format!("vsock-uds:{path}:5005").parse().unwrap();
+        let mut s = Stream::connect(&ep).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"enclave bytes");
+    }
+
+    #[test]
+    fn vsock_uds_refusals() {
+        for answer in [&b"OK 5006\n"[..], b"FAIL\n", b"OK 5005", b"", &[b'x'; 100]] {
+            let (_dir, path) = backend(answer, b"");
+            let e = connect_vsock_uds(&path, 5005).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none").display().to_string();
+        assert!(connect_vsock_uds(&none, 5005).is_err());
+    }
 }

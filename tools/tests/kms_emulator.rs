@@ -1039,3 +1039,103 @@ impl RemoteEmu<'_> {
         )
     }
 }
+
+/// A document in the shape QEMU's `nitro-enclave` NSM writes (`[h'A10120', {}, payload,
+/// h'00'*64]`: not signed), made `age` ago for `pcr0` and `public_key`.
+fn qemu_document(pcr0: [u8; 48], public_key: Option<&[u8]>, age: Duration) -> Vec<u8> {
+    let fields = bidding_core::attestation::DocumentFields {
+        module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+        timestamp: (SystemTime::now() - age)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        pcrs: (0..16u8)
+            .map(|i| (i, if i == 0 { pcr0.to_vec() } else { vec![0; 48] }))
+            .collect(),
+        certificate: vec![0; 64],
+        cabundle: vec![vec![0; 64]],
+        public_key: public_key.map(<[u8]>::to_vec),
+        user_data: None,
+        nonce: None,
+    };
+    // encode_document writes [h'A1013822', {}, payload, h'…'*96]; keep the payload item.
+    let signed = bidding_core::attestation::encode_document(&fields, |_| {
+        Ok::<_, std::convert::Infallible>([0x5a; 96])
+    })
+    .unwrap();
+    let head = [0x84, 0x44, 0xa1, 0x01, 0x38, 0x22, 0xa0];
+    assert_eq!(signed[..head.len()], head);
+    let payload_item = &signed[head.len()..signed.len() - 2 - 96];
+    let mut doc = vec![0x84, 0x43, 0xa1, 0x01, 0x20, 0xa0];
+    doc.extend_from_slice(payload_item);
+    doc.extend_from_slice(&[0x58, 0x40]);
+    doc.extend_from_slice(&[0; 64]);
+    assert_eq!(
+        bidding_core::attestation::parse_qemu_unsigned(&doc).unwrap(),
+        fields
+    );
+    doc
+}
+
+#[test]
+fn qemu_unsigned_documents_only_with_the_option_that_names_qemu() {
+    let doc = qemu_document(PCR0, Some(&RSA.1), Duration::ZERO);
+    let ctx = json!({"auction": "a1", "lot": "7", "buyer": "Buyer1"});
+    let policy = enclave_policy(&[("PCR0", hex::encode(PCR0))]);
+
+    // Default: an unsigned document is no attestation at all.
+    let emu = Emu::start(None);
+    let admin = emu.client(alice());
+    let key = create_key(&admin, Some(&policy));
+    let blob = encrypt(&admin, &key, b"100000", Some(ctx.clone()));
+    let body = |doc: &[u8]| json!({"CiphertextBlob": b64(&blob), "EncryptionContext": ctx, "Recipient": recipient(doc)});
+    let a = emu.client(parent()).call("Decrypt", &body(&doc));
+    a.err(400, "ValidationException");
+    assert!(a.message().contains("not valid"), "{}", a.message());
+    drop(emu);
+
+    // With the option: decoded, and everything else still checked.
+    let emu = Emu::start_with(None, |c| c.accept_qemu_unsigned_attestation = true);
+    let admin = emu.client(alice());
+    let key = create_key(&admin, Some(&policy));
+    let blob = encrypt(&admin, &key, b"100000", Some(ctx.clone()));
+    let body = |doc: &[u8]| json!({"CiphertextBlob": b64(&blob), "EncryptionContext": ctx, "Recipient": recipient(doc)});
+    let parent_client = emu.client(parent());
+    let v = parent_client.call("Decrypt", &body(&doc)).ok();
+    assert!(v.get("Plaintext").is_none(), "{v:?}");
+    assert_eq!(
+        open_envelope(&unb64(&v["CiphertextForRecipient"])),
+        b"100000"
+    );
+    // The policy's PCR0 condition.
+    parent_client
+        .call(
+            "Decrypt",
+            &body(&qemu_document([0x0b; 48], Some(&RSA.1), Duration::ZERO)),
+        )
+        .err(400, "AccessDeniedException");
+    // Freshness.
+    let a = parent_client.call(
+        "Decrypt",
+        &body(&qemu_document(PCR0, Some(&RSA.1), Duration::from_secs(360))),
+    );
+    a.err(400, "ValidationException");
+    assert!(a.message().contains("stale"), "{}", a.message());
+    // The key.
+    parent_client
+        .call("Decrypt", &body(&qemu_document(PCR0, None, Duration::ZERO)))
+        .err(400, "ValidationException");
+    // Not signed means exactly QEMU's envelope: a forged signature is still verified (and fails).
+    let mut forged = doc.clone();
+    let last = forged.len() - 1;
+    forged[last] = 1;
+    parent_client
+        .call("Decrypt", &body(&forged))
+        .err(400, "ValidationException");
+    // And a software-NSM document still needs its own root, which this emulator does not trust.
+    let nsm_dir = soft_nsm_dir();
+    let soft = SoftNsm::open_with_pcr0(nsm_dir.path(), PCR0).unwrap();
+    parent_client
+        .call("Decrypt", &body(&attest(&soft, &RSA.1)))
+        .err(400, "ValidationException");
+}

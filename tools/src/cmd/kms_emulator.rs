@@ -65,6 +65,10 @@ struct Serve {
     /// e.g. the software NSM's DIR/root.pem [default: the AWS Nitro root G1].
     #[arg(long, value_name = "FILE")]
     attestation_root: Option<PathBuf>,
+    /// Also accept Recipient documents from QEMU's nitro-enclave machine, whose emulated NSM
+    /// signs nothing. For tests under that VM only: anyone can write such a document.
+    #[arg(long)]
+    accept_qemu_unsigned_attestation: bool,
     /// No per-request log lines.
     #[arg(long)]
     quiet: bool,
@@ -203,12 +207,18 @@ fn serve(args: Serve) -> Result<ExitCode> {
             kind: kms_emulator::faults::FaultKind::Latency(Duration::from_millis(args.latency_ms)),
         });
     }
+    config.accept_qemu_unsigned_attestation = args.accept_qemu_unsigned_attestation;
     config.faults.extend(args.faults);
     config.fault_seed = args.fault_seed;
     config.log = !args.quiet;
     let running = kms_emulator::spawn(config)?;
     // Always, even with --quiet: scripts started with port 0 read the address from here.
     eprintln!("kms-emulator: listening on {}", running.endpoint());
+    if args.accept_qemu_unsigned_attestation {
+        eprintln!(
+            "kms-emulator: accepting QEMU's UNSIGNED attestation documents (test only; they prove nothing)"
+        );
+    }
     if !running.endpoint().starts_with("http:") {
         eprintln!("kms-emulator: clients trust {}", running.ca_pem().display());
     }

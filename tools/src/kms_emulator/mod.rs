@@ -56,6 +56,10 @@ pub struct Config {
     /// DER of the root that Recipient attestation documents must chain to: AWS's by default,
     /// the software NSM's dev root (`enclave_init::soft_nsm::dev_root_der`) for dev enclaves.
     pub attestation_root_der: Vec<u8>,
+    /// Also accept Recipient documents from QEMU's `nitro-enclave` machine, whose emulated NSM
+    /// signs nothing (`attestation::parse_qemu_unsigned`). Off by default; for the test that
+    /// runs an auction through that VM. Such a document proves nothing about who made it.
+    pub accept_qemu_unsigned_attestation: bool,
     pub faults: Vec<FaultRule>,
     /// Seed of the fault draws; random when `None`.
     pub fault_seed: Option<u64>,
@@ -75,6 +79,7 @@ impl Config {
             account: DEFAULT_ACCOUNT.into(),
             plain_http: false,
             attestation_root_der: bidding_core::attestation::AWS_NITRO_ROOT_G1_DER.to_vec(),
+            accept_qemu_unsigned_attestation: false,
             faults: Vec::new(),
             fault_seed: None,
             log: true,
@@ -198,7 +203,7 @@ pub fn spawn(config: Config) -> Result<Running, Error> {
             u64::from_le_bytes(b)
         }
     };
-    let service = service::Service::new(
+    let mut service = service::Service::new(
         dir.clone(),
         config.region.clone(),
         config.account.clone(),
@@ -206,6 +211,9 @@ pub fn spawn(config: Config) -> Result<Running, Error> {
         faults::Faults::new(config.faults.clone(), seed),
     )
     .map_err(err)?;
+    if config.accept_qemu_unsigned_attestation {
+        service.accept_qemu_unsigned_attestation();
+    }
     let shared = Arc::new(server::Shared {
         service,
         log: config.log,

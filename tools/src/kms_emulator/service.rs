@@ -81,6 +81,11 @@ impl Service {
         })
     }
 
+    /// See [`RecipientVerifier::accept_qemu_unsigned`].
+    pub fn accept_qemu_unsigned_attestation(&mut self) {
+        self.recipients.accept_qemu_unsigned();
+    }
+
     fn arn(&self, key_id: &str) -> String {
         format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account)
     }
