@@ -17,6 +17,8 @@
 //! Needs `BIDDING_PYTHON` pointing into a venv holding `aws` (tools/test.sh makes one); without
 //! it the test says it is skipped, unless `BIDDING_REQUIRE_PEERS=1`.
 
+mod peers;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -30,28 +32,8 @@ const AUCTION: &str = "awscli-auction";
 /// Every amount bid below, as the buyers typed them.
 const AMOUNTS: [&str; 5] = ["100000", "200000", "150000", "95000", "250000"];
 
-/// `aws` beside `BIDDING_PYTHON`, or `None` after one line saying why not.
 fn aws_cli() -> Option<PathBuf> {
-    let required = std::env::var("BIDDING_REQUIRE_PEERS").as_deref() == Ok("1");
-    let found = std::env::var("BIDDING_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .and_then(|p| Path::new(&p).parent().map(|d| d.join("aws")))
-        .filter(|cli| cli.is_file());
-    match found {
-        Some(cli) => Some(cli),
-        None if required => panic!(
-            "BIDDING_REQUIRE_PEERS=1 but no `aws` (AWS CLI v1) beside BIDDING_PYTHON (run \
-             tools/test.sh)"
-        ),
-        None => {
-            println!(
-                "awscli_v1: skipped: no `aws` beside BIDDING_PYTHON (tools/test.sh installs the \
-                 AWS CLI v1 in target/peers-venv)"
-            );
-            None
-        }
-    }
+    peers::peer_tool("aws", "the AWS CLI v1", "awscli_v1")
 }
 
 /// A running `bidctl dev-stack`, its stderr collected by a thread.

@@ -14,6 +14,7 @@
 //! Needs `BIDDING_PYTHON` pointing into a venv holding `aws-encryption-cli` (tools/test.sh
 //! makes one); without it the tests say they are skipped, unless `BIDDING_REQUIRE_PEERS=1`.
 
+mod peers;
 mod support;
 
 use bidding_core::esdk::{self, Encryptor, Limits, Message};
@@ -24,28 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::*;
 
-/// `aws-encryption-cli` beside `BIDDING_PYTHON`, or `None` after one line saying why not.
 fn encryption_cli() -> Option<PathBuf> {
-    let required = std::env::var("BIDDING_REQUIRE_PEERS").as_deref() == Ok("1");
-    let found = std::env::var("BIDDING_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .and_then(|p| Path::new(&p).parent().map(|d| d.join("aws-encryption-cli")))
-        .filter(|cli| cli.is_file());
-    match found {
-        Some(cli) => Some(cli),
-        None if required => panic!(
-            "BIDDING_REQUIRE_PEERS=1 but no aws-encryption-cli beside BIDDING_PYTHON (run \
-             tools/test.sh)"
-        ),
-        None => {
-            println!(
-                "e2e_envelope: skipped: no aws-encryption-cli beside BIDDING_PYTHON \
-                 (tools/test.sh installs it in target/peers-venv)"
-            );
-            None
-        }
-    }
+    peers::peer_tool(
+        "aws-encryption-cli",
+        "AWS's Encryption SDK CLI",
+        "e2e_envelope",
+    )
 }
 
 fn show(o: &Output) -> String {

@@ -11,6 +11,7 @@
 //! makes one); without it the test says it is skipped, unless `BIDDING_REQUIRE_PEERS=1`.
 
 mod common;
+mod peers;
 
 use bidding_core::esdk::{self, Encryptor, Limits, Message};
 use common::*;
@@ -22,28 +23,12 @@ use std::process::{Command, Output};
 const AUCTION: &str = "auction-2026-12";
 const BUYER: &str = "alice";
 
-/// `aws-encryption-cli` beside `BIDDING_PYTHON`, or `None` after one line saying why not.
 fn encryption_cli() -> Option<PathBuf> {
-    let required = std::env::var("BIDDING_REQUIRE_PEERS").as_deref() == Ok("1");
-    let found = std::env::var("BIDDING_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .and_then(|p| Path::new(&p).parent().map(|d| d.join("aws-encryption-cli")))
-        .filter(|cli| cli.is_file());
-    match found {
-        Some(cli) => Some(cli),
-        None if required => panic!(
-            "BIDDING_REQUIRE_PEERS=1 but no aws-encryption-cli beside BIDDING_PYTHON (run \
-             tools/test.sh)"
-        ),
-        None => {
-            println!(
-                "esdk_interop: skipped: no aws-encryption-cli beside BIDDING_PYTHON \
-                 (tools/test.sh installs it in target/peers-venv)"
-            );
-            None
-        }
-    }
+    peers::peer_tool(
+        "aws-encryption-cli",
+        "AWS's Encryption SDK CLI",
+        "esdk_interop",
+    )
 }
 
 /// Runs the CLI against the emulator with alice's credentials and nothing else from the
