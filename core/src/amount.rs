@@ -58,6 +58,11 @@ impl Amount {
         self.0
     }
 
+    /// The amount back from [`Amount::minor_units`] (for compact storage inside the crate).
+    pub(crate) fn from_minor_units(minor: u128) -> Amount {
+        Amount(minor)
+    }
+
     /// Parses an amount. Takes bytes because decrypted plaintext is bytes and must not be
     /// required to be UTF-8 before it is judged.
     pub fn parse(text: &[u8]) -> Result<Amount, AmountError> {

@@ -6,6 +6,7 @@
 use crate::amount::Amount;
 use crate::names::{BuyerName, LotId, natural_cmp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Borrow;
 use std::fmt;
 
 /// What the output reveals besides the winner.
@@ -186,23 +187,30 @@ impl fmt::Debug for Verdict {
     }
 }
 
-/// Decides a lot. Buyers that did not bid are simply absent from `bids`.
-pub fn decide(
+/// Decides a lot. Buyers that did not bid are simply absent from `bids`. A buyer is cloned only
+/// where the result names it (winner, tie, disqualified), so `bids` may borrow the names.
+pub fn decide<B: Borrow<BuyerName>>(
     lot: LotId,
-    bids: impl IntoIterator<Item = (BuyerName, Verdict)>,
+    bids: impl IntoIterator<Item = (B, Verdict)>,
     policy: RevealPolicy,
 ) -> LotResult {
-    let mut valid: Vec<(Amount, BuyerName)> = Vec::new();
+    let mut valid: Vec<(Amount, B)> = Vec::new();
     let mut disqualified = Vec::new();
     for (buyer, verdict) in bids {
         match verdict {
             Verdict::Valid(amount) => valid.push((amount, buyer)),
-            Verdict::Disqualified(reason) => disqualified.push(Disqualified { buyer, reason }),
+            Verdict::Disqualified(reason) => disqualified.push(Disqualified {
+                buyer: buyer.borrow().clone(),
+                reason,
+            }),
         }
     }
     disqualified.sort_by(|a, b| natural_cmp(a.buyer.as_str(), b.buyer.as_str()));
     // Highest first; equal amounts in name order so ties list deterministically.
-    valid.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| natural_cmp(x.as_str(), y.as_str())));
+    valid.sort_by(|(a, x), (b, y)| {
+        b.cmp(a)
+            .then_with(|| natural_cmp(x.borrow().as_str(), y.borrow().as_str()))
+    });
 
     let outcome = match valid.first() {
         None => Outcome::NoValidBid,
@@ -216,12 +224,15 @@ pub fn decide(
             };
             if tied > 1 {
                 Outcome::Tie {
-                    buyers: valid.drain(..tied).map(|(_, b)| b).collect(),
+                    buyers: valid[..tied]
+                        .iter()
+                        .map(|(_, b)| b.borrow().clone())
+                        .collect(),
                     price,
                 }
             } else {
                 Outcome::Winner {
-                    buyer: valid.swap_remove(0).1,
+                    buyer: valid[0].1.borrow().clone(),
                     price,
                 }
             }
@@ -327,7 +338,7 @@ mod tests {
         );
         assert_eq!(r.outcome, Outcome::NoValidBid);
         assert_eq!(
-            decide(lot(), [], RevealPolicy::None).outcome,
+            decide::<BuyerName>(lot(), [], RevealPolicy::None).outcome,
             Outcome::NoValidBid
         );
     }

@@ -132,7 +132,7 @@ pub fn parse_encrypted(
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
                 line,
-                lot,
+                lot: LotId::from_checked(lot),
                 ciphertext,
             });
             Ok(())
@@ -159,7 +159,11 @@ pub fn parse_plaintext(
         true,
         |line, lot, bid| {
             match Amount::parse(bid.as_bytes()) {
-                Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+                Ok(amount) => rows.push(PlaintextRow {
+                    line,
+                    lot: LotId::from_checked(lot),
+                    amount,
+                }),
                 Err(e) => errors.push(BidFileError {
                     file: file.to_owned(),
                     line: Some(line),
@@ -215,7 +219,7 @@ pub fn parse_encrypted_lenient(
             let ciphertext = decode_ciphertext(bid)?;
             rows.push(EncryptedRow {
                 line,
-                lot,
+                lot: LotId::from_checked(lot),
                 ciphertext,
             });
             Ok(())
@@ -280,9 +284,13 @@ pub fn parse_plaintext_lenient(
         true,
         |line, lot, bid| {
             match Amount::parse(bid.as_bytes()) {
-                Ok(amount) => rows.push(PlaintextRow { line, lot, amount }),
+                Ok(amount) => rows.push(PlaintextRow {
+                    line,
+                    lot: LotId::from_checked(lot),
+                    amount,
+                }),
                 Err(e) => {
-                    invalid_lots.push(lot);
+                    invalid_lots.push(LotId::from_checked(lot));
                     return Err(BidFileErrorKind::Amount(e));
                 }
             }
@@ -333,7 +341,7 @@ pub fn walk_plaintext(
     file: &str,
     bytes: &[u8],
     limits: Limits,
-    mut each: impl FnMut(LotId, Result<Amount, AmountError>),
+    mut each: impl FnMut(&str, Result<Amount, AmountError>),
 ) -> Result<u64, BidFileError> {
     let walked = parse_rows(
         file,
@@ -391,7 +399,7 @@ fn parse_rows(
     header: [&str; 2],
     stop_at_first: bool,
     detect_duplicates: bool,
-    mut each: impl FnMut(u64, LotId, &str) -> Result<(), BidFileErrorKind>,
+    mut each: impl FnMut(u64, &str, &str) -> Result<(), BidFileErrorKind>,
 ) -> Result<(), BidFileErrors> {
     let at = |line: Option<u64>, kind| BidFileError {
         file: file.to_owned(),
@@ -410,10 +418,12 @@ fn parse_rows(
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let expected = header.join(",");
+    // Fields are trimmed here with `str::trim`, which is what `csv::Trim::All` does to a
+    // `StringRecord` (its ASCII trim of the bytes first removes nothing `str::trim` keeps), but
+    // without the two fresh records that the csv crate allocates per row to trim one.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .trim(csv::Trim::All)
         .from_reader(bytes);
     let mut record = csv::StringRecord::new();
     let mut first_line: HashMap<LotId, u64> = HashMap::new();
@@ -439,7 +449,7 @@ fn parse_rows(
         let line = lines.line_at(record.position().map_or(offset_hint, |p| p.byte()));
         if !saw_header {
             saw_header = true;
-            let found: Vec<&str> = record.iter().collect();
+            let found: Vec<&str> = record.iter().map(str::trim).collect();
             if found != header {
                 return fail(
                     Some(line),
@@ -470,27 +480,26 @@ fn parse_rows(
             ));
             continue;
         }
-        let lot = match LotId::new(&record[0]) {
-            Ok(lot) => lot,
-            Err(e) => {
-                errors.push(at(Some(line), BidFileErrorKind::Lot(e)));
-                continue;
-            }
-        };
+        // Checked in place: a `LotId` is allocated only where one is kept.
+        let lot = record[0].trim();
+        if let Err(e) = LotId::check(lot) {
+            errors.push(at(Some(line), BidFileErrorKind::Lot(e)));
+            continue;
+        }
         if detect_duplicates {
-            if let Some(&first) = first_line.get(&lot) {
+            if let Some(&first) = first_line.get(lot) {
                 errors.push(at(
                     Some(line),
                     BidFileErrorKind::DuplicateLot {
-                        lot,
+                        lot: LotId::from_checked(lot),
                         first_line: first,
                     },
                 ));
                 continue;
             }
-            first_line.insert(lot.clone(), line);
+            first_line.insert(LotId::from_checked(lot), line);
         }
-        if let Err(kind) = each(line, lot, &record[1]) {
+        if let Err(kind) = each(line, lot, record[1].trim()) {
             errors.push(at(Some(line), kind));
         }
         if !errors.is_empty() && stop_at_first {

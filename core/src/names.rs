@@ -228,7 +228,27 @@ impl KeyArn {
     }
 }
 
+// Lets a lot table keyed by `LotId` be searched with a `&str` (no allocation per lookup). The
+// derived `Hash` and `Eq` of the newtype are those of the inner `String`, which agree with
+// `str`'s, as `Borrow` requires.
+impl std::borrow::Borrow<str> for LotId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl LotId {
+    /// Checks `s` as a lot id without allocating one.
+    pub(crate) fn check(s: &str) -> Result<(), NameError> {
+        validate_lot_id(s)
+    }
+
+    /// A lot id from text that [`LotId::check`] accepted.
+    pub(crate) fn from_checked(s: &str) -> Self {
+        debug_assert!(validate_lot_id(s).is_ok());
+        Self(s.to_owned())
+    }
+
     /// Numeric-aware order: digit runs compare as numbers (`2` < `10`), other runs as bytes;
     /// fully equal keys fall back to the raw bytes so that the order is total (`01` ≠ `1`).
     pub fn natural_cmp(&self, other: &LotId) -> Ordering {
