@@ -21,7 +21,8 @@ use bidding_core::session::enclave::{
     Action, DecryptJob, DecryptOutcome, EnclaveSession, EnclaveSettings, ReplayGuard,
 };
 use bidding_core::session::parent::{
-    BuyerInput, Event, Finished, ParentSession, ParentSettings, SessionError, Terms, order_inputs,
+    BuyerInput, EnclaveInfo, Event, Finished, ParentSession, ParentSettings, SessionError, Terms,
+    order_inputs,
 };
 use bidding_core::wire::{ErrorCode, FrameDecoder, FromEnclave, Response, decode_response};
 use proptest::prelude::*;
@@ -979,11 +980,13 @@ fn reruns_of_one_manifest_give_the_same_bytes() {
     assert_eq!(first, out(t));
 }
 
-/// A dry run's check of the enclave: the hello is verified (PCR0 included), then the parent
-/// stops. Nothing after the hello is sent, credentials least, and the enclave takes the end
-/// of the session as an ordinary disconnect.
-#[test]
-fn hello_only_sends_nothing_after_the_hello() {
+/// One hello exchange, the parent stopping after it (`hello_only`): the enclave's attestation
+/// documents are made by `attest_with`. Returns the parent's events and checks that nothing
+/// followed the hello.
+fn hello_exchange(
+    mut settings: ParentSettings,
+    attest_with: impl Fn(u64, Vec<u8>, Vec<u8>) -> Vec<u8>,
+) -> (Option<EnclaveInfo>, Option<SessionError>) {
     let s = Scenario {
         seed: 5,
         lots: 3,
@@ -999,61 +1002,146 @@ fn hello_only_sends_nothing_after_the_hello() {
     };
     let mut rng = Rng(s.seed);
     let (terms, _, _) = build(&s, &mut rng);
+    let now = START;
+    settings.hello_only = true;
+    let mut parent = ParentSession::new(
+        settings,
+        terms,
+        Vec::new(),
+        credentials(now, false),
+        vec![7; 32],
+        now,
+    );
+    let mut enclave = EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(16), now);
+    let mut to_enclave = Vec::new();
+    while let Some(b) = parent.poll_transmit() {
+        to_enclave.extend(b);
+    }
+    enclave.handle_input(&to_enclave, now);
+    while let Some(a) = enclave.poll_action() {
+        match a {
+            Action::Attest {
+                ticket,
+                user_data,
+                nonce,
+            } => enclave.attested(ticket, Ok(attest_with(now, user_data, nonce))),
+            other => panic!("the enclave did more than attest its hello: {other:?}"),
+        }
+    }
+    while let Some(b) = enclave.poll_transmit() {
+        parent.handle_input(&b, now);
+    }
+    let mut connected = None;
+    let mut failed = None;
+    while let Some(e) = parent.poll_event() {
+        match e {
+            Event::Connected(info) => connected = Some(info),
+            Event::Failed(e) => failed = Some(e),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert!(!parent.is_running());
+    assert_eq!(parent.poll_transmit(), None, "nothing after the hello");
+    assert_eq!(parent.poll_timeout(), None);
+    enclave.handle_eof();
+    assert!(enclave.is_ended());
+    assert_eq!(enclave.end_reason(), Some("parent disconnected"));
+    assert!(enclave.poll_action().is_none());
+    (connected, failed)
+}
+
+/// A dry run's check of the enclave: the hello is verified (PCR0 included), then the parent
+/// stops. Nothing after the hello is sent, credentials least, and the enclave takes the end
+/// of the session as an ordinary disconnect.
+#[test]
+fn hello_only_sends_nothing_after_the_hello() {
     for (pcr0, connects) in [(PCR0.to_vec(), true), (vec![0x42; 48], false)] {
-        let now = START;
         let mut settings = ParentSettings::new(CHAIN.root.clone());
         settings.expected_pcr0 = Some(pcr0);
-        settings.hello_only = true;
-        let mut parent = ParentSession::new(
-            settings,
-            terms.clone(),
-            Vec::new(),
-            credentials(now, false),
-            vec![7; 32],
-            now,
+        let (connected, failed) = hello_exchange(settings, attest);
+        assert_eq!(
+            connected.is_some_and(|info| info.pcr0 == PCR0),
+            connects,
+            "{failed:?}"
         );
-        let mut enclave =
-            EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(16), now);
-        let mut to_enclave = Vec::new();
-        while let Some(b) = parent.poll_transmit() {
-            to_enclave.extend(b);
-        }
-        enclave.handle_input(&to_enclave, now);
-        while let Some(a) = enclave.poll_action() {
-            match a {
-                Action::Attest {
-                    ticket,
-                    user_data,
-                    nonce,
-                } => enclave.attested(ticket, Ok(attest(now, user_data, nonce))),
-                other => panic!("the enclave did more than attest its hello: {other:?}"),
-            }
-        }
-        while let Some(b) = enclave.poll_transmit() {
-            parent.handle_input(&b, now);
-        }
-        let mut connected = false;
-        let mut failed = None;
-        while let Some(e) = parent.poll_event() {
-            match e {
-                Event::Connected(info) => connected = info.pcr0 == PCR0,
-                Event::Failed(e) => failed = Some(e),
-                other => panic!("unexpected event {other:?}"),
-            }
-        }
-        assert_eq!(connected, connects, "{failed:?}");
         if !connects {
             assert!(
                 matches!(failed, Some(SessionError::Pcr0Mismatch { .. })),
                 "{failed:?}"
             );
         }
-        assert!(!parent.is_running());
-        assert_eq!(parent.poll_transmit(), None, "nothing after the hello");
-        assert_eq!(parent.poll_timeout(), None);
-        enclave.handle_eof();
-        assert!(enclave.is_ended());
-        assert_eq!(enclave.end_reason(), Some("parent disconnected"));
-        assert!(enclave.poll_action().is_none());
     }
+}
+
+/// `attest`'s document as QEMU's emulated NSM would write it: the same payload in QEMU's
+/// unsigned envelope (`{1: -1}`, `{}`, 64 zero bytes); `signature` replaces the zeros.
+fn qemu_document(now: u64, user_data: Vec<u8>, nonce: Vec<u8>, signature: Vec<u8>) -> Vec<u8> {
+    use ciborium::value::Value;
+    let signed = attest(now, user_data, nonce);
+    let Ok(Value::Array(mut items)) = ciborium::de::from_reader::<Value, _>(signed.as_slice())
+    else {
+        panic!("encode_document wrote no COSE array")
+    };
+    items[0] = Value::Bytes(vec![0xa1, 0x01, 0x20]);
+    items[1] = Value::Map(Vec::new());
+    items[3] = Value::Bytes(signature);
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&Value::Array(items), &mut out).unwrap();
+    out
+}
+
+/// QEMU's unsigned documents pass the parent's checks only when it is told to expect QEMU
+/// (`accept_qemu_unsigned`) in a dev run (`allow_dev`); the nonce, user data and PCR0 are still
+/// checked, and a real document still verifies as before.
+#[test]
+fn qemu_unsigned_documents_only_with_the_option_in_a_dev_run() {
+    let qemu = |now, user_data, nonce| qemu_document(now, user_data, nonce, vec![0; 64]);
+    let settings = |allow_dev, accept_qemu_unsigned, pcr0: &[u8]| {
+        let mut s = ParentSettings::new(CHAIN.root.clone());
+        s.allow_dev = allow_dev;
+        s.accept_qemu_unsigned = accept_qemu_unsigned;
+        s.expected_pcr0 = Some(pcr0.to_vec());
+        s
+    };
+    for (allow_dev, accept) in [(false, false), (true, false), (false, true)] {
+        let (connected, failed) = hello_exchange(settings(allow_dev, accept, &PCR0), qemu);
+        assert!(
+            connected.is_none(),
+            "allow_dev {allow_dev}, accept {accept}"
+        );
+        assert!(
+            matches!(&failed, Some(SessionError::Attestation { what: "hello", reason })
+                if !reason.contains("QEMU")),
+            "{failed:?}"
+        );
+    }
+    let (connected, failed) = hello_exchange(settings(true, true, &PCR0), qemu);
+    assert_eq!(connected.map(|i| i.pcr0), Some(PCR0.to_vec()), "{failed:?}");
+
+    let (connected, failed) = hello_exchange(settings(true, true, &[0x42; 48]), qemu);
+    assert!(connected.is_none());
+    assert!(
+        matches!(failed, Some(SessionError::Pcr0Mismatch { .. })),
+        "{failed:?}"
+    );
+    // The nonce is still this session's.
+    let stale = |now, user_data, _nonce| qemu_document(now, user_data, vec![9; 32], vec![0; 64]);
+    let (connected, failed) = hello_exchange(settings(true, true, &PCR0), stale);
+    assert!(connected.is_none());
+    assert!(
+        matches!(&failed, Some(SessionError::Attestation { reason, .. }) if reason.contains("nonce")),
+        "{failed:?}"
+    );
+    // Anything but QEMU's exact envelope is refused, and says why.
+    let forged = |now, user_data, nonce| qemu_document(now, user_data, nonce, vec![1; 64]);
+    let (connected, failed) = hello_exchange(settings(true, true, &PCR0), forged);
+    assert!(connected.is_none());
+    assert!(
+        matches!(&failed, Some(SessionError::Attestation { reason, .. })
+            if reason.contains("nor is it QEMU's unsigned document")),
+        "{failed:?}"
+    );
+    // A real document still verifies with the option on.
+    let (connected, failed) = hello_exchange(settings(true, true, &PCR0), attest);
+    assert_eq!(connected.map(|i| i.pcr0), Some(PCR0.to_vec()), "{failed:?}");
 }

@@ -105,6 +105,11 @@ pub struct Cli {
     /// Accept a dev enclave (software NSM). Never for real auctions.
     #[arg(long)]
     pub allow_dev_enclave: bool,
+    /// Also accept the unsigned attestation documents of QEMU's emulated NSM (its
+    /// nitro-enclave machine), for tests of an enclave image under QEMU. Only with
+    /// --allow-dev-enclave. Never for real auctions.
+    #[arg(long)]
+    pub accept_qemu_unsigned_attestation: bool,
     /// Attestation trust anchor (PEM) instead of the built-in AWS Nitro root G1.
     #[arg(long)]
     pub attestation_root: Option<PathBuf>,
@@ -184,6 +189,7 @@ pub struct FileConfig {
     pub enclave: Option<String>,
     pub expected_pcr0: Option<String>,
     pub allow_dev_enclave: Option<bool>,
+    pub accept_qemu_unsigned_attestation: Option<bool>,
     pub attestation_root: Option<PathBuf>,
     pub reveal: Option<RevealPolicy>,
     pub allow_no_context: Option<bool>,
@@ -255,6 +261,8 @@ pub struct Settings {
     pub enclave: Endpoint,
     pub expected_pcr0: Option<Vec<u8>>,
     pub allow_dev_enclave: bool,
+    /// QEMU's unsigned attestation documents are accepted too (only with allow_dev_enclave).
+    pub accept_qemu_unsigned_attestation: bool,
     pub sealed: bool,
     pub attestation_root: Option<PathBuf>,
     pub window: usize,
@@ -492,6 +500,11 @@ pub fn resolve(
     };
 
     let allow_dev_enclave = cli.allow_dev_enclave || file.allow_dev_enclave.unwrap_or(false);
+    let accept_qemu_unsigned_attestation = cli.accept_qemu_unsigned_attestation
+        || file.accept_qemu_unsigned_attestation.unwrap_or(false);
+    if accept_qemu_unsigned_attestation && !allow_dev_enclave {
+        errors.push("accept_qemu_unsigned_attestation: only with --allow-dev-enclave (QEMU's documents are unsigned: a test of an image under QEMU, never a real auction)".into());
+    }
     let expected_pcr0 = cli
         .expected_pcr0
         .or(file.expected_pcr0)
@@ -572,6 +585,7 @@ pub fn resolve(
         enclave: enclave.expect("no errors"),
         expected_pcr0,
         allow_dev_enclave,
+        accept_qemu_unsigned_attestation,
         sealed,
         attestation_root,
         window,
@@ -823,6 +837,40 @@ key_arn = "{ARN2}"
         let zero = good_toml().replace(PCR, &"0".repeat(96));
         let errors = resolve(Cli::default(), file(&zero), &no_env).unwrap_err();
         assert!(errors.iter().any(|e| e.contains("all zero")), "{errors:?}");
+    }
+
+    #[test]
+    fn qemu_unsigned_attestation_only_in_a_dev_run() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("p").chain(args.iter().copied())).unwrap()
+        };
+        let alone = resolve(
+            cli(&["--accept-qemu-unsigned-attestation"]),
+            file(&good_toml()),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(
+            alone.iter().any(|e| e
+                .starts_with("accept_qemu_unsigned_attestation: only with --allow-dev-enclave")),
+            "{alone:?}"
+        );
+        let in_file = format!("accept_qemu_unsigned_attestation = true\n{}", good_toml());
+        assert!(resolve(Cli::default(), file(&in_file), &no_env).is_err());
+        let s = resolve(
+            cli(&["--accept-qemu-unsigned-attestation", "--allow-dev-enclave"]),
+            file(&good_toml()),
+            &no_env,
+        )
+        .unwrap();
+        assert!(s.accept_qemu_unsigned_attestation && s.allow_dev_enclave);
+        let s = resolve(cli(&["--allow-dev-enclave"]), file(&in_file), &no_env).unwrap();
+        assert!(s.accept_qemu_unsigned_attestation);
+        assert!(
+            !resolve(Cli::default(), file(&good_toml()), &no_env)
+                .unwrap()
+                .accept_qemu_unsigned_attestation
+        );
     }
 
     #[test]

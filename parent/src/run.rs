@@ -302,6 +302,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     let mut parent = ParentSettings::new(root_der);
     parent.window = settings.window;
     parent.allow_dev = settings.allow_dev_enclave;
+    parent.accept_qemu_unsigned = settings.accept_qemu_unsigned_attestation;
     parent.expected_pcr0 = settings.expected_pcr0.clone();
     parent.reply_timeout = settings.enclave_timeout_secs * 1000;
     parent.close_timeout = settings.enclave_timeout_secs * 1000;

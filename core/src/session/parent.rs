@@ -9,7 +9,7 @@
 //! the PCR0 all check out.
 
 use super::Millis;
-use crate::attestation::{self, VerifiedDocument};
+use crate::attestation::{self, DocumentFields};
 use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
 use crate::credentials::Credentials;
 use crate::manifest::{FileFormat, Manifest};
@@ -34,6 +34,10 @@ pub struct ParentSettings {
     /// Accept an enclave that says it is a dev build (software NSM), and one without an
     /// expected PCR0.
     pub allow_dev: bool,
+    /// Also accept the unsigned attestation documents of QEMU's emulated NSM (its
+    /// `nitro-enclave` machine), for tests of a real image under QEMU. Honoured only with
+    /// `allow_dev`: such a document proves nothing about where the enclave runs.
+    pub accept_qemu_unsigned: bool,
     /// The enclave's PCR0 must equal it. Required unless `allow_dev`.
     pub expected_pcr0: Option<Vec<u8>>,
     /// DER of the attestation trust anchor (AWS Nitro root G1 unless told otherwise).
@@ -54,6 +58,7 @@ impl ParentSettings {
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             window: 16,
             allow_dev: false,
+            accept_qemu_unsigned: false,
             expected_pcr0: None,
             root_der,
             hello_timeout: 30_000,
@@ -781,19 +786,23 @@ impl ParentSession {
         what: &'static str,
         doc: &[u8],
         now: Millis,
-    ) -> Result<VerifiedDocument, SessionError> {
-        let verified = attestation::verify(
+    ) -> Result<DocumentFields, SessionError> {
+        let refused = |reason: String| SessionError::Attestation { what, reason };
+        let fields = match attestation::verify(
             doc,
             &attestation::VerifyOptions {
                 root_der: &self.settings.root_der,
                 at: attestation::VerifyAt::UnixMillis(now),
             },
-        )
-        .map_err(|e| SessionError::Attestation {
-            what,
-            reason: e.to_string(),
-        })?;
-        if verified.nonce() != Some(self.nonce.as_slice()) {
+        ) {
+            Ok(verified) => verified.into_fields(),
+            Err(e) if self.settings.accept_qemu_unsigned && self.settings.allow_dev => {
+                attestation::parse_qemu_unsigned(doc)
+                    .map_err(|q| refused(format!("{e}; nor is it QEMU's unsigned document: {q}")))?
+            }
+            Err(e) => return Err(refused(e.to_string())),
+        };
+        if fields.nonce() != Some(self.nonce.as_slice()) {
             return Err(SessionError::Attestation {
                 what,
                 reason: "nonce is not the one this session sent".into(),
@@ -801,17 +810,17 @@ impl ParentSession {
         }
         match &self.settings.expected_pcr0 {
             Some(expected) => {
-                if !verified.pcr0_matches(expected) {
+                if !fields.pcr0_matches(expected) {
                     return Err(SessionError::Pcr0Mismatch {
                         expected: hex::encode(expected),
-                        found: hex::encode(verified.pcr(0).unwrap_or_default()),
+                        found: hex::encode(fields.pcr(0).unwrap_or_default()),
                     });
                 }
             }
             None if self.settings.allow_dev => {}
             None => return Err(SessionError::NoExpectedPcr0),
         }
-        Ok(verified)
+        Ok(fields)
     }
 
     fn fail(&mut self, e: SessionError) {
