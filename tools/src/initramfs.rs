@@ -8,6 +8,8 @@
 //! | `dev/`        | mount point for devtmpfs                                    | 0755 |
 //! | `dev/console` | character device 5:1, the kernel opens it as init's stdio   | 0600 |
 //! | `init`        | enclave-init (static)                                       | 0755 |
+//! | `kms-ca`      | test images only: the KMS emulator's CA (PEM), for a dev    | 0644 |
+//! |               | build's `--kms-ca /kms-ca` (a release build refuses it)     |      |
 //! | `nsm.ko`      | the NSM driver, when given; enclave-init loads it at boot   | 0644 |
 //! | `proc/`       | mount point for proc                                        | 0755 |
 //!
@@ -79,9 +81,18 @@ impl Entry<'_> {
     }
 }
 
+/// Where a test image keeps the KMS emulator's CA. No dot: the path travels on the kernel's
+/// command line, and the kernel drops words with a dot (it takes them for module parameters)
+/// instead of handing them to init.
+pub const TEST_KMS_CA_PATH: &str = "kms-ca";
+
 /// The entries of the initramfs for `init` (the enclave-init binary) and, optionally, the NSM
-/// driver, in archive order.
-pub fn entries<'a>(init: &'a [u8], nsm_ko: Option<&'a [u8]>) -> Vec<Entry<'a>> {
+/// driver and (test images only) the KMS emulator's CA, in archive order.
+pub fn entries<'a>(
+    init: &'a [u8],
+    nsm_ko: Option<&'a [u8]>,
+    test_kms_ca: Option<&'a [u8]>,
+) -> Vec<Entry<'a>> {
     let mut v = vec![
         Entry {
             path: "dev",
@@ -109,6 +120,13 @@ pub fn entries<'a>(init: &'a [u8], nsm_ko: Option<&'a [u8]>) -> Vec<Entry<'a>> {
             path: "nsm.ko",
             permissions: 0o644,
             kind: Kind::File(ko),
+        });
+    }
+    if let Some(pem) = test_kms_ca {
+        v.push(Entry {
+            path: TEST_KMS_CA_PATH,
+            permissions: 0o644,
+            kind: Kind::File(pem),
         });
     }
     v.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -156,7 +174,7 @@ pub fn write_newc(entries: &[Entry<'_>]) -> std::io::Result<Vec<u8>> {
 
 /// The initramfs for `init` and, optionally, the NSM driver.
 pub fn build(init: &[u8], nsm_ko: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
-    write_newc(&entries(init, nsm_ko))
+    write_newc(&entries(init, nsm_ko, None))
 }
 
 /// Refuses what cannot run as `/init` in an image that holds nothing else: anything but a
@@ -269,13 +287,19 @@ mod tests {
     fn entries_are_sorted_and_nsm_is_optional() {
         let paths = |e: Vec<Entry<'_>>| e.iter().map(|e| e.path).collect::<Vec<_>>();
         assert_eq!(
-            paths(entries(b"x", None)),
+            paths(entries(b"x", None, None)),
             ["dev", "dev/console", "init", "proc"]
         );
         assert_eq!(
-            paths(entries(b"x", Some(b"ko"))),
+            paths(entries(b"x", Some(b"ko"), None)),
             ["dev", "dev/console", "init", "nsm.ko", "proc"]
         );
+        let with_ca = entries(b"x", Some(b"ko"), Some(b"-----BEGIN CERTIFICATE-----"));
+        assert_eq!(
+            paths(with_ca.clone()),
+            ["dev", "dev/console", "init", "kms-ca", "nsm.ko", "proc"]
+        );
+        assert_eq!(with_ca[3].describe(), "-rw-r--r-- 0:0 /kms-ca 27 bytes");
     }
 
     #[test]

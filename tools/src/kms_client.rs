@@ -109,7 +109,24 @@ impl KmsClient {
             };
             return Err(KmsError::Service { op, code, message });
         }
-        serde_json::from_slice(&resp.body).map_err(|e| KmsError::Answer(e.to_string(), op))
+        // Operations without output (PutKeyPolicy) answer 200 with an empty body.
+        let answer: &[u8] = if resp.body.is_empty() {
+            b"{}"
+        } else {
+            &resp.body
+        };
+        serde_json::from_slice(answer).map_err(|e| KmsError::Answer(e.to_string(), op))
+    }
+
+    /// PutKeyPolicy: `policy` (JSON) becomes the key's `default` policy.
+    pub fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), KmsError> {
+        let request = serde_json::json!({
+            "KeyId": key_id,
+            "PolicyName": "default",
+            "Policy": policy,
+        });
+        self.call::<_, serde::de::IgnoredAny>("PutKeyPolicy", &request)
+            .map(|_| ())
     }
 
     pub fn encrypt(

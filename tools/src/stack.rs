@@ -32,6 +32,9 @@ pub struct StackOptions {
     /// Run the emulator as `exe kms-emulator ...`, a process of its own (for measuring it, or
     /// for keeping its log), instead of in this process.
     pub kms_process: Option<PathBuf>,
+    /// The emulator also accepts QEMU's unsigned attestation documents (`kms-emulator
+    /// --accept-qemu-unsigned-attestation`), for an enclave image booted under QEMU.
+    pub kms_accept_qemu_unsigned: bool,
 }
 
 /// The KMS emulator, in this process or as a child process.
@@ -104,6 +107,9 @@ fn spawn_kms_process(exe: &Path, dir: &Path, opts: &StackOptions) -> Result<KmsH
     }
     if !opts.kms_log {
         cmd.arg("--quiet");
+    }
+    if opts.kms_accept_qemu_unsigned {
+        cmd.arg("--accept-qemu-unsigned-attestation");
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -303,6 +309,7 @@ impl Stack {
                 config.faults = opts.kms_faults.clone();
                 config.fault_seed = opts.kms_fault_seed;
                 config.log = opts.kms_log;
+                config.accept_qemu_unsigned_attestation = opts.kms_accept_qemu_unsigned;
                 KmsHandle::InProcess(kms_emulator::spawn(config)?)
             }
         };
@@ -347,6 +354,22 @@ impl Stack {
             });
         }
         Ok(stack)
+    }
+
+    /// The enclave image is another one (its PCR0 is known only once the image is built, for
+    /// an image holding the emulator's CA): each buyer puts a policy naming `pcr0` on their key
+    /// through KMS's PutKeyPolicy, as a buyer would, and the parent's configuration names it.
+    pub fn trust_pcr0(&mut self, pcr0: [u8; 48]) -> Result<()> {
+        for b in &self.buyers {
+            self.kms_client(&b.credentials)?
+                .put_key_policy(
+                    b.key.as_str(),
+                    &buyer_key_policy(&buyer_arn(&b.name), &pcr0),
+                )
+                .with_context(|| format!("PutKeyPolicy on {}'s key", b.name))?;
+        }
+        self.pcr0 = pcr0;
+        Ok(())
     }
 
     pub fn kms_client(&self, credentials: &Credentials) -> Result<KmsClient> {

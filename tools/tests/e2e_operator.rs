@@ -266,3 +266,40 @@ fn dry_run_names_an_unwritable_bucket_and_a_wrong_pcr0() {
     assert!(!log.contains("credentials received"), "{log}");
     assert_eq!(output_objects(&w), vec!["manifest.json".to_owned()]);
 }
+
+/// A new image (the QEMU test image, whose PCR0 is known only once it holds the emulator's CA):
+/// `Stack::trust_pcr0` does what each buyer would, PutKeyPolicy through KMS, so that every key
+/// names the new PCR0 and no longer the old one, and the parent's configuration expects it.
+#[test]
+fn trust_pcr0_puts_the_new_pcr0_in_every_buyers_key_policy() {
+    let mut w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    let old = hex::encode(w.stack.pcr0);
+    let new = [0x5b; 48];
+    w.stack.trust_pcr0(new).unwrap();
+    assert_eq!(w.stack.pcr0, new);
+    for b in &w.stack.buyers {
+        let got: serde_json::Value = w
+            .stack
+            .kms_client(&b.credentials)
+            .unwrap()
+            .call(
+                "GetKeyPolicy",
+                &serde_json::json!({"KeyId": b.key.as_str(), "PolicyName": "default"}),
+            )
+            .unwrap();
+        let policy = got["Policy"].as_str().unwrap();
+        assert!(policy.contains(&hex::encode(new)), "{policy}");
+        assert!(!policy.contains(&old), "{policy}");
+    }
+    let auction = bidding_core::names::AuctionId::new("a-1").unwrap();
+    let config = w.stack.parent_config(
+        &auction,
+        &"unix:/tmp/e.sock".parse().unwrap(),
+        "none",
+        false,
+    );
+    assert!(
+        config.contains(&format!("expected_pcr0 = \"{}\"", hex::encode(new))),
+        "{config}"
+    );
+}

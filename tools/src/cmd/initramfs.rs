@@ -1,4 +1,4 @@
-//! `bidctl initramfs --out FILE [--enclave-init PATH] [--nsm-ko FILE]`: the reproducible
+//! `bidctl initramfs --out FILE [--enclave-init PATH] [--nsm-ko FILE] [--test-kms-ca PEM]`: the reproducible
 //! initramfs for an enclave image in which enclave-init is PID 1.
 
 use anyhow::{Context, Result, anyhow};
@@ -20,6 +20,12 @@ pub struct Args {
     /// built in, or the enclave cannot reach /dev/nsm.
     #[arg(long)]
     nsm_ko: Option<PathBuf>,
+    /// Test images only: install this PEM as /kms-ca, for a dev enclave-init given
+    /// `--kms-ca /kms-ca` at the end of its kernel command line, so it trusts the KMS
+    /// emulator's TLS certificate (tools/nitro-qemu/auction-test.sh). A release enclave-init
+    /// refuses --kms-ca, so this file gives a release image nothing to trust.
+    #[arg(long, value_name = "PEM")]
+    test_kms_ca: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -40,7 +46,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .as_ref()
         .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let entries = initramfs::entries(&init, ko.as_deref());
+    let ca = args
+        .test_kms_ca
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let entries = initramfs::entries(&init, ko.as_deref(), ca.as_deref());
     let archive = initramfs::write_newc(&entries)?;
 
     // Never leave a half-written archive under the requested name.
