@@ -7,6 +7,13 @@
 #
 #   tools/reproducible-build.sh            # -> target/x86_64-unknown-linux-musl/release/enclave-init
 #                                          #    and enclave-init.cdx.json beside it
+#   tools/reproducible-build.sh --dev-image OUT
+#                                          # -> OUT: the same build with the `dev` feature, for
+#                                          #    test images only (tools/nitro-qemu/auction-test.sh)
+#
+# --dev-image builds with the same flags, so it reuses every compiled dependency and only
+# enclave-init itself is compiled again; the release binary is then put back in its place, so
+# target/.../release/enclave-init is never left holding a dev build.
 #
 # What makes the bytes reproducible:
 #   - the toolchain pinned in rust-toolchain.toml and `cargo build --locked` (Cargo.lock);
@@ -28,6 +35,14 @@ set -euo pipefail
 target=x86_64-unknown-linux-musl
 die() { printf 'reproducible-build: %s\n' "$*" >&2; exit 1; }
 note() { printf 'reproducible-build: %s\n' "$*" >&2; }
+
+dev_out=""
+case ${1:-} in
+  "") ;;
+  --dev-image) dev_out=${2:?--dev-image needs an output path}; [ $# -eq 2 ] || die "--dev-image OUT takes nothing else" ;;
+  *) die "unknown argument $1 (usage: tools/reproducible-build.sh [--dev-image OUT])" ;;
+esac
+case $dev_out in ""|/*) ;; *) dev_out=$PWD/$dev_out ;; esac
 
 cd "$(dirname "$0")/.."
 root=$(pwd -P)
@@ -110,9 +125,20 @@ export TZ=UTC LC_ALL=C
 note "checkout $root, CARGO_HOME $cargo_home, target dir $target_dir"
 note "$(rustc --version); $(musl-gcc --version | head -n 1); SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 start=$(date +%s)
+bin=$target_dir/$target/release/enclave-init
+if [ -n "$dev_out" ]; then
+  env "${env_drop[@]}" \
+    cargo build --release --locked --target "$target" -p enclave-init --features dev >&2
+  cp "$bin" "$dev_out.tmp" && mv "$dev_out.tmp" "$dev_out"
+  note "dev build (--features dev, for test images only) in $(( $(date +%s) - start )) s: $dev_out"
+  # Put the release binary back (its compiled unit is still there: a copy, not a build).
+  env "${env_drop[@]}" \
+    cargo build --release --locked --target "$target" -p enclave-init >&2
+  sha384sum "$dev_out" | awk '{print $1}'
+  exit 0
+fi
 env "${env_drop[@]}" \
   cargo build --release --locked --target "$target" -p enclave-init >&2
-bin=$target_dir/$target/release/enclave-init
 [ -f "$bin" ] || die "cargo did not produce $bin"
 
 if command -v file >/dev/null; then
