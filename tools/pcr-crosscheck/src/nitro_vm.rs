@@ -13,6 +13,7 @@
 //! fatal error even with `-no-reboot`, so the VM never stops by itself).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,95 @@ use std::time::{Duration, Instant};
 
 /// The guest's CID, which vhost-device-vsock hands the machine (any number above 3 would do).
 pub const GUEST_CID: u32 = 4;
+
+/// The parent's port for the enclave's boot heartbeat, and its byte.
+pub const HEARTBEAT_PORT: u32 = 9000;
+pub const HEARTBEAT_BYTE: u8 = 0xB7;
+/// The parent's port where the vsock-proxy to KMS listens (enclave-init's `vsock:3:8000`).
+pub const KMS_PROXY_PORT: u32 = 8000;
+/// The port enclave-init listens on.
+pub const ENCLAVE_PORT: u32 = 5005;
+/// nitro-cli's x86-64 cmdline: what an enclave's kernel gets (QEMU's machine appends its
+/// virtio-mmio devices at boot; the measured cmdline is the EIF's).
+pub const NITRO_CMDLINE: &str = "reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on";
+/// Console lines after which a boot cannot succeed.
+pub const FATAL: &[&str] = &[
+    "Kernel panic",
+    "enclave-init: fatal",
+    "Attempted to kill init",
+    "reboot: Restarting",
+];
+
+/// Binds the parent's heartbeat port before the guest boots and answers the one heartbeat as
+/// the Nitro parent does (echo the byte, keep the connection until the guest closes it). The
+/// receiver gets when the byte was echoed, or why not.
+pub fn answer_heartbeat(
+    dir: &Path,
+) -> std::io::Result<mpsc::Receiver<(Instant, Result<(), String>)>> {
+    let heartbeat = NitroVm::listen(dir, HEARTBEAT_PORT)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = (|| -> Result<(), String> {
+            let (mut s, _) = heartbeat.accept().map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)
+                .map_err(|e| format!("no heartbeat byte: {e}"))?;
+            if b[0] != HEARTBEAT_BYTE {
+                return Err(format!("heartbeat byte {:#04x}, expected 0xb7", b[0]));
+            }
+            s.write_all(&b)
+                .map_err(|e| format!("echoing the heartbeat: {e}"))?;
+            let _ = tx.send((Instant::now(), Ok(())));
+            // Keep the connection until the guest closes it, as the Nitro parent does.
+            let _ = s.read(&mut b);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = tx.send((Instant::now(), Err(e)));
+        }
+    });
+    Ok(rx)
+}
+
+/// The vsock-proxy's part: every connection the guest makes to the parent's port `port`
+/// (arriving on `<dir>/vsock_<port>`) is copied both ways to and from `to`, a TCP address on
+/// this host. The relay sees only what the guest sends (TLS, for KMS), as the proxy does. The
+/// returned counter holds the connections relayed so far.
+pub fn relay(
+    dir: &Path,
+    port: u32,
+    to: SocketAddr,
+) -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = NitroVm::listen(dir, port)?;
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for guest in listener.incoming() {
+            let Ok(guest) = guest else { return };
+            let Ok(host) = TcpStream::connect(to) else {
+                // The guest sees its connection closed, as with a proxy whose upstream is down.
+                continue;
+            };
+            counted.fetch_add(1, Ordering::Relaxed);
+            let (Ok(mut guest_r), Ok(mut host_r)) = (guest.try_clone(), host.try_clone()) else {
+                continue;
+            };
+            let (mut guest_w, mut host_w) = (guest, host);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut guest_r, &mut host_w);
+                let _ = host_w.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut host_r, &mut guest_w);
+                let _ = guest_w.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    Ok(count)
+}
 
 /// What to boot and with which programs.
 #[derive(Debug, Clone)]

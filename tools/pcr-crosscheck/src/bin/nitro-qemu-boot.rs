@@ -20,23 +20,13 @@ use bidding_core::wire::{
     decode_response, encode_frame, encode_request,
 };
 use bidding_pcr_crosscheck::eif::write_eif;
-use bidding_pcr_crosscheck::nitro_vm::{NitroVm, VmConfig};
+use bidding_pcr_crosscheck::flags::Flags;
+use bidding_pcr_crosscheck::nitro_vm::{ENCLAVE_PORT, FATAL, NitroVm, VmConfig, answer_heartbeat};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-const HEARTBEAT_PORT: u32 = 9000;
-const HEARTBEAT_BYTE: u8 = 0xB7;
-const ENCLAVE_PORT: u32 = 5005;
-/// Console lines after which the boot cannot succeed.
-const FATAL: &[&str] = &[
-    "Kernel panic",
-    "enclave-init: fatal",
-    "Attempted to kill init",
-    "reboot: Restarting",
-];
 
 struct Args {
     qemu: PathBuf,
@@ -52,37 +42,21 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut m = BTreeMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
-        m.insert(k, v);
-    }
-    let mut take = |k: &str| m.remove(k).ok_or_else(|| format!("{k} is required"));
+    let mut f = Flags::from_env()?;
     let a = Args {
-        qemu: take("--qemu")?.into(),
-        qemu_data: take("--qemu-data")?.into(),
-        vhost: take("--vhost-device-vsock")?.into(),
-        kernel: take("--kernel")?.into(),
-        cmdline_file: take("--cmdline-file")?.into(),
-        ramdisk: take("--ramdisk")?.into(),
-        expect_pcrs: take("--expect-pcrs")?.into(),
-        dir: take("--dir")?.into(),
-        timeout: Duration::from_secs(
-            take("--timeout")
-                .unwrap_or_else(|_| "240".into())
-                .parse()
-                .map_err(|e| format!("--timeout: {e}"))?,
-        ),
-        memory: take("--memory")
-            .unwrap_or_else(|_| "512".into())
-            .parse()
-            .map_err(|e| format!("--memory: {e}"))?,
+        qemu: f.take("--qemu")?.into(),
+        qemu_data: f.take("--qemu-data")?.into(),
+        vhost: f.take("--vhost-device-vsock")?.into(),
+        kernel: f.take("--kernel")?.into(),
+        cmdline_file: f.take("--cmdline-file")?.into(),
+        ramdisk: f.take("--ramdisk")?.into(),
+        expect_pcrs: f.take("--expect-pcrs")?.into(),
+        dir: f.take("--dir")?.into(),
+        timeout: Duration::from_secs(f.take_or("--timeout", 240)?),
+        memory: f.take_or("--memory", 512)?,
     };
-    match m.keys().next() {
-        Some(k) => Err(format!("unknown argument {k}")),
-        None => Ok(a),
-    }
+    f.finish()?;
+    Ok(a)
 }
 
 /// `PCR0 <hex>` lines, as `bidctl pcr` prints them.
@@ -173,28 +147,8 @@ fn run(a: &Args) -> Result<u32, String> {
     );
 
     // The parent's heartbeat port, bound before the guest can connect to it.
-    let heartbeat = NitroVm::listen(&a.dir, HEARTBEAT_PORT)
-        .map_err(|e| format!("binding the heartbeat socket: {e}"))?;
-    let (hb_tx, hb_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = (|| -> Result<(), String> {
-            let (mut s, _) = heartbeat.accept().map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))
-                .map_err(|e| e.to_string())?;
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b)
-                .map_err(|e| format!("no heartbeat byte: {e}"))?;
-            if b[0] != HEARTBEAT_BYTE {
-                return Err(format!("heartbeat byte {:#04x}, expected 0xb7", b[0]));
-            }
-            s.write_all(&b)
-                .map_err(|e| format!("echoing the heartbeat: {e}"))?;
-            // Keep the connection until the guest closes it, as the Nitro parent does.
-            let _ = s.read(&mut b);
-            Ok(())
-        })();
-        let _ = hb_tx.send((Instant::now(), r));
-    });
+    let hb_rx =
+        answer_heartbeat(&a.dir).map_err(|e| format!("binding the heartbeat socket: {e}"))?;
 
     let deadline = Instant::now() + a.timeout;
     let mut vm = NitroVm::start(&VmConfig {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Whole sealed auctions through enclave images booted under QEMU's `nitro-enclave` machine
+# (TCG), with the real NSM device behind the guest kernel's driver, vsock through
+# vhost-device-vsock (Unix sockets on the host) and KMS through a relay standing in for the
+# vsock-proxy:
+#
+#   tools/nitro-qemu/auction-test.sh [--release-enclave-init PATH]
+#
+#   1. tools/nitro-qemu/build.sh: QEMU, the guest kernel and the vsock backend (cached);
+#   2. the test image's enclave-init: `tools/reproducible-build.sh --dev-image` (the `dev`
+#      feature, so that it takes --kms-ca; the same flags, so only enclave-init is compiled
+#      again);
+#   3. nitro-qemu-auction (tools/pcr-crosscheck): four runs, each on a fresh S3 server, KMS
+#      emulator and buyers' keys naming that image's PCR0, and a fresh boot:
+#        - the test image (the emulator's CA in it, `--kms-ca /kms-ca` on its cmdline),
+#          emulator with --accept-qemu-unsigned-attestation: a per-bid buyer and an envelope
+#          buyer, output.csv equal to the reference, no amount in anything the parent sees;
+#        - the same image, emulator without that option: KMS refuses QEMU's unsigned document;
+#        - the release image: the auction fails at KMS's TLS certificate (unknown CA);
+#        - the release image given --kms-ca: it refuses the option at boot.
+#
+# Default release enclave-init: tools/reproducible-build.sh's output (built if missing).
+# Environment: AUCTION_TIMEOUT (seconds per run, default 300), NITRO_QEMU_LOG_DIR (keep the
+# consoles and logs there), NITRO_QEMU_CACHE (see build.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd -P)
+say() { printf 'nitro-qemu auction-test: %s\n' "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+release_init=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --release-enclave-init) release_init=${2:?--release-enclave-init needs a path}; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (try --help)" ;;
+  esac
+done
+target=${CARGO_TARGET_DIR:-$root/target}
+started=$(date +%s)
+
+qemu="" qemu_data="" kernel="" vhost=""
+while IFS='=' read -r name value; do
+  case $name in
+    QEMU) qemu=$value ;;
+    QEMU_DATA) qemu_data=$value ;;
+    KERNEL) kernel=$value ;;
+    VHOST_DEVICE_VSOCK) vhost=$value ;;
+  esac
+done < <(tools/nitro-qemu/build.sh)
+for f in "$qemu" "$kernel" "$vhost"; do
+  if [ -z "$f" ] || [ ! -f "$f" ]; then die "build.sh gave no usable paths"; fi
+done
+
+# A short directory: the vsock backend's Unix socket paths must fit in sun_path.
+work=$(mktemp -d /tmp/nitro-qemu.XXXXXX)
+cleanup() {
+  local f pid
+  # nitro-qemu-auction ends each VM itself; should it have died first, end what it started
+  # here, by the PIDs it wrote, and only while those PIDs still run the programs it started.
+  for f in "$work"/case*/qemu.pid "$work"/case*/vhost-device-vsock.pid; do
+    [ -f "$f" ] || continue
+    case $f in *qemu.pid) exe=$qemu ;; *) exe=$vhost ;; esac
+    pid=$(cat "$f")
+    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ]; then
+      say "ending leftover pid $pid ($exe)"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  if [ -n "${NITRO_QEMU_LOG_DIR:-}" ]; then
+    for d in "$work"/case*; do
+      [ -d "$d" ] || continue
+      mkdir -p "$NITRO_QEMU_LOG_DIR/auction-$(basename "$d")"
+      cp "$d"/*.log "$NITRO_QEMU_LOG_DIR/auction-$(basename "$d")"/ 2>/dev/null || true
+    done
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "$release_init" ]; then
+  release_init=$target/x86_64-unknown-linux-musl/release/enclave-init
+  if [ ! -f "$release_init" ]; then
+    say "building the release enclave-init (tools/reproducible-build.sh)"
+    tools/reproducible-build.sh >/dev/null
+  fi
+fi
+[ -f "$release_init" ] || die "no enclave-init at $release_init"
+# The release binary is copied first: the dev build shares its output path for a moment.
+cp "$release_init" "$work/enclave-init-release"
+say "building the test image's enclave-init (tools/reproducible-build.sh --dev-image)"
+t=$(date +%s)
+tools/reproducible-build.sh --dev-image "$work/enclave-init-dev" >/dev/null
+dev_built=$(( $(date +%s) - t ))
+cmp -s "$release_init" "$work/enclave-init-release" \
+  || die "the release binary at $release_init changed during the dev build"
+
+say "building bidctl and nitro-qemu-auction"
+cargo build --quiet --locked -p bidding-tools --bin bidctl
+cargo build --quiet --locked --manifest-path tools/pcr-crosscheck/Cargo.toml --target-dir "$target" --bin nitro-qemu-auction
+built=$(date +%s)
+
+"$target/debug/nitro-qemu-auction" --qemu "$qemu" --qemu-data "$qemu_data" --vhost-device-vsock "$vhost" \
+  --kernel "$kernel" --dev-enclave-init "$work/enclave-init-dev" \
+  --release-enclave-init "$work/enclave-init-release" --bidctl "$target/debug/bidctl" \
+  --dir "$work" --timeout "${AUCTION_TIMEOUT:-300}" --memory 512
+say "dev enclave-init ${dev_built} s, builds in all $((built - started)) s, four boots and auctions $(( $(date +%s) - built )) s"
