@@ -39,34 +39,13 @@ done
 target=${CARGO_TARGET_DIR:-$root/target}
 started=$(date +%s)
 
-qemu="" qemu_data="" kernel="" vhost=""
-while IFS='=' read -r name value; do
-  case $name in
-    QEMU) qemu=$value ;;
-    QEMU_DATA) qemu_data=$value ;;
-    KERNEL) kernel=$value ;;
-    VHOST_DEVICE_VSOCK) vhost=$value ;;
-  esac
-done < <(tools/nitro-qemu/build.sh)
-for f in "$qemu" "$kernel" "$vhost"; do
-  if [ -z "$f" ] || [ ! -f "$f" ]; then die "build.sh gave no usable paths"; fi
-done
+. tools/nitro-qemu/lib.sh
+nitro_qemu_parts
 
 # A short directory: the vsock backend's Unix socket paths must fit in sun_path.
 work=$(mktemp -d /tmp/nitro-qemu.XXXXXX)
 cleanup() {
-  local f pid
-  # nitro-qemu-auction ends each VM itself; should it have died first, end what it started
-  # here, by the PIDs it wrote, and only while those PIDs still run the programs it started.
-  for f in "$work"/case*/qemu.pid "$work"/case*/vhost-device-vsock.pid; do
-    [ -f "$f" ] || continue
-    case $f in *qemu.pid) exe=$qemu ;; *) exe=$vhost ;; esac
-    pid=$(cat "$f")
-    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ]; then
-      say "ending leftover pid $pid ($exe)"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
+  nitro_qemu_end_leftovers "$work"/case*
   if [ -n "${NITRO_QEMU_LOG_DIR:-}" ]; then
     for d in "$work"/case*; do
       [ -d "$d" ] || continue

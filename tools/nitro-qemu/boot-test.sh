@@ -33,18 +33,8 @@ done
 target=${CARGO_TARGET_DIR:-$root/target}
 started=$(date +%s)
 
-qemu="" qemu_data="" kernel="" vhost=""
-while IFS='=' read -r name value; do
-  case $name in
-    QEMU) qemu=$value ;;
-    QEMU_DATA) qemu_data=$value ;;
-    KERNEL) kernel=$value ;;
-    VHOST_DEVICE_VSOCK) vhost=$value ;;
-  esac
-done < <(tools/nitro-qemu/build.sh)
-for f in "$qemu" "$kernel" "$vhost"; do
-  if [ -z "$f" ] || [ ! -f "$f" ]; then die "build.sh gave no usable paths"; fi
-done
+. tools/nitro-qemu/lib.sh
+nitro_qemu_parts
 built=$(date +%s)
 
 if [ -z "$enclave_init" ]; then
@@ -60,17 +50,7 @@ cargo build --quiet --locked --manifest-path tools/pcr-crosscheck/Cargo.toml --t
 # A short directory: the vsock backend's Unix socket paths must fit in sun_path.
 work=$(mktemp -d /tmp/nitro-qemu.XXXXXX)
 cleanup() {
-  local f pid
-  # nitro-qemu-boot ends QEMU and the backend itself; should it have died first, end them here,
-  # by the PIDs it wrote, and only while those PIDs still run the programs it started.
-  for f in "$work/qemu.pid:$qemu" "$work/vhost-device-vsock.pid:$vhost"; do
-    [ -f "${f%%:*}" ] || continue
-    pid=$(cat "${f%%:*}")
-    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "${f#*:}" ]; then
-      say "ending leftover pid $pid (${f#*:})"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
+  nitro_qemu_end_leftovers "$work"
   if [ -n "${NITRO_QEMU_LOG_DIR:-}" ]; then
     mkdir -p "$NITRO_QEMU_LOG_DIR"
     cp "$work"/*.log "$NITRO_QEMU_LOG_DIR"/ 2>/dev/null || true
@@ -80,7 +60,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$target/debug/bidctl" initramfs --enclave-init "$enclave_init" --out "$work/initramfs.cpio" >/dev/null
-# nitro-cli's x86-64 cmdline blob: what the enclave's kernel gets (QEMU's machine appends its
+# nitro-cli's x86-64 cmdline blob (nitro_vm.rs's NITRO_CMDLINE, for the auction test): what the enclave's kernel gets (QEMU's machine appends its
 # virtio-mmio devices at boot; the measured cmdline is the EIF's).
 printf '%s\n' "reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on" >"$work/cmdline"
 "$target/debug/bidctl" pcr --kernel "$kernel" --cmdline "$work/cmdline" --ramdisk "$work/initramfs.cpio" >"$work/pcrs.txt"

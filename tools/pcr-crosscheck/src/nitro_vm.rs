@@ -31,7 +31,7 @@ pub const KMS_PROXY_PORT: u32 = 8000;
 /// The port enclave-init listens on.
 pub const ENCLAVE_PORT: u32 = 5005;
 /// nitro-cli's x86-64 cmdline: what an enclave's kernel gets (QEMU's machine appends its
-/// virtio-mmio devices at boot; the measured cmdline is the EIF's).
+/// virtio-mmio devices at boot; the measured cmdline is the EIF's). boot-test.sh writes the same.
 pub const NITRO_CMDLINE: &str = "reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on";
 /// Console lines after which a boot cannot succeed.
 pub const FATAL: &[&str] = &[
