@@ -96,6 +96,45 @@ impl ReplayGuard {
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
+
+    /// Admits the ciphertexts of one file whole, or none of them: each must be new since boot
+    /// and appear once in `digests`, and all must fit.
+    fn admit(&mut self, digests: Vec<[u8; 32]>) -> Result<(), Refused> {
+        let distinct: HashSet<&[u8; 32]> = digests.iter().collect();
+        if distinct.len() != digests.len() || digests.iter().any(|d| self.seen.contains(d)) {
+            return Err(Refused::Replayed);
+        }
+        if self.seen.len() + digests.len() > self.capacity {
+            return Err(Refused::Full(self.capacity));
+        }
+        self.seen.extend(digests);
+        Ok(())
+    }
+}
+
+/// Why [`ReplayGuard::admit`] refused a file.
+enum Refused {
+    Replayed,
+    /// At capacity: this many ciphertexts per boot.
+    Full(usize),
+}
+
+impl Refused {
+    /// The session's error for a refused file; `what` names it (buyer `B`'s file).
+    fn error(self, what: &str, holds: &str) -> (ErrorCode, String) {
+        match self {
+            Refused::Replayed => (
+                ErrorCode::ReplayedCiphertext,
+                format!(
+                    "{what} holds {holds} already used since this enclave started; in an unsealed auction a ciphertext counts once per boot (restart the enclave to rerun, or seal the auction)"
+                ),
+            ),
+            Refused::Full(capacity) => (
+                ErrorCode::TooManyBids,
+                format!("this enclave opens at most {capacity} unsealed ciphertexts per boot"),
+            ),
+        }
+    }
 }
 
 /// Identifies one ciphertext being opened: the request that brought it, and its row.
@@ -990,31 +1029,15 @@ impl EnclaveSession {
         };
         auction.set_aside(buyer, Reason::MalformedRow, file.malformed_rows);
         auction.rows += file.rows.len();
-        let mut digests = Vec::new();
         if auction.mode == Mode::Unsealed {
-            for row in &file.rows {
-                let d = config::sha256(&row.ciphertext);
-                digests.push(d);
-            }
-            let fresh: HashSet<&[u8; 32]> = digests.iter().collect();
-            if fresh.len() != digests.len() || digests.iter().any(|d| self.guard.seen.contains(d)) {
-                return Err((
-                    ErrorCode::ReplayedCiphertext,
-                    format!(
-                        "buyer `{name}`'s file holds a ciphertext already used since this enclave started; in an unsealed auction a ciphertext counts once per boot (restart the enclave to rerun, or seal the auction)"
-                    ),
-                ));
-            }
-            if self.guard.seen.len() + digests.len() > self.guard.capacity {
-                return Err((
-                    ErrorCode::TooManyBids,
-                    format!(
-                        "this enclave opens at most {} unsealed bids per boot",
-                        self.guard.capacity
-                    ),
-                ));
-            }
-            self.guard.seen.extend(digests);
+            let digests = file
+                .rows
+                .iter()
+                .map(|row| config::sha256(&row.ciphertext))
+                .collect();
+            self.guard
+                .admit(digests)
+                .map_err(|r| r.error(&format!("buyer `{name}`'s file"), "a ciphertext"))?;
         }
         for lot in &file.duplicate_lots {
             let l = lot_slot(auction, lot.as_str(), settings.max_lots)?;
@@ -1085,25 +1108,12 @@ impl EnclaveSession {
             // As for per-bid ciphertexts: in an unsealed auction a buyer's data key counts
             // once per boot, whatever message carries it.
             let d = config::sha256(&encrypted_key);
-            if self.guard.seen.contains(&d) {
-                return Err((
-                    ErrorCode::ReplayedCiphertext,
-                    format!(
-                        "buyer `{}`'s envelope file holds a data key already used since this enclave started; in an unsealed auction a ciphertext counts once per boot (restart the enclave to rerun, or seal the auction)",
-                        spec.name
-                    ),
-                ));
-            }
-            if self.guard.seen.len() >= self.guard.capacity {
-                return Err((
-                    ErrorCode::TooManyBids,
-                    format!(
-                        "this enclave opens at most {} unsealed ciphertexts per boot",
-                        self.guard.capacity
-                    ),
-                ));
-            }
-            self.guard.seen.insert(d);
+            self.guard.admit(vec![d]).map_err(|r| {
+                r.error(
+                    &format!("buyer `{}`'s envelope file", spec.name),
+                    "a data key",
+                )
+            })?;
         }
         let job = DecryptJob {
             ticket: BidTicket {
@@ -1616,6 +1626,37 @@ pub fn chunk_len_for(max_frame: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_guard_admits_a_file_whole_or_not_at_all() {
+        let mut g = ReplayGuard::new(4);
+        assert!(g.admit(vec![[1; 32], [2; 32]]).is_ok());
+        // A replayed digest refuses the whole file: [3; 32] is not remembered either.
+        assert!(matches!(
+            g.admit(vec![[3; 32], [2; 32]]),
+            Err(Refused::Replayed)
+        ));
+        // So is one that appears twice in the same file.
+        assert!(matches!(
+            g.admit(vec![[4; 32], [4; 32]]),
+            Err(Refused::Replayed)
+        ));
+        assert_eq!(g.len(), 2);
+        // Three more would make five: refused whole; two fit exactly.
+        assert!(matches!(
+            g.admit(vec![[3; 32], [4; 32], [5; 32]]),
+            Err(Refused::Full(4))
+        ));
+        assert!(g.admit(vec![[3; 32], [4; 32]]).is_ok());
+        assert!(matches!(g.admit(vec![[5; 32]]), Err(Refused::Full(4))));
+        assert_eq!(g.len(), 4);
+        let (code, message) = Refused::Full(4).error("buyer `B`'s file", "a ciphertext");
+        assert_eq!(code, ErrorCode::TooManyBids);
+        assert_eq!(
+            message,
+            "this enclave opens at most 4 unsealed ciphertexts per boot"
+        );
+    }
 
     #[test]
     fn decided_keeps_every_verdict() {
