@@ -1247,3 +1247,34 @@ fn parse_never_panics_on_mutated_fixtures() {
         })
         .expect("no failures");
 }
+
+/// A real document's payload in the envelope QEMU's emulated NSM writes (`{1: -1}`, `{}`, 64
+/// zero bytes): `parse_qemu_unsigned` gives the real document's fields, and `parse` refuses it.
+/// fuzz/seeds/attestation holds these bytes.
+#[test]
+fn real_payload_in_qemus_unsigned_envelope() {
+    let Some([real]) = fixtures("real_payload_in_qemus_unsigned_envelope", [VALID]) else {
+        return;
+    };
+    let mut value: Value = ciborium::de::from_reader(real.as_slice()).unwrap();
+    if let Value::Tag(18, inner) = value {
+        value = *inner;
+    }
+    let Value::Array(mut items) = value else {
+        panic!("not a COSE_Sign1 array")
+    };
+    items[0] = Value::Bytes(vec![0xa1, 0x01, 0x20]);
+    items[1] = Value::Map(Vec::new());
+    items[3] = Value::Bytes(vec![0; 64]);
+    let mut qemu = Vec::new();
+    ciborium::ser::into_writer(&Value::Array(items), &mut qemu).unwrap();
+    let fields = bidding_core::attestation::parse_qemu_unsigned(&qemu).unwrap();
+    assert_eq!(&fields, parse(&real).unwrap().fields());
+    assert!(parse(&qemu).is_err());
+    assert!(bidding_core::attestation::parse_qemu_unsigned(&real).is_err());
+    let seed = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/attestation/qemu-unsigned-from-evervault-valid.cbor"
+    ));
+    assert_eq!(std::fs::read(seed).unwrap(), qemu);
+}
