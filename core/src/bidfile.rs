@@ -114,6 +114,59 @@ impl fmt::Display for BidFileErrors {
 }
 impl std::error::Error for BidFileErrors {}
 
+/// One `encrypted.csv` row, decoded and kept.
+fn push_encrypted(
+    rows: &mut Vec<EncryptedRow>,
+    line: u64,
+    lot: &str,
+    bid: &str,
+) -> Result<(), BidFileErrorKind> {
+    let ciphertext = decode_ciphertext(bid)?;
+    rows.push(EncryptedRow {
+        line,
+        lot: LotId::from_checked(lot),
+        ciphertext,
+    });
+    Ok(())
+}
+
+/// One plaintext row, or why its amount is not one.
+fn plaintext_row(line: u64, lot: &str, bid: &str) -> Result<PlaintextRow, AmountError> {
+    Ok(PlaintextRow {
+        line,
+        lot: LotId::from_checked(lot),
+        amount: Amount::parse(bid.as_bytes())?,
+    })
+}
+
+/// The lots a lenient walk found named more than once, each once, in the order found. A set
+/// beside the list: a file of many repeated lots must not cost n².
+#[derive(Default)]
+struct Duplicates {
+    lots: Vec<LotId>,
+    seen: std::collections::HashSet<LotId>,
+}
+
+impl Duplicates {
+    fn add(&mut self, lot: LotId) {
+        if self.seen.insert(lot.clone()) {
+            self.lots.push(lot);
+        }
+    }
+
+    fn contains(&self, lot: &LotId) -> bool {
+        self.seen.contains(lot)
+    }
+
+    /// A duplicated lot's first row was taken before its second was seen: it goes too. (No
+    /// lookups at all in the usual file, which has no duplicates.)
+    fn drop_rows<R>(&self, rows: &mut Vec<R>, lot: impl Fn(&R) -> &LotId) {
+        if !self.lots.is_empty() {
+            rows.retain(|r| !self.seen.contains(lot(r)));
+        }
+    }
+}
+
 /// Parses an `encrypted.csv`. Stops at the first problem: a partial bid file must never be used.
 pub fn parse_encrypted(
     file: &str,
@@ -128,15 +181,7 @@ pub fn parse_encrypted(
         ENCRYPTED_HEADER,
         true,
         true,
-        |line, lot, bid| {
-            let ciphertext = decode_ciphertext(bid)?;
-            rows.push(EncryptedRow {
-                line,
-                lot: LotId::from_checked(lot),
-                ciphertext,
-            });
-            Ok(())
-        },
+        |line, lot, bid| push_encrypted(&mut rows, line, lot, bid),
     )
     .map_err(|mut errors| errors.0.swap_remove(0))?;
     Ok(rows)
@@ -158,12 +203,8 @@ pub fn parse_plaintext(
         false,
         true,
         |line, lot, bid| {
-            match Amount::parse(bid.as_bytes()) {
-                Ok(amount) => rows.push(PlaintextRow {
-                    line,
-                    lot: LotId::from_checked(lot),
-                    amount,
-                }),
+            match plaintext_row(line, lot, bid) {
+                Ok(row) => rows.push(row),
                 Err(e) => errors.push(BidFileError {
                     file: file.to_owned(),
                     line: Some(line),
@@ -215,27 +256,13 @@ pub fn parse_encrypted_lenient(
         ENCRYPTED_HEADER,
         false,
         true,
-        |line, lot, bid| {
-            let ciphertext = decode_ciphertext(bid)?;
-            rows.push(EncryptedRow {
-                line,
-                lot: LotId::from_checked(lot),
-                ciphertext,
-            });
-            Ok(())
-        },
+        |line, lot, bid| push_encrypted(&mut rows, line, lot, bid),
     );
-    let mut duplicates: Vec<LotId> = Vec::new();
-    let mut seen_duplicate = std::collections::HashSet::new();
+    let mut duplicates = Duplicates::default();
     if let Err(BidFileErrors(errors)) = walked {
         for e in errors {
             match e.kind {
-                BidFileErrorKind::DuplicateLot { lot, .. } => {
-                    // A set, not a scan: a file of many repeated lots must not cost n².
-                    if seen_duplicate.insert(lot.clone()) {
-                        duplicates.push(lot);
-                    }
-                }
+                BidFileErrorKind::DuplicateLot { lot, .. } => duplicates.add(lot),
                 BidFileErrorKind::FieldCount { .. }
                 | BidFileErrorKind::Lot(_)
                 | BidFileErrorKind::EmptyCiphertext
@@ -246,15 +273,10 @@ pub fn parse_encrypted_lenient(
             }
         }
     }
-    if !duplicates.is_empty() {
-        let dup: std::collections::HashSet<&LotId> = duplicates.iter().collect();
-        // A duplicated lot's first row was taken before its second was seen; it goes too, and
-        // so does the count of its later rows (which never became rows).
-        rows.retain(|r| !dup.contains(&r.lot));
-    }
+    duplicates.drop_rows(&mut rows, |r| &r.lot);
     Ok(LenientFile {
         rows,
-        duplicate_lots: duplicates,
+        duplicate_lots: duplicates.lots,
         malformed_rows,
         invalid_amounts: 0,
     })
@@ -283,12 +305,8 @@ pub fn parse_plaintext_lenient(
         false,
         true,
         |line, lot, bid| {
-            match Amount::parse(bid.as_bytes()) {
-                Ok(amount) => rows.push(PlaintextRow {
-                    line,
-                    lot: LotId::from_checked(lot),
-                    amount,
-                }),
+            match plaintext_row(line, lot, bid) {
+                Ok(row) => rows.push(row),
                 Err(e) => {
                     invalid_lots.push(LotId::from_checked(lot));
                     return Err(BidFileErrorKind::Amount(e));
@@ -297,16 +315,11 @@ pub fn parse_plaintext_lenient(
             Ok(())
         },
     );
-    let mut duplicates: Vec<LotId> = Vec::new();
-    let mut seen_duplicate = std::collections::HashSet::new();
+    let mut duplicates = Duplicates::default();
     if let Err(BidFileErrors(errors)) = walked {
         for e in errors {
             match e.kind {
-                BidFileErrorKind::DuplicateLot { lot, .. } => {
-                    if seen_duplicate.insert(lot.clone()) {
-                        duplicates.push(lot);
-                    }
-                }
+                BidFileErrorKind::DuplicateLot { lot, .. } => duplicates.add(lot),
                 BidFileErrorKind::Amount(_) => invalid_amounts += 1,
                 BidFileErrorKind::FieldCount { .. } | BidFileErrorKind::Lot(_) => {
                     malformed_rows += 1
@@ -315,17 +328,17 @@ pub fn parse_plaintext_lenient(
             }
         }
     }
-    if !duplicates.is_empty() {
-        let dup: std::collections::HashSet<&LotId> = duplicates.iter().collect();
-        // As for encrypted files: the duplicated lot's first row goes too; if that first row
-        // had an invalid amount, it counts as part of the duplicate, not on its own.
-        rows.retain(|r| !dup.contains(&r.lot));
-        let gone = invalid_lots.iter().filter(|l| dup.contains(l)).count() as u64;
-        invalid_amounts = invalid_amounts.saturating_sub(gone);
-    }
+    duplicates.drop_rows(&mut rows, |r| &r.lot);
+    // If a duplicated lot's first row had an invalid amount, that row counts as part of the
+    // duplicate, not on its own.
+    let gone = invalid_lots
+        .iter()
+        .filter(|l| duplicates.contains(l))
+        .count() as u64;
+    invalid_amounts = invalid_amounts.saturating_sub(gone);
     Ok(LenientFile {
         rows,
-        duplicate_lots: duplicates,
+        duplicate_lots: duplicates.lots,
         malformed_rows,
         invalid_amounts,
     })
