@@ -36,15 +36,8 @@ pub struct EncryptArgs {
     /// Upload the result to s3://BUCKET/KEY instead of writing it to stdout.
     #[arg(long)]
     pub upload: Option<String>,
-    /// AWS region [env: AWS_REGION; default: the key's region].
-    #[arg(long)]
-    pub region: Option<String>,
-    /// KMS endpoint URL [env: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL].
-    #[arg(long)]
-    pub kms_endpoint: Option<String>,
-    /// PEM bundle of CAs to trust instead of the public roots [env: AWS_CA_BUNDLE].
-    #[arg(long)]
-    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: super::AwsArgs,
     /// KMS calls in parallel.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
@@ -81,13 +74,7 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     if rows.is_empty() {
         bail!("{}: no bids", a.file.display());
     }
-    let aws = super::Aws::connect(
-        &env,
-        a.region.as_deref(),
-        &key,
-        a.kms_endpoint.clone(),
-        a.ca_bundle.clone(),
-    )?;
+    let aws = super::Aws::connect(&env, &key, &a.aws)?;
     let client = &aws.kms;
     let sealing = Sealing {
         key: &key,

@@ -23,6 +23,20 @@ use bidding_parent::aws::s3::{S3Client, endpoint_from_env};
 use bidding_tools::kms_client::KmsClient;
 use std::path::{Path, PathBuf};
 
+/// Where a buyer's KMS and credentials are, when not where the AWS CLI would look.
+#[derive(clap::Args)]
+pub struct AwsArgs {
+    /// AWS region [env: AWS_REGION; default: the key's region].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// KMS endpoint URL [env: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL].
+    #[arg(long)]
+    pub kms_endpoint: Option<String>,
+    /// PEM bundle of CAs to trust instead of the public roots [env: AWS_CA_BUNDLE].
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+}
+
 /// A buyer's AWS clients, set up the way the AWS CLI does: credentials from the usual chain,
 /// endpoints from `AWS_ENDPOINT_URL_KMS` / `_S3`, CAs from `AWS_CA_BUNDLE`.
 pub struct Aws {
@@ -32,28 +46,30 @@ pub struct Aws {
 }
 
 impl Aws {
-    pub fn connect(
-        env: &Env,
-        region: Option<&str>,
-        key: &KeyArn,
-        kms_endpoint: Option<String>,
-        ca_bundle: Option<PathBuf>,
-    ) -> Result<Aws> {
-        let region = region
-            .map(str::to_owned)
+    pub fn connect(env: &Env, key: &KeyArn, args: &AwsArgs) -> Result<Aws> {
+        let region = args
+            .region
+            .clone()
             .or_else(|| bidding_parent::aws::env::region(env))
             .unwrap_or_else(|| key.region().to_owned());
         let region = Region::new(region).map_err(|e| anyhow!("region: {e}"))?;
         let credentials = CredentialSource::chain(env.clone(), region.clone())
             .fetch()
             .map_err(|e| anyhow!("{e}"))?;
-        let ca = match ca_bundle.or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from)) {
+        let ca = match args
+            .ca_bundle
+            .clone()
+            .or_else(|| env.get("AWS_CA_BUNDLE").map(PathBuf::from))
+        {
             Some(p) => Some(
                 std::fs::read(&p).with_context(|| format!("reading CA bundle {}", p.display()))?,
             ),
             None => None,
         };
-        let endpoint = kms_endpoint.or_else(|| bidding_parent::aws::env::endpoint_url(env, "KMS"));
+        let endpoint = args
+            .kms_endpoint
+            .clone()
+            .or_else(|| bidding_parent::aws::env::endpoint_url(env, "KMS"));
         let kms =
             KmsClient::new(credentials.clone(), endpoint, ca.as_deref()).map_err(|e| anyhow!(e))?;
         Ok(Aws {

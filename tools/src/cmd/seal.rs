@@ -49,15 +49,8 @@ pub struct SealArgs {
     /// ~/.local/share/bidctl].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// AWS region [env: AWS_REGION; default: the key's region].
-    #[arg(long)]
-    pub region: Option<String>,
-    /// KMS endpoint URL [env: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL].
-    #[arg(long)]
-    pub kms_endpoint: Option<String>,
-    /// PEM bundle of CAs to trust instead of the public roots [env: AWS_CA_BUNDLE].
-    #[arg(long)]
-    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: super::AwsArgs,
 }
 
 /// What this buyer has sealed, per auction.
@@ -94,13 +87,7 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
     let env = Env::process();
     let key = KeyArn::new(&a.key_id).map_err(|e| anyhow!("--key-id: {e}"))?;
     let buyer = BuyerName::new(&a.buyer).map_err(|e| anyhow!("--buyer: {e}"))?;
-    let aws = super::Aws::connect(
-        &env,
-        a.region.as_deref(),
-        &key,
-        a.kms_endpoint.clone(),
-        a.ca_bundle.clone(),
-    )?;
+    let aws = super::Aws::connect(&env, &key, &a.aws)?;
     let manifest_bytes = if a.manifest.starts_with("s3://") {
         let (bucket, object) = parse_s3_url(&a.manifest).map_err(|e| anyhow!("--manifest: {e}"))?;
         aws.s3(&env)
