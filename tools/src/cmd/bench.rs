@@ -160,14 +160,8 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         ],
         &mut std::io::stdout(),
     )?;
-    let mut all_hold = true;
-    let mut check = |name: &str, holds: bool, detail: String| {
-        all_hold &= holds;
-        println!(
-            "{} {name}: {detail}",
-            if holds { "HOLDS " } else { "MISSED" }
-        );
-    };
+    let mut targets = Targets::default();
+    let mut check = |name: &str, holds: bool, detail: String| targets.check(name, holds, &detail);
     let ratio = fa.enclave_cpu_ms_per_bid / floor;
     check(
         "enclave CPU per bid <= 1.5 x RSA floor",
@@ -210,17 +204,11 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             drift * 100.0
         ),
     );
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"rsa_decrypt_ms": floor, "runs": {"cpu_10k": fa, "latency_10ms": fb, "linear_1k": fc, "linear_100k": fd}, "all_targets_hold": all_hold})
-        );
-    }
-    Ok(if all_hold {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(targets.finish(
+        a.json,
+        floor,
+        serde_json::json!({"cpu_10k": fa, "latency_10ms": fb, "linear_1k": fc, "linear_100k": fd}),
+    ))
 }
 
 /// The envelope format's targets (issue 13), ratios from one invocation: KMS calls per auction
@@ -288,14 +276,8 @@ fn envelope_targets(
         ],
         &mut std::io::stdout(),
     )?;
-    let mut all_hold = true;
-    let mut check = |name: &str, holds: bool, detail: String| {
-        all_hold &= holds;
-        println!(
-            "{} {name}: {detail}",
-            if holds { "HOLDS " } else { "MISSED" }
-        );
-    };
+    let mut targets = Targets::default();
+    let mut check = |name: &str, holds: bool, detail: String| targets.check(name, holds, &detail);
     let runs = [(&small, 2u64), (&mid, 4), (&big, 4), (&slow, 4)];
     let calls: Vec<String> = runs
         .iter()
@@ -341,17 +323,42 @@ fn envelope_targets(
             slow.seconds, big.seconds
         ),
     );
-    if a.json {
+    Ok(targets.finish(
+        a.json,
+        floor,
+        serde_json::json!({"env_1k": small, "env_100k": mid, "env_1m": big, "env_1m_l20": slow}),
+    ))
+}
+
+/// The verdicts of one `--targets` invocation.
+#[derive(Default)]
+struct Targets {
+    missed: bool,
+}
+
+impl Targets {
+    fn check(&mut self, name: &str, holds: bool, detail: &str) {
+        self.missed |= !holds;
         println!(
-            "{}",
-            serde_json::json!({"rsa_decrypt_ms": floor, "runs": {"env_1k": small, "env_100k": mid, "env_1m": big, "env_1m_l20": slow}, "all_targets_hold": all_hold})
+            "{} {name}: {detail}",
+            if holds { "HOLDS " } else { "MISSED" }
         );
     }
-    Ok(if all_hold {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+
+    /// With --json, the runs' figures and the verdict as one line; exit 1 if any target missed.
+    fn finish(self, json: bool, floor: f64, runs: serde_json::Value) -> ExitCode {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"rsa_decrypt_ms": floor, "runs": runs, "all_targets_hold": !self.missed})
+            );
+        }
+        if self.missed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn measured(
