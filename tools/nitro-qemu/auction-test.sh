@@ -19,7 +19,7 @@
 #        - the release image: the auction fails at KMS's TLS certificate (unknown CA);
 #        - the release image given --kms-ca: it refuses the option at boot.
 #
-# Default release enclave-init: tools/reproducible-build.sh's output (built if missing).
+# Default release enclave-init: tools/reproducible-build.sh's output (built, or brought up to date).
 # Environment: AUCTION_TIMEOUT (seconds per run, default 300), NITRO_QEMU_LOG_DIR (keep the
 # consoles and logs there), NITRO_QEMU_CACHE (see build.sh).
 set -euo pipefail
@@ -57,12 +57,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "$release_init" ]; then
-  release_init=$target/x86_64-unknown-linux-musl/release/enclave-init
-  if [ ! -f "$release_init" ]; then
-    say "building the release enclave-init (tools/reproducible-build.sh)"
-    tools/reproducible-build.sh >/dev/null
-  fi
+# The dev build below passes through the release binary's path, so a release binary there is
+# brought up to date first (a no-op when it is): then it must come out of the dev build unchanged.
+built_release=$target/x86_64-unknown-linux-musl/release/enclave-init
+if [ -z "$release_init" ] || [ "$(realpath -m "$release_init")" = "$(realpath -m "$built_release")" ]; then
+  say "building the release enclave-init (tools/reproducible-build.sh)"
+  tools/reproducible-build.sh >/dev/null
+  release_init=$built_release
 fi
 [ -f "$release_init" ] || die "no enclave-init at $release_init"
 # The release binary is copied first: the dev build shares its output path for a moment.

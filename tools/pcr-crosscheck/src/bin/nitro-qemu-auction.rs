@@ -22,7 +22,8 @@
 //!    certificate (the emulator's CA is unknown to it);
 //! 4. the release image given `--kms-ca`: it refuses the option and stops at boot.
 //!
-//! No bid amount may appear in anything the parent side sees (stderr, console, output).
+//! No bid amount and no credential may appear in anything the parent side sees (stderr,
+//! console, output).
 
 use bidding_core::amount::Amount;
 use bidding_core::attestation::parse_qemu_unsigned;
@@ -356,6 +357,25 @@ fn run_case(a: &Args, case: &Case, dir: &Path) -> Result<String, String> {
         }
         Expect::RefusesAtBoot(_) => unreachable!("returned above"),
     };
+    // Nor may any secret: the operator's credentials went into the enclave, the buyers' to KMS.
+    let secrets: Vec<(String, &str)> = std::iter::once(("the operator", &stack.operator))
+        .chain(
+            stack
+                .buyers
+                .iter()
+                .map(|b| (b.name.as_str(), &b.credentials)),
+        )
+        .flat_map(|(who, c)| {
+            let token = c.session_token.as_ref().map(|t| t.expose());
+            std::iter::once((
+                format!("{who}'s secret access key"),
+                c.secret_access_key.expose(),
+            ))
+            .chain(token.map(|t| (format!("{who}'s session token"), t)))
+        })
+        .collect();
+    let contains =
+        |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     for (what, bytes) in &seen {
         for (_, amounts) in BIDS {
             for amount in amounts {
@@ -363,10 +383,15 @@ fn run_case(a: &Args, case: &Case, dir: &Path) -> Result<String, String> {
                 // integer would be printed).
                 let minor = amount.replace('.', "");
                 for needle in [amount, minor.as_str()] {
-                    if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    if contains(bytes, needle) {
                         return Err(format!("{what} contains the bid amount {needle}"));
                     }
                 }
+            }
+        }
+        for (secret, value) in &secrets {
+            if contains(bytes, value) {
+                return Err(format!("{what} contains {secret}"));
             }
         }
     }
