@@ -6,6 +6,15 @@
 //! Tolerated, because real files have them: a UTF-8 BOM, CRLF line ends, a missing final
 //! newline, blank lines, spaces around fields, quoted fields. Everything else is an error that
 //! names the file and the line. Plaintext errors never show the amount.
+//!
+//! **Padding** (plaintext only, the content of an envelope file; DESIGN §2 "Sizes"): the CSV
+//! may be followed by any number of NUL bytes (0x00) to the end. The first NUL ends the line
+//! it is on and starts the padding; the enclave skips it, and never counts or reports it. A
+//! byte other than NUL after padding has started makes the rest of the file one malformed
+//! row. `bidctl encrypt --format envelope` pads every plaintext to [`padded_len`], so a file's
+//! size says neither its amounts (every amount is written at
+//! [`PADDED_WIDTH`](crate::amount::PADDED_WIDTH)) nor its exact
+//! number of rows. (`truncate -s SIZE bids.csv` pads a file by hand the same way.)
 
 use crate::amount::{Amount, AmountError};
 use crate::names::{LotId, NameError};
@@ -17,6 +26,69 @@ pub const ENCRYPTED_HEADER: [&str; 2] = ["[].contract", "[].bid"];
 pub const PLAINTEXT_HEADER: [&str; 2] = ["contract", "bid"];
 /// KMS ciphertext blobs are 1 to 6144 bytes.
 pub const MAX_CIPHERTEXT_LEN: usize = 6144;
+/// The padding byte of a plaintext bid file.
+pub const PADDING_BYTE: u8 = 0x00;
+/// The smallest padded plaintext: one Encryption SDK frame of `aws-encryption-cli`'s default
+/// length, so every small file looks the same.
+pub const MIN_PADDED_LEN: usize = 4096;
+
+/// The length a plaintext bid file of `content_len` bytes is padded to: the next power of two,
+/// at least [`MIN_PADDED_LEN`]. With the auction's public lot count (`lots`) and the file's
+/// longest row (`longest_row`, its line end included), at least the size of a file with one
+/// such row per lot, so that every buyer's file of one auction comes out the same size
+/// whatever lots it names.
+pub fn padded_len(content_len: usize, lots: Option<u64>, longest_row: usize) -> usize {
+    let full = lots.map_or(0, |n| {
+        (PLAINTEXT_HEADER.join(",").len() + 1).saturating_add(
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(longest_row),
+        )
+    });
+    content_len
+        .max(full)
+        .max(MIN_PADDED_LEN)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX)
+}
+
+/// A plaintext's CSV and whether anything but padding follows it: the bytes before the first
+/// NUL, and `true` when a byte other than NUL comes after that NUL (the rest of the file then
+/// counts as one malformed row).
+pub fn split_padding(bytes: &[u8]) -> (&[u8], bool) {
+    match bytes.iter().position(|&b| b == PADDING_BYTE) {
+        None => (bytes, false),
+        Some(at) => (&bytes[..at], bytes[at..].iter().any(|&b| b != PADDING_BYTE)),
+    }
+}
+
+/// Whether a plaintext of `len` bytes has a length [`padded_len`] gives: a power of two of at
+/// least [`MIN_PADDED_LEN`]. (`bidctl seal` warns about an envelope file that is not.)
+pub fn is_padded_len(len: u64) -> bool {
+    len >= MIN_PADDED_LEN as u64 && len.is_power_of_two()
+}
+
+/// A buyer's plaintext rows as the file `bidctl encrypt --format envelope` encrypts: the
+/// header, each row with its amount at [`PADDED_WIDTH`](crate::amount::PADDED_WIDTH), then
+/// padding to [`padded_len`].
+pub fn padded_plaintext(rows: &[PlaintextRow], lots: Option<u64>) -> Vec<u8> {
+    let header = PLAINTEXT_HEADER.join(",");
+    let mut out = Vec::with_capacity(header.len() + 1 + rows.len() * 32);
+    out.extend_from_slice(header.as_bytes());
+    out.push(b'\n');
+    let mut longest_row = 0;
+    for row in rows {
+        let start = out.len();
+        out.extend_from_slice(row.lot.as_str().as_bytes());
+        out.push(b',');
+        out.extend_from_slice(row.amount.to_padded().as_bytes());
+        out.push(b'\n');
+        longest_row = longest_row.max(out.len() - start);
+    }
+    let target = padded_len(out.len(), lots, longest_row);
+    out.resize(target, PADDING_BYTE);
+    out
+}
 
 /// Refusal thresholds, checked before the work they protect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +167,8 @@ pub enum BidFileErrorKind {
     CiphertextTooLong { len: usize },
     #[error("bid: {0}")]
     Amount(AmountError),
+    #[error("text after the padding (NUL bytes end a plaintext bid file's rows)")]
+    AfterPadding,
 }
 
 /// All the problems found in a plaintext file, so a buyer can fix them in one go.
@@ -195,6 +269,14 @@ pub fn parse_plaintext(
 ) -> Result<Vec<PlaintextRow>, BidFileErrors> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    let (bytes, after_padding) = split_padding(bytes);
+    if after_padding {
+        errors.push(BidFileError {
+            file: file.to_owned(),
+            line: Some(bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1),
+            kind: BidFileErrorKind::AfterPadding,
+        });
+    }
     let structural = parse_rows(
         file,
         bytes,
@@ -293,7 +375,8 @@ pub fn parse_plaintext_lenient(
     limits: Limits,
 ) -> Result<LenientFile<PlaintextRow>, BidFileError> {
     let mut rows = Vec::new();
-    let mut malformed_rows = 0u64;
+    let (bytes, after_padding) = split_padding(bytes);
+    let mut malformed_rows = u64::from(after_padding);
     let mut invalid_amounts = 0u64;
     // Lots whose amount was invalid: a later row for one of them is still a duplicate.
     let mut invalid_lots: Vec<LotId> = Vec::new();
@@ -356,6 +439,7 @@ pub fn walk_plaintext(
     limits: Limits,
     mut each: impl FnMut(&str, Result<Amount, AmountError>),
 ) -> Result<u64, BidFileError> {
+    let (bytes, after_padding) = split_padding(bytes);
     let walked = parse_rows(
         file,
         bytes,
@@ -368,7 +452,7 @@ pub fn walk_plaintext(
             Ok(())
         },
     );
-    let mut malformed_rows = 0u64;
+    let mut malformed_rows = u64::from(after_padding);
     if let Err(BidFileErrors(errors)) = walked {
         for e in errors {
             match e.kind {
@@ -723,5 +807,82 @@ mod tests {
             parse_plaintext("p", b"contract,bid\n1, 100000 \n2,1.5", Limits::default()).unwrap();
         assert_eq!(ok[1].amount.minor_units(), 150);
         assert!(!format!("{ok:?}").contains("100000"));
+    }
+
+    #[test]
+    fn padding_is_skipped_never_counted_and_hides_row_counts() {
+        let rows: Vec<PlaintextRow> = (1..=3)
+            .map(|i| PlaintextRow {
+                line: i + 1,
+                lot: LotId::new(i.to_string()).unwrap(),
+                amount: Amount::parse(format!("{}", i * 1000).as_bytes()).unwrap(),
+            })
+            .collect();
+        let padded = padded_plaintext(&rows, None);
+        assert_eq!(padded.len(), MIN_PADDED_LEN);
+        assert!(is_padded_len(padded.len() as u64));
+        assert!(padded.ends_with(&[PADDING_BYTE; 64]));
+        // Every amount at one width, and the padding is invisible to every parser.
+        let strict = parse_plaintext("p", &padded, Limits::default()).unwrap();
+        assert_eq!(
+            strict,
+            rows.iter()
+                .map(|r| PlaintextRow {
+                    line: r.line,
+                    ..r.clone()
+                })
+                .collect::<Vec<_>>()
+        );
+        let lenient = parse_plaintext_lenient("p", &padded, Limits::default()).unwrap();
+        assert_eq!(
+            (
+                lenient.rows.len(),
+                lenient.malformed_rows,
+                lenient.invalid_amounts
+            ),
+            (3, 0, 0)
+        );
+        let mut walked = Vec::new();
+        let malformed = walk_plaintext("p", &padded, Limits::default(), |lot, a| {
+            walked.push((lot.to_owned(), a.unwrap()))
+        })
+        .unwrap();
+        assert_eq!((walked.len(), malformed), (3, 0));
+        // One row or thirty: the same size.
+        let more: Vec<PlaintextRow> = (1..=30)
+            .map(|i| PlaintextRow {
+                line: i + 1,
+                lot: LotId::new(i.to_string()).unwrap(),
+                amount: Amount::parse(b"5").unwrap(),
+            })
+            .collect();
+        assert_eq!(padded_plaintext(&more, None).len(), padded.len());
+        // With the auction's lot count, a file of 3 rows is as long as one of every lot.
+        let row = "1000000,".len() + crate::amount::PADDED_WIDTH + 1;
+        let all = padded_len(0, Some(1_000_000), row);
+        assert_eq!(all, padded_len(13 + 1_000_000 * row, None, row));
+        assert_eq!(padded_len(100, Some(1_000_000), row), all);
+        // Padding by hand (`truncate -s`) after a last row without its newline.
+        let mut by_hand = b"contract,bid\n1,5".to_vec();
+        by_hand.resize(MIN_PADDED_LEN, 0);
+        assert_eq!(
+            parse_plaintext("p", &by_hand, Limits::default())
+                .unwrap()
+                .len(),
+            1
+        );
+        // Text after the padding: one malformed row to the enclave, an error to the buyer.
+        let mut after = padded.clone();
+        after.extend_from_slice(b"4,100\n");
+        let lenient = parse_plaintext_lenient("p", &after, Limits::default()).unwrap();
+        assert_eq!((lenient.rows.len(), lenient.malformed_rows), (3, 1));
+        let e = parse_plaintext("p", &after, Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p line 5: text after the padding (NUL bytes end a plaintext bid file's rows)"
+        );
+        assert_eq!(split_padding(b"a\0\0"), (&b"a"[..], false));
+        assert_eq!(split_padding(b"a\0b"), (&b"a"[..], true));
+        assert_eq!(split_padding(b"ab"), (&b"ab"[..], false));
     }
 }

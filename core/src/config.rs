@@ -8,8 +8,12 @@ use std::collections::HashSet;
 
 pub const MAX_BUYERS: usize = 64;
 
-/// `user_data` of the hello attestation.
-pub const HELLO_USER_DATA: &[u8; 4] = b"SBH1";
+/// `user_data` of a sealed image's hello attestation: the image's rule set, so that a parent
+/// (and anyone reading the document) knows which auctions the enclave will run. The first
+/// release, whose one image served both modes, said `SBH1`; no parent accepts that any more.
+pub const SEALED_HELLO_TAG: &[u8; 4] = b"SBHS";
+/// `user_data` of an unsealed image's hello attestation.
+pub const UNSEALED_HELLO_TAG: &[u8; 4] = b"SBHU";
 /// Prefix of a sealed auction's result commitment; the terms digest is the manifest's, H.
 pub const SEALED_RESULT_TAG: &[u8; 4] = b"SBRS";
 /// Prefix of an unsealed auction's result commitment; the terms digest is the configuration's.
@@ -19,11 +23,44 @@ pub const UNSEALED_RESULT_TAG: &[u8; 4] = b"SBRU";
 pub const RESULT_COMMITMENT_LEN: usize = 4 + 32 * 3;
 
 /// Whether the buyers sealed the manifest (the default) or trust the operator (unsealed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// It is also an enclave image's **rule set** (DESIGN §2, "one image, one rule set"): every
+/// request an image accepts is available to the operator, so an image serves one mode only. The
+/// sealed image (the release build) opens only sealed manifests and passes `rules=sealed` in
+/// every bid's encryption context; the unsealed image (built with the `unsealed` feature, its
+/// own PCR0) opens only unsealed terms and never passes that pair, so neither can open the
+/// other's bids whatever PCR0s a key policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    #[default]
     Sealed,
     Unsealed,
+}
+
+impl Mode {
+    /// The hello attestation's `user_data` of an image with this rule set.
+    pub fn hello_tag(self) -> &'static [u8; 4] {
+        match self {
+            Mode::Sealed => SEALED_HELLO_TAG,
+            Mode::Unsealed => UNSEALED_HELLO_TAG,
+        }
+    }
+
+    /// The rule set a hello attestation's `user_data` states, if it is one.
+    pub fn from_hello_tag(user_data: &[u8]) -> Option<Mode> {
+        [Mode::Sealed, Mode::Unsealed]
+            .into_iter()
+            .find(|m| m.hello_tag().as_slice() == user_data)
+    }
+
+    /// What an image with this rule set is, for messages: "the sealed image", ...
+    pub fn image(self) -> &'static str {
+        match self {
+            Mode::Sealed => "the sealed image (it serves sealed auctions only)",
+            Mode::Unsealed => "the unsealed image (it serves unsealed auctions only)",
+        }
+    }
 }
 
 impl std::fmt::Display for Mode {

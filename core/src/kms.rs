@@ -4,6 +4,7 @@
 //! emulator, so that both ends of every exchange use one definition.
 
 use crate::auction::Reason;
+use crate::config::Mode;
 use crate::names::{AuctionId, BuyerName, LotId};
 use crate::wire::message::b64;
 use serde::{Deserialize, Serialize};
@@ -16,17 +17,31 @@ pub const RECIPIENT_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
 /// Largest KMS answer we read: a Decrypt answer with a CiphertextForRecipient is under 2 KiB.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// The encryption context that binds a bid to its auction, lot and buyer.
+/// The encryption-context key that names the rule set a ciphertext was made for.
+pub const RULES_CONTEXT_KEY: &str = "rules";
+/// Its one value: the sealed image's. Every bid made for a sealed auction carries
+/// `rules=sealed`, the sealed image passes it on every bid Decrypt, and no other image ever
+/// does (the unsealed image, and the first release, pass `{auction, lot, buyer}` alone), so KMS
+/// itself refuses a sealed bid to any other image, whatever PCR0s its key policy names.
+pub const SEALED_RULES: &str = "sealed";
+
+/// The encryption context that binds a bid to its auction, lot and buyer, and, for the sealed
+/// rule set, to that rule set.
 pub fn bid_context(
+    rules: Mode,
     auction: &AuctionId,
     lot: &LotId,
     buyer: &BuyerName,
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut context = BTreeMap::from([
         ("auction".to_owned(), auction.to_string()),
         ("buyer".to_owned(), buyer.to_string()),
         ("lot".to_owned(), lot.to_string()),
-    ])
+    ]);
+    if rules == Mode::Sealed {
+        context.insert(RULES_CONTEXT_KEY.to_owned(), SEALED_RULES.to_owned());
+    }
+    context
 }
 
 /// The `host` of a region's KMS endpoint.
@@ -341,6 +356,7 @@ mod tests {
             ciphertext_blob: vec![1, 2, 3],
             key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
             encryption_context: Some(bid_context(
+                Mode::Unsealed,
                 &AuctionId::new("a").unwrap(),
                 &LotId::new("1").unwrap(),
                 &BuyerName::new("B").unwrap(),
@@ -358,9 +374,30 @@ mod tests {
     }
 
     #[test]
+    fn only_the_sealed_rule_set_names_itself_in_a_bids_context() {
+        let (a, l, b) = (
+            AuctionId::new("a").unwrap(),
+            LotId::new("1").unwrap(),
+            BuyerName::new("B").unwrap(),
+        );
+        let sealed = bid_context(Mode::Sealed, &a, &l, &b);
+        let unsealed = bid_context(Mode::Unsealed, &a, &l, &b);
+        assert_eq!(sealed.get("rules").map(String::as_str), Some("sealed"));
+        assert_eq!(
+            unsealed.keys().collect::<Vec<_>>(),
+            ["auction", "buyer", "lot"],
+            "the unsealed image passes what the first release passed, and no rules pair"
+        );
+        let mut without = sealed.clone();
+        without.remove("rules");
+        assert_eq!(without, unsealed);
+    }
+
+    #[test]
     fn fast_body_is_the_documented_request() {
         let doc = vec![0x84, 0x44, 0xa1, 0x01, 0x38, 0x22, 0xff];
         let ctx = bid_context(
+            Mode::Sealed,
             &AuctionId::new("a").unwrap(),
             &LotId::new("1").unwrap(),
             &BuyerName::new("B").unwrap(),

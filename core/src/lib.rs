@@ -16,8 +16,11 @@ pub mod kms;
 pub mod manifest;
 pub mod names;
 pub mod output;
+pub mod seal_record;
 pub mod session;
 pub mod sigv4;
+#[cfg(feature = "verify")]
+pub mod verify;
 pub mod wire;
 
 /// `1 bid`, `2 bids`, `0 bids`: a count with its noun in the right number, for messages.

@@ -1,7 +1,7 @@
 //! The manifest of a sealed auction and the seals that consent to it (DESIGN §2).
 //!
 //! After the bid deadline the operator writes down the terms (auction id, reveal policy,
-//! `allow_no_context`, every buyer and key) and, per buyer, where the bid file is, how long it
+//! every buyer and key; `allow_no_context` is always false here) and, per buyer, where the bid file is, how long it
 //! is, its format and its SHA-256. H = SHA-256 of the manifest's canonical bytes. Each buyer
 //! checks the manifest and has KMS encrypt [`SEAL_MARKER`] under their own key with the context
 //! `{auction, buyer, manifest: hex(H)}`: only the key's owner can make that ciphertext, so its
@@ -112,10 +112,17 @@ pub enum ManifestError {
     },
     #[error("buyer `{buyer}`: {what}")]
     Location { buyer: BuyerName, what: String },
+    #[error(
+        "a sealed manifest cannot allow bids without an encryption context: such a ciphertext opens under every image its key ever trusted, so a sealed auction takes only bids made with `rules=sealed` in their context (allow_no_context is for the unsealed image)"
+    )]
+    NoContextBids,
 }
 
 impl Manifest {
     pub fn new(terms: AuctionConfig, files: Vec<FileEntry>) -> Result<Manifest, ManifestError> {
+        if terms.allow_no_context() {
+            return Err(ManifestError::NoContextBids);
+        }
         let buyers = terms.buyers();
         if files.len() != buyers.len() {
             return Err(ManifestError::FileCount {
@@ -292,6 +299,29 @@ mod tests {
             Manifest::parse(&vec![b' '; MAX_MANIFEST_BYTES + 1]),
             Err(ManifestError::TooLarge(_))
         ));
+        // Bids without a context open under every image their key ever trusted: never in a
+        // sealed manifest, whether made or parsed.
+        let loose = AuctionConfig::new(
+            terms().auction_id().clone(),
+            terms().buyers().to_vec(),
+            RevealPolicy::None,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            Manifest::new(loose, vec![file("Buyer1", 1), file("Buyer2", 2)]),
+            Err(ManifestError::NoContextBids)
+        );
+        let loose_text = text.replacen(
+            r#""allow_no_context":false"#,
+            r#""allow_no_context":true"#,
+            1,
+        );
+        assert_ne!(loose_text, text);
+        assert_eq!(
+            Manifest::parse(loose_text.as_bytes()),
+            Err(ManifestError::NoContextBids)
+        );
     }
 
     #[test]

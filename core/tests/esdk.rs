@@ -11,6 +11,7 @@ use aws_lc_rs::hkdf::{HKDF_SHA512, KeyType, Salt};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
+use bidding_core::config::Mode;
 use bidding_core::esdk::{
     self, ContentType, Encryptor, EsdkError, Limits, Message, Stage, Suite, check_bid_file,
 };
@@ -590,15 +591,53 @@ fn bid_file_policy_accepts_exactly_the_registered_shape() {
     let csv = b"contract,bid\n1,100\n";
     let (m, key) = ours(bid_context("auction-7", "alice"), csv, 4096);
     let msg = Message::parse(&m, &Limits::default()).unwrap();
-    check_bid_file(&msg, "auction-7", "alice", ARN).unwrap();
+    check_bid_file(&msg, Mode::Unsealed, "auction-7", "alice", ARN).unwrap();
     assert_eq!(&msg.decrypt(&key).unwrap()[..], csv);
 
-    let refuse = |m: &[u8]| {
+    let refuse_in = |rules: Mode, m: &[u8]| {
         let msg = Message::parse(m, &Limits::default()).unwrap();
-        let err = check_bid_file(&msg, "auction-7", "alice", ARN).unwrap_err();
+        let err = check_bid_file(&msg, rules, "auction-7", "alice", ARN).unwrap_err();
         assert_eq!(err.stage(), Stage::Policy);
         err
     };
+    let refuse = |m: &[u8]| refuse_in(Mode::Unsealed, m);
+
+    // The sealed image takes exactly {auction, buyer, rules=sealed} (plus the signing key),
+    // and the unsealed image refuses that very file: each rule set's files are its own.
+    let mut sealed_context = bid_context("auction-7", "alice");
+    sealed_context.insert("rules".into(), "sealed".into());
+    let (sealed_file, sealed_key) = ours(sealed_context.clone(), csv, 4096);
+    let msg = Message::parse(&sealed_file, &Limits::default()).unwrap();
+    check_bid_file(&msg, Mode::Sealed, "auction-7", "alice", ARN).unwrap();
+    assert_eq!(&msg.decrypt(&sealed_key).unwrap()[..], csv);
+    let e = refuse_in(Mode::Unsealed, &sealed_file);
+    assert!(
+        matches!(e, EsdkError::BidFileExtraContextKey { ref key, rules: Mode::Unsealed } if key == "rules")
+    );
+    assert!(
+        e.to_string()
+            .contains("a file with rules=sealed is for the sealed image"),
+        "{e}"
+    );
+    assert!(matches!(
+        refuse_in(Mode::Sealed, &m),
+        EsdkError::BidFileMissingContextKey { key: "rules" }
+    ));
+    let mut other_rules = sealed_context.clone();
+    other_rules.insert("rules".into(), "unsealed".into());
+    assert!(matches!(
+        refuse_in(Mode::Sealed, &ours(other_rules, csv, 4096).0),
+        EsdkError::BidFileRules { .. }
+    ));
+    let mut sealed_extra = sealed_context;
+    sealed_extra.insert("lot".into(), "1".into());
+    assert!(matches!(
+        refuse_in(Mode::Sealed, &ours(sealed_extra, csv, 4096).0),
+        EsdkError::BidFileExtraContextKey {
+            rules: Mode::Sealed,
+            ..
+        }
+    ));
     assert!(matches!(
         refuse(&ours(bid_context("auction-8", "alice"), csv, 4096).0),
         EsdkError::BidFileAuction { .. }
@@ -665,7 +704,7 @@ fn bid_file_policy_accepts_exactly_the_registered_shape() {
     // The independent encoder's bid file passes, so the refusals above are each one change.
     let (m, key) = build(&Spec::bid_file());
     let msg = Message::parse(&m, &Limits::default()).unwrap();
-    check_bid_file(&msg, "auction-7", "alice", ARN).unwrap();
+    check_bid_file(&msg, Mode::Unsealed, "auction-7", "alice", ARN).unwrap();
     assert_eq!(
         &msg.decrypt(&key).unwrap()[..],
         &Spec::bid_file().plaintext[..]

@@ -13,7 +13,7 @@ use bidding_core::amount::Amount;
 use bidding_core::attestation::{DocumentFields, encode_document};
 use bidding_core::auction::{Reason, RevealPolicy};
 use bidding_core::cms::Plaintext;
-use bidding_core::config::{AuctionConfig, BuyerSpec, sha256};
+use bidding_core::config::{AuctionConfig, BuyerSpec, Mode, sha256};
 use bidding_core::credentials::{Credentials, Secret};
 use bidding_core::manifest::{self, FileEntry, FileFormat, Manifest, SEAL_MARKER};
 use bidding_core::names::{AuctionId, BuyerName, KeyArn, LotId, Region};
@@ -24,7 +24,9 @@ use bidding_core::session::parent::{
     BuyerInput, EnclaveInfo, Event, Finished, ParentSession, ParentSettings, SessionError, Terms,
     order_inputs,
 };
-use bidding_core::wire::{ErrorCode, FrameDecoder, FromEnclave, Response, decode_response};
+use bidding_core::wire::{
+    ErrorCode, FrameDecoder, FromEnclave, Request, Response, decode_response,
+};
 use proptest::prelude::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde::{Deserialize, Serialize};
@@ -225,6 +227,10 @@ enum Tamper {
     FileChangedAfterManifest,
     /// KMS denies access to one buyer's key (the operator's role lacks the permission).
     AccessDenied,
+    /// The operator registers buyer 0 under a key of its own and makes that buyer's seal
+    /// itself (it may Encrypt under its own key); the buyer's genuine file is sent. Finding 2
+    /// of the sealed-means-sealed review: the bids must fail the auction, not be set aside.
+    ForgedRegistration,
 }
 
 /// One buyer's bid as the test meant it: an amount, or the reason it must be set aside.
@@ -253,11 +259,22 @@ fn encode_ct(ct: &FakeCiphertext) -> Vec<u8> {
 }
 
 /// The buyers' files (the proof of concept's CSV), the manifest or terms, and every seal.
+fn mode(s: &Scenario) -> Mode {
+    if s.sealed {
+        Mode::Sealed
+    } else {
+        Mode::Unsealed
+    }
+}
+
 fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
     let auction = AuctionId::new("sim-auction").unwrap();
+    let rules = mode(s);
     let buyers: Vec<BuyerName> = (0..s.buyers)
         .map(|i| BuyerName::new(format!("Buyer{}", i + 1)).unwrap())
         .collect();
+    let forged = s.tamper == Tamper::ForgedRegistration;
+    let registered = |i: usize| if forged && i == 0 { arn(50) } else { arn(i) };
     let config = AuctionConfig::new(
         auction.clone(),
         buyers
@@ -265,7 +282,7 @@ fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
             .enumerate()
             .map(|(i, b)| BuyerSpec {
                 name: b.clone(),
-                key_arn: arn(i),
+                key_arn: registered(i),
             })
             .collect(),
         s.policy,
@@ -282,14 +299,16 @@ fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
                 continue; // this buyer skips the lot
             }
             let mut key = arn(i).to_string();
-            let mut context = Some(bidding_core::kms::bid_context(&auction, &lot, buyer));
+            let mut context = Some(bidding_core::kms::bid_context(rules, &auction, &lot, buyer));
             let mut plaintext = AMOUNTS[rng.below(AMOUNTS.len() as u64) as usize].to_owned();
             let verdict = match rng.below(20) {
                 0 => {
                     plaintext = "1e5".into();
                     Err(Reason::InvalidAmount)
                 }
-                1 => {
+                // A bid under another key fails a sealed auction (the key binding is the
+                // operator's word); `sealed_attacks_are_refused` plays that.
+                1 if !s.sealed => {
                     key = arn((i + 1) % s.buyers.max(2)).to_string();
                     if key == arn(i).to_string() {
                         key = arn(99).to_string();
@@ -299,6 +318,7 @@ fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
                 2 => {
                     // Made for another lot: KMS refuses the context.
                     context = Some(bidding_core::kms::bid_context(
+                        rules,
                         &auction,
                         &LotId::new("elsewhere").unwrap(),
                         buyer,
@@ -358,20 +378,24 @@ fn build(s: &Scenario, rng: &mut Rng) -> (Terms, Vec<BuyerInput>, Expected) {
         Terms::Unsealed(config)
     };
     let h = terms.digest();
-    let victim = rng.below(s.buyers as u64) as usize;
+    let victim = if forged {
+        0
+    } else {
+        rng.below(s.buyers as u64) as usize
+    };
     let inputs = buyers
         .iter()
         .zip(files)
         .enumerate()
         .map(|(i, (b, mut file))| {
-            let mut key = arn(i).to_string();
+            let mut key = registered(i).to_string();
             let mut digest = h;
             if i == victim {
                 match s.tamper {
                     Tamper::SealForAnotherManifest => digest[0] ^= 1,
                     Tamper::SealUnderWrongKey => key = arn(i + 50).to_string(),
                     Tamper::FileChangedAfterManifest => file.extend_from_slice(b"L9999,AAAA\n"),
-                    Tamper::None | Tamper::AccessDenied => {}
+                    Tamper::None | Tamper::AccessDenied | Tamper::ForgedRegistration => {}
                 }
             }
             let seal = FakeCiphertext {
@@ -454,6 +478,7 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
     let enclave_settings = EnclaveSettings {
         max_frame: 6144,
         max_pending_bids: 8,
+        rules: mode(&s),
         ..EnclaveSettings::default()
     };
     let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(1 << 20), now);
@@ -669,9 +694,14 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
     let faults = s.drop_after.is_some() || s.kms_fatal;
     match end {
         End::Finished(f) => {
-            prop_assert_eq!(
-                s.tamper,
-                Tamper::None,
+            // A forged registration goes unnoticed only when the buyer bid on nothing, so
+            // nothing of theirs could be dropped.
+            let buyer0_bid = expected
+                .bids
+                .iter()
+                .any(|(_, bids)| bids.iter().any(|(b, _)| b.as_str() == "Buyer1"));
+            prop_assert!(
+                s.tamper == Tamper::None || (s.tamper == Tamper::ForgedRegistration && !buyer0_bid),
                 "seed {}: finished despite {:?}",
                 s.seed,
                 s.tamper
@@ -745,6 +775,15 @@ fn check(s: Scenario) -> Result<(), TestCaseError> {
                         }
                     )
                 }
+                Tamper::ForgedRegistration => {
+                    matches!(
+                        &e,
+                        SessionError::Enclave {
+                            code: ErrorCode::KeyBinding,
+                            ..
+                        }
+                    )
+                }
             };
             prop_assert!(
                 faults || refused,
@@ -779,6 +818,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             1 => Just(Tamper::SealUnderWrongKey),
             1 => Just(Tamper::FileChangedAfterManifest),
             1 => Just(Tamper::AccessDenied),
+            1 => Just(Tamper::ForgedRegistration),
         ],
     )
         .prop_map(
@@ -803,7 +843,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 drop_after,
                 kms_fatal,
                 short_credentials,
-                allow_no_context,
+                // A sealed auction takes only bids with `rules=sealed` in their context.
+                allow_no_context: allow_no_context && !sealed,
                 sealed,
                 // Seal attacks need seals; the unsealed mode has none to attack.
                 tamper: if sealed || tamper == Tamper::AccessDenied {
@@ -835,7 +876,7 @@ fn a_seed_replays_exactly() {
         drop_after: None,
         kms_fatal: false,
         short_credentials: true,
-        allow_no_context: true,
+        allow_no_context: false,
         sealed: true,
         tamper: Tamper::None,
     };
@@ -873,8 +914,8 @@ fn fault_free_runs_always_finish_correctly() {
             drop_after: None,
             kms_fatal: false,
             short_credentials: seed % 3 == 0,
-            allow_no_context: seed % 2 == 0,
             sealed: seed % 4 != 0,
+            allow_no_context: seed % 2 == 0 && seed % 4 == 0,
             tamper: Tamper::None,
         };
         let (end, _, _) = run(s);
@@ -919,6 +960,7 @@ fn sealed_attacks_are_refused() {
         Tamper::SealUnderWrongKey,
         Tamper::FileChangedAfterManifest,
         Tamper::AccessDenied,
+        Tamper::ForgedRegistration,
     ] {
         for seed in 1..=6u64 {
             let s = Scenario {
@@ -964,7 +1006,7 @@ fn reruns_of_one_manifest_give_the_same_bytes() {
         drop_after: None,
         kms_fatal: false,
         short_credentials: false,
-        allow_no_context: true,
+        allow_no_context: false,
         sealed: true,
         tamper: Tamper::None,
     };
@@ -984,7 +1026,16 @@ fn reruns_of_one_manifest_give_the_same_bytes() {
 /// documents are made by `attest_with`. Returns the parent's events and checks that nothing
 /// followed the hello.
 fn hello_exchange(
+    settings: ParentSettings,
+    attest_with: impl Fn(u64, Vec<u8>, Vec<u8>) -> Vec<u8>,
+) -> (Option<EnclaveInfo>, Option<SessionError>) {
+    hello_exchange_with(settings, Mode::Sealed, attest_with)
+}
+
+/// [`hello_exchange`] with an enclave of rule set `rules` (the parent's terms are sealed).
+fn hello_exchange_with(
     mut settings: ParentSettings,
+    rules: Mode,
     attest_with: impl Fn(u64, Vec<u8>, Vec<u8>) -> Vec<u8>,
 ) -> (Option<EnclaveInfo>, Option<SessionError>) {
     let s = Scenario {
@@ -1012,7 +1063,11 @@ fn hello_exchange(
         vec![7; 32],
         now,
     );
-    let mut enclave = EnclaveSession::new(EnclaveSettings::default(), ReplayGuard::new(16), now);
+    let enclave_settings = EnclaveSettings {
+        rules,
+        ..EnclaveSettings::default()
+    };
+    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(16), now);
     let mut to_enclave = Vec::new();
     while let Some(b) = parent.poll_transmit() {
         to_enclave.extend(b);
@@ -1069,6 +1124,142 @@ fn hello_only_sends_nothing_after_the_hello() {
                 matches!(failed, Some(SessionError::Pcr0Mismatch { .. })),
                 "{failed:?}"
             );
+        }
+    }
+}
+
+/// The hello states the image's rule set, and the parent refuses an enclave of the other rule
+/// set, or one that states none (the first release's `SBH1`), before it sends credentials.
+#[test]
+fn the_parent_refuses_an_image_of_another_rule_set_before_credentials() {
+    let settings = || {
+        let mut s = ParentSettings::new(CHAIN.root.clone());
+        s.expected_pcr0 = Some(PCR0.to_vec());
+        s
+    };
+    let (connected, failed) = hello_exchange_with(settings(), Mode::Sealed, attest);
+    assert!(connected.is_some(), "{failed:?}");
+    let (connected, failed) = hello_exchange_with(settings(), Mode::Unsealed, attest);
+    assert!(connected.is_none());
+    let e = failed.expect("refused");
+    assert!(
+        matches!(
+            e,
+            SessionError::RuleSet {
+                wanted: Mode::Sealed,
+                found: Mode::Unsealed
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "the enclave is the unsealed image (it serves unsealed auctions only), but this auction is sealed: it needs the sealed image (it serves sealed auctions only); nothing was sent to the enclave"
+    );
+    let (connected, failed) = hello_exchange_with(settings(), Mode::Sealed, |now, _, nonce| {
+        attest(now, b"SBH1".to_vec(), nonce)
+    });
+    assert!(connected.is_none());
+    assert!(
+        matches!(&failed, Some(SessionError::Attestation { what: "hello", reason }) if reason.contains("states no rule set")),
+        "{failed:?}"
+    );
+}
+
+/// Drives an enclave session through hello and credentials, then sends `open`; returns what
+/// came back after the open.
+fn open_with(rules: Mode, open: Request) -> Vec<FromEnclave> {
+    let now = START;
+    let settings = EnclaveSettings {
+        rules,
+        ..EnclaveSettings::default()
+    };
+    let mut enclave = EnclaveSession::new(settings, ReplayGuard::new(16), now);
+    let send = |enclave: &mut EnclaveSession, id: u64, msg: Request| {
+        let mut frame = Vec::new();
+        bidding_core::wire::encode_frame(
+            &bidding_core::wire::encode_request(&bidding_core::wire::ToEnclave { id, msg }),
+            usize::MAX,
+            &mut frame,
+        )
+        .unwrap();
+        enclave.handle_input(&frame, now);
+        while let Some(a) = enclave.poll_action() {
+            if let Action::Attest {
+                ticket,
+                user_data,
+                nonce,
+            } = a
+            {
+                enclave.attested(ticket, Ok(attest(now, user_data, nonce)));
+            }
+        }
+        enclave_frames(&enclave.poll_transmit().unwrap_or_default())
+    };
+    send(
+        &mut enclave,
+        1,
+        Request::Hello(bidding_core::wire::Hello {
+            protocol: bidding_core::wire::PROTOCOL_VERSION,
+            nonce: vec![7; 32],
+        }),
+    );
+    send(
+        &mut enclave,
+        2,
+        Request::Credentials(credentials(now, false)),
+    );
+    send(&mut enclave, 3, open)
+}
+
+/// One image, one rule set: the sealed image refuses `open_unsealed` (so an operator cannot
+/// run a sealed auction's bids on terms of its own), and the unsealed image refuses
+/// `open_sealed`, each with an error naming the image's rule set.
+#[test]
+fn each_image_opens_only_its_own_rule_set() {
+    let s = Scenario {
+        seed: 3,
+        lots: 2,
+        buyers: 2,
+        window: 2,
+        policy: RevealPolicy::WinningBid,
+        drop_after: None,
+        kms_fatal: false,
+        short_credentials: false,
+        allow_no_context: false,
+        sealed: true,
+        tamper: Tamper::None,
+    };
+    let (terms, _, _) = build(&s, &mut Rng(3));
+    let Terms::Sealed { bytes, manifest } = terms else {
+        unreachable!()
+    };
+    let sealed = Request::OpenSealed(bidding_core::wire::OpenSealed { manifest: bytes });
+    let unsealed = Request::OpenUnsealed(manifest.terms().clone());
+    for (rules, open, refused) in [
+        (Mode::Sealed, unsealed.clone(), true),
+        (Mode::Unsealed, sealed.clone(), true),
+        (Mode::Sealed, sealed, false),
+        (Mode::Unsealed, unsealed, false),
+    ] {
+        let replies = open_with(rules, open);
+        match &replies[..] {
+            [
+                FromEnclave {
+                    id: Some(3),
+                    msg: Response::Error(e),
+                },
+            ] if refused => {
+                assert_eq!((e.code, e.fatal), (ErrorCode::WrongRuleSet, true));
+                assert!(e.message.contains(rules.image()), "{}", e.message);
+            }
+            [
+                FromEnclave {
+                    id: Some(3),
+                    msg: Response::AuctionOpened(o),
+                },
+            ] if !refused => assert_eq!(o.mode, rules),
+            other => panic!("{rules:?}: {other:?}"),
         }
     }
 }

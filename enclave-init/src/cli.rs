@@ -4,6 +4,7 @@
 use crate::kms::KmsSettings;
 use crate::nsm::Nsm;
 use crate::{keys, log, nsm, pid1, server, transport};
+use bidding_core::config::Mode;
 use bidding_core::endpoint::Endpoint;
 use bidding_core::session::enclave::EnclaveSettings;
 use std::path::PathBuf;
@@ -37,7 +38,11 @@ Options:
   -V, --version              print the version
 
 Endpoints are vsock:CID:PORT; dev builds also take unix:PATH and tcp:HOST:PORT.
+The image's rule set is built in: a release image serves sealed auctions only, an image built
+with the `unsealed` feature unsealed ones only.
 Dev builds only:
+  --rules sealed|unsealed    the rule set this dev enclave serves [default: sealed]; the
+                             software NSM measures it into PCR0
   --soft-nsm DIR             the software NSM, with its chain in DIR
   --kms-ca PEM               also trust this CA for KMS (the KMS emulator's)
   --spawn CMD [ARGS...]      start this command after init (tests of PID 1 reaping)
@@ -55,6 +60,7 @@ pub struct Args {
     max_bids: usize,
     max_file_bytes: u64,
     replay_capacity: usize,
+    rules: Option<Mode>,
     no_heartbeat: bool,
     nsm_ko: PathBuf,
     soft_nsm: Option<PathBuf>,
@@ -84,6 +90,7 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parse
         max_bids: 1_000_000,
         max_file_bytes: 64 * 1024 * 1024,
         replay_capacity: 2_000_000,
+        rules: None,
         no_heartbeat: false,
         nsm_ko: PathBuf::from("/nsm.ko"),
         soft_nsm: None,
@@ -126,6 +133,17 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parse
             Long("max-bids") => a.max_bids = num(&mut p, "--max-bids")?,
             Long("max-file-bytes") => a.max_file_bytes = num(&mut p, "--max-file-bytes")?,
             Long("replay-capacity") => a.replay_capacity = num(&mut p, "--replay-capacity")?,
+            Long("rules") => {
+                a.rules = Some(
+                    match p.value().map_err(err)?.string().map_err(err)?.as_str() {
+                        "sealed" => Mode::Sealed,
+                        "unsealed" => Mode::Unsealed,
+                        other => {
+                            return Err(format!("--rules: `{other}` is not sealed or unsealed"));
+                        }
+                    },
+                )
+            }
             Long("no-heartbeat") => a.no_heartbeat = true,
             Long("nsm-ko") => a.nsm_ko = p.value().map_err(err)?.into(),
             Long("soft-nsm") => a.soft_nsm = Some(p.value().map_err(err)?.into()),
@@ -209,6 +227,8 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
     transport::check_supported(&args.kms_proxy).map_err(|e| e.to_string())?;
     // Before anything else, so a release image refuses it even where there is no /dev/nsm.
     let extra_ca_pem = read_kms_ca(&args)?;
+    let rules = rule_set(&args)?;
+    log!("rule set: {rules} ({})", rules.image());
     if pid1 {
         pid1::mount_filesystems()?;
         pid1::load_nsm_driver(&args.nsm_ko)?;
@@ -218,7 +238,7 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
             pid1::heartbeat()?;
         }
     }
-    let nsm = open_nsm(&args)?;
+    let nsm = open_nsm(&args, rules)?;
     match nsm::seed_entropy(&*nsm) {
         Ok(0) => {}
         Ok(n) => log!("seeded the kernel entropy pool with {n} bytes from NSM GetRandom"),
@@ -230,6 +250,7 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
     }
     let settings = EnclaveSettings {
         dev: cfg!(feature = "dev"),
+        rules,
         max_frame: args.max_frame,
         max_pending_bids: args.max_pending_bids,
         max_lots: args.max_lots,
@@ -256,11 +277,35 @@ fn run(args: Args, pid1: bool) -> Result<(), String> {
     server::serve(listener, ctx).map_err(|e| format!("accept on {}: {e}", args.listen))
 }
 
+/// The rule set this image serves: built in, or in a dev build chosen with `--rules`.
+pub const IMAGE_RULES: Mode = if cfg!(feature = "unsealed") && !cfg!(feature = "dev") {
+    Mode::Unsealed
+} else {
+    Mode::Sealed
+};
+
+fn rule_set(args: &Args) -> Result<Mode, String> {
+    match args.rules {
+        None => Ok(IMAGE_RULES),
+        Some(rules) if cfg!(feature = "dev") => Ok(rules),
+        Some(_) => Err(format!(
+            "--rules exists only in dev builds; this image's rule set is built in: it is {}",
+            IMAGE_RULES.image()
+        )),
+    }
+}
+
 #[cfg(feature = "dev")]
-fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
+fn open_nsm(args: &Args, rules: Mode) -> Result<Arc<dyn Nsm>, String> {
     match &args.soft_nsm {
         Some(dir) => {
-            let soft = crate::soft_nsm::SoftNsm::open(dir)?;
+            let soft = crate::soft_nsm::SoftNsm::open_with(
+                dir,
+                crate::soft_nsm::SoftNsmOptions {
+                    rules,
+                    ..Default::default()
+                },
+            )?;
             log!(
                 "using the SOFTWARE NSM from {} (dev only; not an attestation anyone should trust)",
                 dir.display()
@@ -274,7 +319,7 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
 }
 
 #[cfg(not(feature = "dev"))]
-fn open_nsm(args: &Args) -> Result<Arc<dyn Nsm>, String> {
+fn open_nsm(args: &Args, _rules: Mode) -> Result<Arc<dyn Nsm>, String> {
     if args.soft_nsm.is_some() {
         return Err("--soft-nsm exists only in dev builds; a release enclave uses /dev/nsm".into());
     }

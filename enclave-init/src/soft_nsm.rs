@@ -74,6 +74,8 @@ pub struct SoftNsmOptions {
     /// The module's clock runs this far behind the system clock: its documents' timestamps
     /// and its leaf's validity are shifted back (for tests of stale documents).
     pub clock_behind: Duration,
+    /// The dev enclave's rule set, measured into PCR0 with the executable ([`dev_pcr0`]).
+    pub rules: bidding_core::config::Mode,
 }
 
 /// The software NSM. Cheap to share: every request takes `&self`.
@@ -169,7 +171,12 @@ impl SoftNsm {
         }; MAX_PCRS as usize];
         pcrs[0].value = match options.pcrs.get(&0) {
             Some(v) => *v,
-            None => executable_pcr0()?,
+            None if options.rules == bidding_core::config::Mode::Sealed => executable_pcr0()?,
+            None => {
+                let exe = std::fs::read("/proc/self/exe")
+                    .map_err(|e| format!("software NSM: reading /proc/self/exe for PCR0: {e}"))?;
+                dev_pcr0(&exe, options.rules)
+            }
         };
         pcrs[1].value = sha384(PCR1_INPUT);
         pcrs[2].value = sha384(PCR2_INPUT);
@@ -366,6 +373,26 @@ impl Nsm for SoftNsm {
 /// software-NSM documents (the KMS emulator, `bidctl attestation verify --root`) trusts.
 pub fn dev_root_der(dir: &Path) -> Result<Vec<u8>, String> {
     load_or_create_root(dir).map(|(der, _)| der)
+}
+
+/// What a dev enclave's PCR0 measures beyond its executable for the unsealed rule set. A real
+/// unsealed image is a separate build with its own PCR0; a dev enclave picks its rule set at
+/// start (`--rules`), so the software NSM measures the choice too, and the two dev enclaves of
+/// one executable never share a PCR0 (DESIGN §2, "dev enclaves mirror this exactly").
+pub const UNSEALED_PCR0_SUFFIX: &[u8] = b"\0bidding-enclave rules=unsealed";
+
+/// The PCR0 a dev enclave running `executable` (its bytes) with `rules` attests to: SHA-384
+/// of the executable for the sealed rule set, of the executable then
+/// [`UNSEALED_PCR0_SUFFIX`] for the unsealed one.
+pub fn dev_pcr0(executable: &[u8], rules: bidding_core::config::Mode) -> [u8; PCR_LEN] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&SHA384);
+    ctx.update(executable);
+    if rules == bidding_core::config::Mode::Unsealed {
+        ctx.update(UNSEALED_PCR0_SUFFIX);
+    }
+    let mut out = [0u8; PCR_LEN];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// SHA-384 of the running executable, hashed once per process (test binaries are large).

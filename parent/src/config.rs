@@ -526,6 +526,9 @@ pub fn resolve(
         errors.push("expected_pcr0: missing (the enclave image's PCR0 from `nitro-cli describe-eif` or `bidctl pcr`); only a dev run with --allow-dev-enclave may leave it out".into());
     }
     let sealed = !cli.unsealed && file.sealed.unwrap_or(true);
+    if sealed && allow_no_context {
+        errors.push("allow_no_context: a sealed auction takes only bids whose encryption context names it with rules=sealed (a bid without a context opens under every image its key ever trusted); allow_no_context is for unsealed auctions (sealed = false) on the unsealed image".into());
+    }
 
     let window = cli.window.or(file.window).unwrap_or(16);
     if !(1..=4096).contains(&window) {

@@ -577,6 +577,7 @@ fn drive_error(e: DriveError) -> RunError {
                 | ErrorCode::FileMismatch
                 | ErrorCode::MissingFile
                 | ErrorCode::InvalidManifest
+                | ErrorCode::KeyBinding
                 | ErrorCode::KeyUnavailable),
             request,
             message,

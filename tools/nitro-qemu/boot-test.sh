@@ -11,7 +11,7 @@
 #   3. nitro-qemu-boot (tools/pcr-crosscheck): an EIF by AWS's builder (its PCRs must be
 #      bidctl's), the boot, the heartbeat echoed on the parent's port 9000, enclave-init
 #      listening on vsock 5005, and a hello through `CONNECT 5005` whose attestation document
-#      from QEMU's NSM has our nonce, SBH1, an RSA-2048 key and bidctl's PCR0/1/2.
+#      from QEMU's NSM has our nonce, SBHS (the sealed rule set), an RSA-2048 key and bidctl's PCR0/1/2.
 #
 # Default enclave-init: tools/reproducible-build.sh's output (built if missing or stale).
 # Environment: BOOT_TIMEOUT (seconds for the boot and hello, default 240), NITRO_QEMU_LOG_DIR

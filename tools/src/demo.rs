@@ -3,13 +3,13 @@
 //! the auction through a dev enclave, and the result is verified like anyone would verify it.
 
 use crate::stack::{OUTPUT_BUCKET, Stack, StackOptions};
-use crate::verify::{Expected, verify_result};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::VerifyAt;
 use bidding_core::auction::RevealPolicy;
 use bidding_core::bidfile::{Limits, PlaintextRow, parse_plaintext};
 use bidding_core::manifest::{FileFormat, Manifest};
 use bidding_core::names::{AuctionId, BuyerName};
+use bidding_core::verify::{Expected, verify_result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

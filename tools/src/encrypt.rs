@@ -4,15 +4,19 @@
 use crate::kms_client::{KmsClient, KmsError};
 use base64::Engine;
 use bidding_core::bidfile::{ENCRYPTED_HEADER, PlaintextRow};
+use bidding_core::config::Mode;
 use bidding_core::kms::bid_context;
 use bidding_core::names::{AuctionId, BuyerName, KeyArn};
 
-/// What binds each bid. `context: false` makes bids like `aws kms encrypt` does (no
-/// encryption context), which an auction accepts only when configured to.
+/// What binds each bid. `rules` is the rule set of the image the bids are for: the sealed
+/// image's bids carry `rules=sealed` in their context, which no other image passes.
+/// `context: false` makes bids like `aws kms encrypt` does (no encryption context), which only
+/// an unsealed auction configured to accept them takes.
 pub struct Sealing<'a> {
     pub key: &'a KeyArn,
     pub auction: &'a AuctionId,
     pub buyer: &'a BuyerName,
+    pub rules: Mode,
     pub context: bool,
 }
 
@@ -35,9 +39,9 @@ pub fn seal_rows(
                 scope.spawn(move || {
                     part.iter()
                         .map(|row| {
-                            let context = sealing
-                                .context
-                                .then(|| bid_context(sealing.auction, &row.lot, sealing.buyer));
+                            let context = sealing.context.then(|| {
+                                bid_context(sealing.rules, sealing.auction, &row.lot, sealing.buyer)
+                            });
                             let blob = client.encrypt(
                                 sealing.key.as_str(),
                                 row.amount.to_padded().as_bytes(),
@@ -83,21 +87,27 @@ pub const ENVELOPE_FRAME_LENGTH: u32 = 4096;
 
 /// Makes an envelope bid file (DESIGN §4): `plaintext` (the buyer's `contract,bid` CSV) as one
 /// AWS Encryption SDK message, suite 0x0578, with ONE data key from GenerateDataKey on the
-/// buyer's key under the context {auction, buyer} plus the message's signing key, as
-/// `aws-encryption-cli --encrypt -w key=ARN -c auction=ID buyer=NAME` does.
+/// buyer's key under the context {auction, buyer, rules=sealed} (for the unsealed image
+/// {auction, buyer}) plus the message's signing key, as `aws-encryption-cli --encrypt -w
+/// key=ARN -c auction=ID buyer=NAME rules=sealed` does.
 pub fn envelope_file(
     client: &KmsClient,
     key: &KeyArn,
     auction: &AuctionId,
     buyer: &BuyerName,
+    rules: Mode,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, EnvelopeError> {
     use bidding_core::esdk::{CONTEXT_AUCTION, CONTEXT_BUYER, Encryptor};
-    let context: std::collections::BTreeMap<String, String> = [
+    use bidding_core::kms::{RULES_CONTEXT_KEY, SEALED_RULES};
+    let mut context: std::collections::BTreeMap<String, String> = [
         (CONTEXT_AUCTION.to_owned(), auction.as_str().to_owned()),
         (CONTEXT_BUYER.to_owned(), buyer.as_str().to_owned()),
     ]
     .into();
+    if rules == Mode::Sealed {
+        context.insert(RULES_CONTEXT_KEY.to_owned(), SEALED_RULES.to_owned());
+    }
     let encryptor = Encryptor::new(context)?;
     let data_key = client.generate_data_key(key.as_str(), encryptor.context())?;
     // The enclave accepts only the registered ARN as the data key's provider info: an alias or

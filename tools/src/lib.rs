@@ -10,7 +10,6 @@ pub mod kms_emulator;
 pub mod memory;
 pub mod s3_server;
 pub mod stack;
-pub mod verify;
 
 /// The DER of a certificate given as PEM (or already DER).
 pub fn pem_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod cmd;
 
-use bidding_tools::{bench, cleanup, demo, encrypt, verify};
+use bidding_tools::{bench, cleanup, demo, encrypt};
 
 #[derive(Parser)]
 #[command(

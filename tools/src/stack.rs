@@ -9,6 +9,7 @@ use crate::kms_emulator::{self, FaultRule, Principal};
 use crate::s3_server::S3Server;
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::bidfile::PlaintextRow;
+use bidding_core::config::Mode;
 use bidding_core::credentials::{Credentials, Secret};
 use bidding_core::endpoint::Endpoint;
 use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
@@ -35,6 +36,20 @@ pub struct StackOptions {
     /// The emulator also accepts QEMU's unsigned attestation documents (`kms-emulator
     /// --accept-qemu-unsigned-attestation`), for an enclave image booted under QEMU.
     pub kms_accept_qemu_unsigned: bool,
+    /// The rule set of the dev enclave this stack's buyers trust (their keys name its PCR0,
+    /// and their bids are made for it): sealed unless a test or `dev-stack --unsealed` asks.
+    pub rules: Mode,
+}
+
+impl StackOptions {
+    /// A stack for the unsealed image: its dev enclave serves unsealed auctions only, under
+    /// its own PCR0, which the buyers' keys trust instead of the sealed one's.
+    pub fn unsealed() -> StackOptions {
+        StackOptions {
+            rules: Mode::Unsealed,
+            ..StackOptions::default()
+        }
+    }
 }
 
 /// The KMS emulator, in this process or as a child process.
@@ -167,8 +182,11 @@ pub struct Stack {
     pub dev_root_pem: PathBuf,
     pub operator: Credentials,
     pub buyers: Vec<Buyer>,
-    /// The enclave image's measurement: SHA-384 of the executable that runs the dev enclave.
+    /// The enclave image's measurement: for the sealed rule set SHA-384 of the executable that
+    /// runs the dev enclave (`soft_nsm::dev_pcr0`).
     pub pcr0: [u8; 48],
+    /// The rule set of the dev enclaves this stack starts, which its buyers' keys trust.
+    pub rules: Mode,
 }
 
 fn random_token(len: usize, alphabet: &[u8]) -> Result<String> {
@@ -190,11 +208,16 @@ fn principal(c: &Credentials, arn: String) -> Principal {
     }
 }
 
-/// SHA-384 of a file: the dev enclave's PCR0 when that file runs it.
+/// SHA-384 of a file: the sealed dev enclave's PCR0 when that file runs it.
 pub fn sha384_file(path: &Path) -> Result<[u8; 48]> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &bytes);
-    Ok(d.as_ref().try_into().expect("SHA-384 is 48 bytes"))
+    dev_pcr0(path, Mode::Sealed)
+}
+
+/// The PCR0 of a dev enclave that `exe` runs with `rules` (the software NSM measures the rule
+/// set with the executable, as the real images differ by it).
+pub fn dev_pcr0(exe: &Path, rules: Mode) -> Result<[u8; 48]> {
+    let bytes = std::fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
+    Ok(enclave_init::soft_nsm::dev_pcr0(&bytes, rules))
 }
 
 /// The key policy of a buyer's key: the buyer administers it and encrypts with it; the
@@ -319,7 +342,7 @@ impl Stack {
             .collect();
         let s3 = S3Server::start(&dir.join("s3"), &keys)?;
         s3.create_bucket(OUTPUT_BUCKET)?;
-        let pcr0 = sha384_file(enclave_exe)?;
+        let pcr0 = dev_pcr0(enclave_exe, opts.rules)?;
         let mut stack = Stack {
             dir: dir.to_owned(),
             s3,
@@ -329,6 +352,7 @@ impl Stack {
             operator,
             buyers: Vec::new(),
             pcr0,
+            rules: opts.rules,
         };
         for (name, credentials, key) in accounts {
             let key = match key {
@@ -405,6 +429,7 @@ impl Stack {
             key: &buyer.key,
             auction,
             buyer: &buyer.name,
+            rules: self.rules,
             context,
         };
         let csv = seal_rows(&client, &sealing, rows, 8)?;
@@ -428,7 +453,14 @@ impl Stack {
     ) -> Result<Vec<u8>> {
         let client = self.kms_client(&buyer.credentials)?;
         let plaintext = zeroize::Zeroizing::new(plaintext_csv(rows));
-        let file = envelope_file(&client, &buyer.key, auction, &buyer.name, &plaintext)?;
+        let file = envelope_file(
+            &client,
+            &buyer.key,
+            auction,
+            &buyer.name,
+            self.rules,
+            &plaintext,
+        )?;
         self.upload_bid_file(buyer, &file)?;
         Ok(file)
     }
@@ -460,6 +492,8 @@ impl Stack {
             .arg(self.kms.ca_pem())
             .arg("--soft-nsm")
             .arg(&self.nsm_dir)
+            .arg("--rules")
+            .arg(self.rules.to_string())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -4,9 +4,10 @@
 //!   credentials, PCR0 and auction.toml from the JSON it prints;
 //! - Buyer1 makes a key with `aws kms create-key` and puts on it the policy that `bidctl
 //!   key-policy --document` prints (`aws kms put-key-policy`); Buyer2 uses the stack's key;
-//! - each buyer, in a shell script, encrypts bids with `aws kms encrypt` the proof of concept's
-//!   way (`--plaintext 200000`, no context), with `--encryption-context auction=…,lot=…,buyer=…`,
-//!   and from `echo 100000 > bid.txt` with `--plaintext fileb://bid.txt`; writes
+//! - each buyer, in a shell script, encrypts bids with `aws kms encrypt` and
+//!   `--encryption-context auction=…,lot=…,buyer=…,rules=sealed` (the sealed image's context),
+//!   with `--plaintext 200000` and from `echo 100000 > bid.txt` with `--plaintext
+//!   fileb://bid.txt`; writes
 //!   `encrypted.csv` by hand with the base64 ciphertexts and `aws s3 cp`s it to their bucket;
 //! - the operator makes the manifest, each buyer seals it (`bidctl seal --upload`), the parent
 //!   runs the auction, `aws s3 cp` fetches the result, `bidctl verify` checks it;
@@ -239,10 +240,11 @@ const BUYER1_SCRIPT: &str = r#"set -eu
 key="$1"
 echo 100000 > bid.txt
 c1=$(aws kms encrypt --key-id "$key" --plaintext fileb://bid.txt \
-  --encryption-context auction=awscli-auction,lot=1,buyer=Buyer1 --query CiphertextBlob --output text)
-c2=$(aws kms encrypt --key-id "$key" --plaintext 200000 --query CiphertextBlob --output text)
+  --encryption-context auction=awscli-auction,lot=1,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
+c2=$(aws kms encrypt --key-id "$key" --plaintext 200000 \
+  --encryption-context auction=awscli-auction,lot=2,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
 c3=$(aws kms encrypt --key-id "$key" --plaintext 150000 \
-  --encryption-context auction=awscli-auction,lot=3,buyer=Buyer1 --query CiphertextBlob --output text)
+  --encryption-context auction=awscli-auction,lot=3,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
 printf '%s\n' '[].contract,[].bid' "1,$c1" "2,$c2" "3,$c3" > encrypted.csv
 aws s3 cp encrypted.csv s3://buyer1-bids/encrypted.csv
 "#;
@@ -251,11 +253,12 @@ aws s3 cp encrypted.csv s3://buyer1-bids/encrypted.csv
 const BUYER2_SCRIPT: &str = r#"set -eu
 key="$1"
 c1=$(aws kms encrypt --key-id "$key" --plaintext 95000 \
-  --encryption-context auction=awscli-auction,lot=1,buyer=Buyer2 --query CiphertextBlob --output text)
+  --encryption-context auction=awscli-auction,lot=1,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
 echo 250000 > bid.txt
 c2=$(aws kms encrypt --key-id "$key" --plaintext fileb://bid.txt \
-  --encryption-context auction=awscli-auction,lot=2,buyer=Buyer2 --query CiphertextBlob --output text)
-c3=$(aws kms encrypt --key-id "$key" --plaintext 150000 --query CiphertextBlob --output text)
+  --encryption-context auction=awscli-auction,lot=2,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
+c3=$(aws kms encrypt --key-id "$key" --plaintext 150000 \
+  --encryption-context auction=awscli-auction,lot=3,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
 printf '%s\n' '[].contract,[].bid' "1,$c1" "2,$c2" "3,$c3" > encrypted.csv
 aws s3 cp encrypted.csv s3://buyer2-bids/encrypted.csv
 "#;
@@ -265,13 +268,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
     let Some(aws) = aws_cli() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let stack_dir = tmp.path().join("stack");
-    let mut stack = DevStack::start(&[
-        "--dir",
-        stack_dir.to_str().unwrap(),
-        "--auction",
-        AUCTION,
-        "--allow-no-context",
-    ]);
+    let mut stack = DevStack::start(&["--dir", stack_dir.to_str().unwrap(), "--auction", AUCTION]);
     let mut t = Transcript::default();
     let version = t.ok("aws --version", Command::new(&aws).arg("--version"));
     let stderr_version = String::from_utf8_lossy(&t.0.last().unwrap().1).into_owned();
@@ -409,7 +406,6 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
         config.contains(&old_key1) && config.contains(&key2),
         "{config}"
     );
-    assert!(config.contains("allow_no_context = true"), "{config}");
     std::fs::write(&config_path, config.replace(&old_key1, &key1)).unwrap();
     let config_arg = config_path.to_str().unwrap();
 

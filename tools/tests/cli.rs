@@ -620,7 +620,8 @@ fn encrypt_seals_and_refuses_bad_files_whole() {
     let lengths: std::collections::BTreeSet<usize> =
         rows.iter().map(|r| r.ciphertext.len()).collect();
     assert_eq!(lengths.len(), 1, "ciphertext lengths {lengths:?}");
-    // Each bid opens, with its context, to the amount padded to the fixed width.
+    // Each bid opens, with its context (the sealed image's: `rules=sealed` included), to the
+    // amount padded to the fixed width.
     let client = w.stack.kms_client(&b.credentials).unwrap();
     let auction = bidding_core::names::AuctionId::new("a-1").unwrap();
     for (row, want) in rows.iter().zip([
@@ -628,7 +629,13 @@ fn encrypt_seals_and_refuses_bad_files_whole() {
         "000000000000002500.50",
         "000000000000000007.00",
     ]) {
-        let ctx = bidding_core::kms::bid_context(&auction, &row.lot, &b.name);
+        let ctx = bidding_core::kms::bid_context(
+            bidding_core::config::Mode::Sealed,
+            &auction,
+            &row.lot,
+            &b.name,
+        );
+        assert_eq!(ctx["rules"], "sealed");
         let answer: bidding_core::kms::DecryptResponse = client
             .call(
                 "Decrypt",

@@ -248,22 +248,20 @@ fn moved_bids_are_set_aside_not_counted() {
         "moved",
         &[bid(1, 200), bid(2, 300), bid(3, 400)],
     );
-    // Buyer1's bids for lots 1 and 2 swapped: each now sits under the other lot.
+    // Buyer1's bids for lots 1 and 2 swapped: each now sits under the other lot, where KMS
+    // refuses its context. Buyer1's lot-3 bid is left out.
     let mut moved1 = b1.clone();
     let (x, y) = (moved1[0].1.clone(), moved1[1].1.clone());
     moved1[0].1 = y;
     moved1[1].1 = x;
-    // Buyer1's lot-3 bid moved into Buyer2's file (and out of Buyer1's).
     moved1.remove(2);
-    let mut moved2 = b2.clone();
-    moved2[2].1 = b1[2].1.clone();
     upload(&w, "Buyer1", &csv(&moved1));
-    upload(&w, "Buyer2", &csv(&moved2));
+    upload(&w, "Buyer2", &csv(&b2));
     let out = run(&w, &Auction::new("moved", "winning-bid"));
     assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
     assert_eq!(
         String::from_utf8(w.stack.fetch_output("output.csv").unwrap()).unwrap(),
-        "Property,Result,Price\n1,Buyer2 Wins,200\n2,Buyer2 Wins,300\n3,No valid bids,\n"
+        "Property,Result,Price\n1,Buyer2 Wins,200\n2,Buyer2 Wins,300\n3,Buyer2 Wins,400\n"
     );
     let json = output_json(&w);
     let reasons: Vec<(String, String)> = json["lots"]
@@ -290,9 +288,35 @@ fn moved_bids_are_set_aside_not_counted() {
         [
             ("1".to_owned(), "Buyer1 undecryptable".to_owned()),
             ("2".to_owned(), "Buyer1 undecryptable".to_owned()),
-            ("3".to_owned(), "Buyer2 wrong_key".to_owned()),
         ]
     );
+}
+
+/// A bid under another buyer's key in a sealed auction is what a buyer registered under a key
+/// not theirs looks like (the manifest's binding is the operator's word): the auction fails,
+/// nothing is written, instead of the bid being set aside as `wrong_key`.
+#[test]
+fn a_bid_under_another_buyers_key_fails_a_sealed_auction() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    let b1 = seal(&w, "Buyer1", "foreign", &[bid(3, 500)]);
+    let mut b2 = seal(
+        &w,
+        "Buyer2",
+        "foreign",
+        &[bid(1, 200), bid(2, 300), bid(3, 400)],
+    );
+    // Buyer1's lot-3 bid moved into Buyer2's file.
+    b2[2].1 = b1[0].1.clone();
+    upload(&w, "Buyer1", &csv(&b1[..0]));
+    upload(&w, "Buyer2", &csv(&b2));
+    let out = run(&w, &Auction::new("foreign", "winning-bid"));
+    assert_eq!(out.run.code, Some(3), "{}", out.run.stderr);
+    assert!(
+        out.run.stderr.contains("key_binding") && out.run.stderr.contains("IncorrectKeyException"),
+        "{}",
+        out.run.stderr
+    );
+    assert!(!output_exists(&w), "nothing is written");
 }
 
 #[test]

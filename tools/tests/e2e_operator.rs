@@ -178,7 +178,8 @@ fn dry_run_checks_bucket_and_enclave_and_leaves_nothing() {
 
 #[test]
 fn dry_run_names_a_missing_bucket_and_an_unreachable_enclave() {
-    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    // Unsealed, to need no seal round: on the unsealed image.
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::unsealed());
     upload_bids(&w, "dry-missing");
     let a = Auction::unsealed("dry-missing", "none");
     let enclave = w

@@ -11,8 +11,8 @@ use bidding_core::auction::RevealPolicy;
 use bidding_core::config::AuctionConfig;
 use bidding_core::manifest::Manifest;
 use bidding_core::names::AuctionId;
+use bidding_core::verify::{Expected, verify_result};
 use bidding_tools::stack::StackOptions;
-use bidding_tools::verify::{Expected, verify_result};
 use std::path::Path;
 use std::process::Command;
 use support::*;
@@ -85,6 +85,17 @@ fn publish() -> Published {
 
 /// `bidctl verify` with `args` after the common ones (files are names in the published dir).
 fn cli(p: &Published, files: [&str; 3], pcr0: &str, args: &[&str]) -> (bool, String) {
+    cli_root(p, files, pcr0, "root.pem", args)
+}
+
+/// [`cli`] with another trust anchor (a file in the published dir).
+fn cli_root(
+    p: &Published,
+    files: [&str; 3],
+    pcr0: &str,
+    root: &str,
+    args: &[&str],
+) -> (bool, String) {
     let d = p.dir.path();
     let mut cmd = Command::new(exe());
     cmd.arg("verify")
@@ -95,7 +106,7 @@ fn cli(p: &Published, files: [&str; 3], pcr0: &str, args: &[&str]) -> (bool, Str
         .arg("--attestation")
         .arg(d.join(files[2]))
         .arg("--root")
-        .arg(d.join("root.pem"))
+        .arg(d.join(root))
         .arg("--expect-pcr0")
         .arg(pcr0);
     for a in args {
@@ -197,7 +208,10 @@ fn verify_accepts_the_sealed_result_and_refuses_any_change() {
         o[i] ^= 0x01;
         let e = check(&o, &p.json, &p.attestation)
             .expect_err(&format!("output.csv byte {i} changed and still verified"));
-        assert!(e.contains("output.csv does not match"), "byte {i}: {e}");
+        assert!(
+            e.to_string().contains("output.csv does not match"),
+            "byte {i}: {e}"
+        );
     }
     // Any one byte of output.json.
     for i in 0..p.json.len() {
@@ -205,7 +219,10 @@ fn verify_accepts_the_sealed_result_and_refuses_any_change() {
         j[i] ^= 0x01;
         let e = check(&p.output, &j, &p.attestation)
             .expect_err(&format!("output.json byte {i} changed and still verified"));
-        assert!(e.contains("output.json does not match"), "byte {i}: {e}");
+        assert!(
+            e.to_string().contains("output.json does not match"),
+            "byte {i}: {e}"
+        );
     }
     // Any one byte of the attestation.
     for i in 0..p.attestation.len() {
@@ -360,7 +377,8 @@ fn verify_refuses_another_auctions_manifest() {
 fn an_unsealed_result_says_unsealed() {
     let p = publish();
     let d = p.dir.path();
-    let w = &p.w;
+    // An unsealed auction runs on the unsealed image: its own dev enclave, PCR0 and keys.
+    let w = &world(&["Buyer1", "Buyer2"], StackOptions::unsealed());
     upload(
         w,
         "Buyer1",
@@ -375,16 +393,36 @@ fn an_unsealed_result_says_unsealed() {
     assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
     keep(w, d, "open", false);
     std::fs::copy(&out.config, d.join("open.toml")).unwrap();
+    std::fs::write(
+        d.join("open-root.pem"),
+        std::fs::read(&w.stack.dev_root_pem).unwrap(),
+    )
+    .unwrap();
+    let open_pcr0 = hex::encode(w.stack.pcr0);
+    assert_ne!(
+        open_pcr0, p.pcr0,
+        "the unsealed image has a PCR0 of its own"
+    );
     let open = ["open.csv", "open.json", "open.attestation"];
+    let verify_open = |args: &[&str]| cli_root(&p, open, &open_pcr0, "open-root.pem", args);
     for config in ["open.config.json", "open.toml"] {
-        let (ok, text) = cli(&p, open, &p.pcr0, &["--config", config]);
+        let (ok, text) = verify_open(&["--config", config]);
         assert!(ok, "{config}: {text}");
         assert!(text.starts_with("verified:"), "{text}");
         assert!(text.contains("UNSEALED"), "{config}: {text}");
         assert!(text.contains("does NOT stop the operator"), "{text}");
     }
-    let (ok, text) = cli(&p, open, &p.pcr0, &["--manifest", "output.manifest.json"]);
+    let (ok, text) = verify_open(&["--manifest", "output.manifest.json"]);
     assert!(!ok && text.contains("UNSEALED run"), "{text}");
+    // The sealed image's PCR0 is not the unsealed image's.
+    let (ok, text) = cli_root(
+        &p,
+        open,
+        &p.pcr0,
+        "open-root.pem",
+        &["--config", "open.config.json"],
+    );
+    assert!(!ok && text.contains("PCR0"), "{text}");
     let (ok, text) = cli(&p, PUBLISHED, &p.pcr0, &["--config", "open.config.json"]);
     assert!(!ok && text.contains("sealed run"), "{text}");
     // Another configuration (the reveal policy changed).
@@ -392,7 +430,7 @@ fn an_unsealed_result_says_unsealed() {
         serde_json::from_slice(&std::fs::read(d.join("open.config.json")).unwrap()).unwrap();
     c["reveal"] = "winning-bid".into();
     std::fs::write(d.join("other.json"), serde_json::to_vec(&c).unwrap()).unwrap();
-    let (ok, text) = cli(&p, open, &p.pcr0, &["--config", "other.json"]);
+    let (ok, text) = verify_open(&["--config", "other.json"]);
     assert!(!ok && text.contains("other terms"), "{text}");
 }
 

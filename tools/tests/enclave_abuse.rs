@@ -735,9 +735,55 @@ fn sealed_flow_abuse_ends_the_session_and_releases_nothing() {
         },
     );
 
-    // Unsealed: a ciphertext counts once per boot. A first auction runs; then the same file
-    // again, in a new session of the same terms, is a replay, and so is a file holding one
-    // ciphertext twice.
+    // One image, one rule set: the sealed image runs no auction on terms of the operator's.
+    session(
+        &enclave,
+        "an unsealed open on the sealed image",
+        &mut |p: &mut Parent| {
+            p.hello();
+            p.credentials(operator);
+            let id = p.send(Request::OpenUnsealed(
+                world.config("a-unsealed-on-sealed", RevealPolicy::WinningBid),
+            ));
+            let m = expect_fatal(p, id, ErrorCode::WrongRuleSet);
+            assert!(
+                m.contains("the sealed image (it serves sealed auctions only)"),
+                "{m}"
+            );
+        },
+    );
+
+    // After all of it the enclave serves an honest sealed auction.
+    enclave.assert_running();
+    let mut p = world.parent(&enclave);
+    auction.start(&world, &mut p);
+    let (csv, _) = auction.finish(&mut p);
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "Property,Result\n1,Buyer3 Wins\n2,Buyer1 Wins\n"
+    );
+    assert!(assert_nothing_before_close(&p.client.received));
+    let log = enclave.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The unsealed image: a ciphertext counts once per boot. A first auction runs; then the same
+/// file again, in a new session of the same terms, is a replay, and so is a file holding one
+/// ciphertext twice. (The sealed image has no such guard: a sealed rerun gives the same bytes.)
+#[test]
+fn unsealed_replays_end_the_session_and_release_nothing() {
+    let world = World::start(BUYERS, StackOptions::unsealed());
+    let mut enclave = world.enclave("enclave", &[]);
+    let sealer = world.sealer();
+    let operator = &world.stack.operator;
+    let mut sessions = 0;
+    let mut session = |enclave: &Enclave, what: &str, run: &mut dyn FnMut(&mut Parent)| {
+        let mut p = world.parent(enclave);
+        run(&mut p);
+        sessions += 1;
+        enclave.wait_sessions_ended(sessions);
+        println!("session {sessions}, {what}: done");
+    };
     let a = "a-unsealed-replay";
     let config = world.config(a, RevealPolicy::None);
     let files: Vec<Vec<u8>> = BUYERS
@@ -782,16 +828,7 @@ fn sealed_flow_abuse_ends_the_session_and_releases_nothing() {
         },
     );
 
-    // After all of it the enclave serves an honest sealed auction.
     enclave.assert_running();
-    let mut p = world.parent(&enclave);
-    auction.start(&world, &mut p);
-    let (csv, _) = auction.finish(&mut p);
-    assert_eq!(
-        String::from_utf8(csv).unwrap(),
-        "Property,Result\n1,Buyer3 Wins\n2,Buyer1 Wins\n"
-    );
-    assert!(assert_nothing_before_close(&p.client.received));
     let log = enclave.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }

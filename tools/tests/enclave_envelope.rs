@@ -34,7 +34,7 @@ fn assert_no_amounts(received: &[u8]) {
 
 #[test]
 fn unsealed_envelope_file_counts_once_per_boot() {
-    let world = World::start(&["E", "P"], StackOptions::default());
+    let world = World::start(&["E", "P"], StackOptions::unsealed());
     let enclave = world.enclave("enclave", &[]);
     let config = world.config("envelope-unsealed", RevealPolicy::None);
     let e = world.buyer("E");
@@ -43,6 +43,7 @@ fn unsealed_envelope_file_counts_once_per_boot() {
         &e.key,
         config.auction_id(),
         &e.name,
+        world.stack.rules,
         &plaintext(),
     )
     .unwrap();
@@ -72,7 +73,7 @@ fn unsealed_envelope_file_counts_once_per_boot() {
 
 #[test]
 fn access_denied_on_an_envelope_data_key_ends_the_auction() {
-    let world = World::start(&["E"], StackOptions::default());
+    let world = World::start(&["E"], StackOptions::unsealed());
     let enclave = world.enclave("enclave", &[]);
     let e = world.buyer("E");
     let client = world.stack.kms_client(&e.credentials).unwrap();
@@ -98,7 +99,15 @@ fn access_denied_on_an_envelope_data_key_ends_the_auction() {
         false,
     )
     .unwrap();
-    let file = envelope_file(&client, &locked, config.auction_id(), &e.name, &plaintext()).unwrap();
+    let file = envelope_file(
+        &client,
+        &locked,
+        config.auction_id(),
+        &e.name,
+        world.stack.rules,
+        &plaintext(),
+    )
+    .unwrap();
     let mut parent = world.parent(&enclave);
     parent.start(&world.stack.operator, &config);
     let id = parent.send(file_chunk("E", file, true));

@@ -58,6 +58,11 @@ fn faults_among_first(rule: &FaultRule, seed: u64, requests: usize) -> usize {
 }
 
 fn faulty_world(rule: &str, seed: u64, min_faults: usize) -> World {
+    faulty_world_of(rule, seed, min_faults, StackOptions::default())
+}
+
+/// [`faulty_world`] for the rule set `base` says (the unsealed image's world, say).
+fn faulty_world_of(rule: &str, seed: u64, min_faults: usize, base: StackOptions) -> World {
     let rule: FaultRule = rule.parse().unwrap();
     let n = faults_among_first(&rule, seed, CALLS);
     assert!(
@@ -71,7 +76,7 @@ fn faulty_world(rule: &str, seed: u64, min_faults: usize) -> World {
             kms_faults: vec![rule],
             kms_fault_seed: Some(seed),
             kms_log: false,
-            ..StackOptions::default()
+            ..base
         },
     )
 }
@@ -301,7 +306,8 @@ fn a_throttling_storm_past_the_deadline_ends_the_auction() {
     assert!(m.contains("KMS did not answer within 2 s"), "{m}");
     assert!(m.contains("ThrottlingException"), "{m}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    // ... and at the bids of an unsealed one (a fresh enclave: one session count each).
+    // ... and at the bids of an unsealed one, on the unsealed image.
+    let world = faulty_world_of("Decrypt:throttle=1", 3, CALLS, StackOptions::unsealed());
     let enclave = world.enclave("enclave2", &["--kms-deadline-secs", "2"]);
     let (code, m, took) = unsealed_fails_at_the_bids(&world, &enclave);
     assert_eq!(code, ErrorCode::KmsUnavailable, "{m}");
@@ -499,7 +505,14 @@ fn access_denied_for_another_measurement_is_fatal() {
     assert_eq!(code, ErrorCode::KmsAccessDenied, "{m}");
     assert!(m.contains("`Buyer2`"), "{m}");
     assert!(m.contains("AccessDeniedException"), "{m}");
-    // Unsealed: Buyer1's file opens, Buyer2's is not set aside but ends the auction.
+    // Unsealed (the unsealed image, its keys): Buyer1's file opens, Buyer2's is not set aside
+    // but ends the auction.
+    let world = World::start(BUYERS, StackOptions::unsealed());
+    set_key_policy(
+        &world,
+        "Buyer2",
+        &stack::buyer_key_policy(&buyer_arn("Buyer2"), &[0x11; 48]),
+    );
     let enclave = world.enclave("enclave2", &[]);
     let config = world.config("a-denied", RevealPolicy::None);
     let files = plan_files(&world, "a-denied");

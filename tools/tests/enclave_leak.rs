@@ -21,7 +21,7 @@ use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
 use bidding_core::wire::{ErrorCode, FrameDecoder, Request, Response, Seal, decode_response};
 use bidding_tools::kms_client::KmsClient;
 use bidding_tools::kms_emulator::{Principal, state};
-use bidding_tools::stack::{OPERATOR_ROLE, buyer_key_policy, sha384_file};
+use bidding_tools::stack::{OPERATOR_ROLE, buyer_key_policy, dev_pcr0};
 use harness::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -242,6 +242,7 @@ struct Setup {
     operator: Credentials,
     specs: Vec<BuyerSpec>,
     sealer: Sealer,
+    rules: Mode,
     sessions: std::cell::Cell<usize>,
     // Dropped last, after the processes (fields drop in declaration order).
     _tmp: tempfile::TempDir,
@@ -250,13 +251,15 @@ struct Setup {
 const BUYERS: [&str; 3] = ["Buyer1", "Buyer2", "Buyer3"];
 
 impl Setup {
-    fn start() -> Setup {
+    /// A KMS emulator process and a dev enclave of rule set `rules`, whose PCR0 the buyers'
+    /// keys trust.
+    fn start(rules: Mode) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let nsm_dir = dir.join("nsm");
         let root_der = enclave_init::soft_nsm::dev_root_der(&nsm_dir).unwrap();
         let root_pem = nsm_dir.join("root.pem");
-        let pcr0 = sha384_file(&exe()).unwrap();
+        let pcr0 = dev_pcr0(&exe(), rules).unwrap();
 
         // The operator's temporary credentials (with a session token) and three buyers.
         let kms_dir = dir.join("kms");
@@ -304,8 +307,10 @@ impl Setup {
             &nsm_dir,
             &format!("tcp:{}", emu.addr),
             Some(&kms_dir.join("ca.pem")),
-            &[],
+            &["--rules", &rules.to_string()],
         );
+        let mut sealer = Sealer::new(clients);
+        sealer.rules = rules;
         Setup {
             emu,
             enclave,
@@ -313,7 +318,8 @@ impl Setup {
             pcr0,
             operator,
             specs,
-            sealer: Sealer::new(clients),
+            sealer,
+            rules,
             sessions: std::cell::Cell::new(0),
             _tmp: tmp,
         }
@@ -367,6 +373,7 @@ impl Setup {
             self.root_der.clone(),
             self.pcr0,
         )
+        .with_rules(self.rules)
     }
 
     /// Waits for the session to end; returns what its parent received.
@@ -386,14 +393,15 @@ fn set_aside(json: &Value) -> &Value {
 
 #[test]
 fn nothing_secret_leaves_the_enclave() {
-    let s = Setup::start();
+    let sealed = Setup::start(Mode::Sealed);
+    let s = &sealed;
     let sealer = &s.sealer;
     let mut captures: Vec<(String, Capture)> = Vec::new();
 
     // 1. Sealed, reveal none: a winner, a tie, and one lot of bids set aside for every
     // reason a buyer can cause (an amount with three decimals, a ciphertext made for another
-    // lot, a ciphertext under another buyer's key); Buyer3's last bid padded as `bidctl
-    // encrypt` pads it.
+    // lot, one made for another auction); Buyer3's last bid padded as `bidctl encrypt` pads
+    // it.
     let a = "leak-sealed";
     let config = s.config(a, RevealPolicy::None);
     let padded = Amount::parse(b"3828427.12").unwrap().to_padded();
@@ -410,10 +418,7 @@ fn nothing_secret_leaves_the_enclave() {
         ]),
         s.file(&[
             ("1", sealer.seal("Buyer3", "6626070.15", a, "1")),
-            (
-                "3",
-                sealer.seal_as("Buyer1", "4242424.24", a, "3", "Buyer3"),
-            ),
+            ("3", sealer.seal("Buyer3", "4242424.24", "leak-other", "3")),
             ("4", sealer.seal("Buyer3", &padded, a, "4")),
         ]),
     ];
@@ -459,13 +464,17 @@ fn nothing_secret_leaves_the_enclave() {
                 "lots": {"first": ["3"], "more": 0}},
             {"buyer": "Buyer2", "reason": "undecryptable", "count": 1,
                 "lots": {"first": ["3"], "more": 0}},
-            {"buyer": "Buyer3", "reason": "wrong_key", "count": 1,
+            {"buyer": "Buyer3", "reason": "undecryptable", "count": 1,
                 "lots": {"first": ["3"], "more": 0}},
         ])
     );
     captures.push(("the sealed auction".into(), s.done(p)));
 
-    // 2. Unsealed, reveal none: a winner, an invalid amount, a bid under another buyer's key.
+    // 2. Unsealed (the unsealed image, with keys of its own), reveal none: a winner, an
+    // invalid amount, a bid under another buyer's key.
+    let unsealed = Setup::start(Mode::Unsealed);
+    let s = &unsealed;
+    let sealer = &s.sealer;
     let u = "leak-unsealed";
     let uconfig = s.config(u, RevealPolicy::None);
     let ufiles = vec![
@@ -513,6 +522,7 @@ fn nothing_secret_leaves_the_enclave() {
     // unsealed: the error that ends each session passes on KMS's words, which must not carry
     // a secret.
     let wrong = credentials(&s.operator.access_key_id, WRONG_SECRET, Some(TOKEN));
+    let s = &sealed;
     let mut p = s.parent();
     p.hello();
     p.credentials(&wrong);
@@ -531,6 +541,7 @@ fn nothing_secret_leaves_the_enclave() {
         s.done(p),
     ));
     let w = "leak-wrong-credentials";
+    let s = &unsealed;
     let mut p = s.parent();
     p.hello();
     p.credentials(&wrong);
@@ -557,6 +568,8 @@ fn nothing_secret_leaves_the_enclave() {
 
     // 5. Sealed, reveal winning-bid: the winning prices (a winner's, a tie's) are released —
     // only in the result, at close; the losing amounts never.
+    let s = &sealed;
+    let sealer = &s.sealer;
     let v = "leak-winning";
     let vconfig = s.config(v, RevealPolicy::WinningBid);
     let vfiles = vec![
@@ -586,8 +599,9 @@ fn nothing_secret_leaves_the_enclave() {
     );
     let winning = s.done(p);
 
-    let enclave_log = s.enclave.log_text();
-    let kms_log = std::fs::read_to_string(&s.emu.log).unwrap();
+    let enclave_log = sealed.enclave.log_text() + &unsealed.enclave.log_text();
+    let kms_log = std::fs::read_to_string(&sealed.emu.log).unwrap()
+        + &std::fs::read_to_string(&unsealed.emu.log).unwrap();
     // The captures are real: the frames, the sessions and the enclave's Decrypt calls (seals
     // and bids) are in them.
     assert!(captures[0].1.frames.contains(r#""closed""#));

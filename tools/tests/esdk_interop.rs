@@ -13,6 +13,7 @@
 mod common;
 mod peers;
 
+use bidding_core::config::Mode;
 use bidding_core::esdk::{self, Encryptor, Limits, Message};
 use common::*;
 use serde_json::json;
@@ -102,6 +103,7 @@ fn aws_encryption_cli_and_esdk_open_each_others_files() {
             "--encryption-context",
             &auction,
             &buyer,
+            "rules=sealed",
             "--commitment-policy",
             "require-encrypt-require-decrypt",
             "--metadata-output",
@@ -120,7 +122,8 @@ fn aws_encryption_cli_and_esdk_open_each_others_files() {
         let file = std::fs::read(d.join("bids.csv.encrypted")).unwrap();
         assert!(esdk::is_message(&file));
         let m = Message::parse(&file, &Limits::default()).unwrap();
-        esdk::check_bid_file(&m, AUCTION, BUYER, &arn).unwrap();
+        // The README's recipe for the sealed image: `rules=sealed` beside auction and buyer.
+        esdk::check_bid_file(&m, Mode::Sealed, AUCTION, BUYER, &arn).unwrap();
         assert_eq!(m.plaintext_len(), plaintext.len() as u64);
         if let Some(fl) = frame_length {
             assert_eq!(m.frame_length().to_string(), fl);

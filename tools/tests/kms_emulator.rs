@@ -489,6 +489,7 @@ fn recipient_flow_end_to_end_with_policy_on_pcr0() {
             SoftNsmOptions {
                 pcrs: BTreeMap::from([(0, PCR0)]),
                 clock_behind: Duration::from_secs(mins * 60),
+                ..SoftNsmOptions::default()
             },
         )
         .unwrap();

@@ -212,10 +212,23 @@ pub enum EsdkError {
     #[error("the bid file's encryption context lacks the key {key}")]
     BidFileMissingContextKey { key: &'static str },
     #[error(
-        "the bid file's encryption context has the key {key}; only auction, buyer and \
-         aws-crypto-public-key are allowed"
+        "the bid file's encryption context has the key {key}; {} allowed",
+        match rules {
+            crate::config::Mode::Sealed =>
+                "for the sealed image only auction, buyer, rules and aws-crypto-public-key are",
+            crate::config::Mode::Unsealed =>
+                "for the unsealed image only auction, buyer and aws-crypto-public-key are \
+                 (a file with rules=sealed is for the sealed image)",
+        }
     )]
-    BidFileExtraContextKey { key: String },
+    BidFileExtraContextKey {
+        key: String,
+        rules: crate::config::Mode,
+    },
+    #[error(
+        "the bid file's encryption context says rules={found}; the sealed image takes rules=sealed"
+    )]
+    BidFileRules { found: String },
     #[error("the bid file is for auction {found}, not {expected}")]
     BidFileAuction { expected: String, found: String },
     #[error("the bid file is from buyer {found}, not {expected}")]
@@ -278,6 +291,7 @@ impl EsdkError {
             | BidFileKeyArn { .. }
             | BidFileMissingContextKey { .. }
             | BidFileExtraContextKey { .. }
+            | BidFileRules { .. }
             | BidFileAuction { .. }
             | BidFileBuyer { .. } => Stage::Policy,
             EncodeFrameLength

@@ -1,10 +1,14 @@
 //! What the auction accepts as an envelope bid file, beyond a well-formed message (issue 13):
 //! suite 0x0578, exactly one data key, from `aws-kms`, for the buyer's registered key ARN,
-//! and the encryption context exactly `{auction, buyer, aws-crypto-public-key}` naming this
-//! auction and buyer. Checked after `Message::parse` and before the KMS call.
+//! and the encryption context exactly `{auction, buyer, rules, aws-crypto-public-key}` naming
+//! this auction and buyer with `rules=sealed` for the sealed image, or exactly `{auction,
+//! buyer, aws-crypto-public-key}` for the unsealed image (DESIGN §2: a file made for one rule
+//! set never opens in the other). Checked before the KMS call.
 
 use super::error::{EsdkError, shown};
 use super::{Message, PUBLIC_KEY_CONTEXT_KEY, Suite};
+use crate::config::Mode;
+use crate::kms::{RULES_CONTEXT_KEY, SEALED_RULES};
 
 pub const BID_FILE_PROVIDER_ID: &str = "aws-kms";
 pub const CONTEXT_AUCTION: &str = "auction";
@@ -12,6 +16,7 @@ pub const CONTEXT_BUYER: &str = "buyer";
 
 pub fn check_bid_file(
     message: &Message<'_>,
+    rules: Mode,
     auction_id: &str,
     buyer: &str,
     key_arn: &str,
@@ -38,11 +43,33 @@ pub fn check_bid_file(
         });
     }
     let context = message.context();
-    if let Some(extra) = context
-        .keys()
-        .find(|k| ![CONTEXT_AUCTION, CONTEXT_BUYER, PUBLIC_KEY_CONTEXT_KEY].contains(&k.as_str()))
-    {
-        return Err(EsdkError::BidFileExtraContextKey { key: shown(extra) });
+    let allowed: &[&str] = match rules {
+        Mode::Sealed => &[
+            CONTEXT_AUCTION,
+            CONTEXT_BUYER,
+            RULES_CONTEXT_KEY,
+            PUBLIC_KEY_CONTEXT_KEY,
+        ],
+        Mode::Unsealed => &[CONTEXT_AUCTION, CONTEXT_BUYER, PUBLIC_KEY_CONTEXT_KEY],
+    };
+    if let Some(extra) = context.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(EsdkError::BidFileExtraContextKey {
+            key: shown(extra),
+            rules,
+        });
+    }
+    if rules == Mode::Sealed {
+        match context.get(RULES_CONTEXT_KEY) {
+            None => {
+                return Err(EsdkError::BidFileMissingContextKey {
+                    key: RULES_CONTEXT_KEY,
+                });
+            }
+            Some(v) if v != SEALED_RULES => {
+                return Err(EsdkError::BidFileRules { found: shown(v) });
+            }
+            Some(_) => {}
+        }
     }
     // The public key is present: parse refuses a 0x0578 message without it.
     let auction = context

@@ -14,7 +14,7 @@ use super::Millis;
 use crate::amount::Amount;
 use crate::auction::{self, LotResult, Reason, Verdict};
 use crate::bidfile::{self, MAX_CIPHERTEXT_LEN};
-use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
+use crate::config::{self, AuctionConfig, Mode, ResultCommitment};
 use crate::credentials::Credentials;
 use crate::esdk;
 use crate::kms;
@@ -38,6 +38,9 @@ pub struct EnclaveSettings {
     pub build: String,
     /// True in builds with the software NSM.
     pub dev: bool,
+    /// The image's rule set: the one mode it serves (DESIGN §2). The release image is
+    /// `Sealed`; `Unsealed` is honoured only in builds with the `unsealed` feature.
+    pub rules: Mode,
     pub max_frame: usize,
     /// Ciphertexts being opened at once before the session stops asking for input
     /// (backpressure).
@@ -60,6 +63,7 @@ impl Default for EnclaveSettings {
         EnclaveSettings {
             build: concat!("enclave-init ", env!("CARGO_PKG_VERSION")).to_owned(),
             dev: false,
+            rules: Mode::Sealed,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             max_pending_bids: 4096,
             // At these maximums (and 64 MiB files) the auction state peaks at about 350 MiB,
@@ -519,6 +523,11 @@ impl EnclaveSession {
             Job::Seal { request, buyer } => self.seal_opened(request, buyer, outcome),
             Job::EnvelopeKey { buyer } => self.envelope_opened(buyer, outcome),
             Job::Bid { lot, buyer } => {
+                let sealed = self.auction.as_ref().map(|a| a.mode) == Some(Mode::Sealed);
+                let outcome = match outcome {
+                    DecryptOutcome::Disqualified(Reason::WrongKey) if sealed => wrong_key_fatal(),
+                    other => other,
+                };
                 let verdict = match outcome {
                     DecryptOutcome::Plaintext(plaintext) => match Amount::parse(&plaintext) {
                         Ok(amount) => Verdict::Valid(amount),
@@ -646,7 +655,7 @@ impl EnclaveSession {
                 self.phase = Phase::AwaitCredentials;
                 self.attest(
                     AttestPurpose::Hello { id },
-                    HELLO_USER_DATA.to_vec(),
+                    self.settings.rules.hello_tag().to_vec(),
                     h.nonce,
                 );
             }
@@ -654,6 +663,18 @@ impl EnclaveSession {
                 Phase::AwaitCredentials | Phase::Ready | Phase::Sealing | Phase::Files,
                 Request::Credentials(c),
             ) => self.credentials_frame(id, c, now),
+            (Phase::Ready, Request::OpenSealed(_) | Request::OpenUnsealed(_))
+                if !self.serves(kind) =>
+            {
+                self.fail(
+                    Some(id),
+                    ErrorCode::WrongRuleSet,
+                    format!(
+                        "`{kind}` is refused: this enclave is {}; one image serves one rule set, so that no buyer's protection depends on which mode the operator asks for",
+                        self.rule_set_text()
+                    ),
+                );
+            }
             (Phase::Ready, Request::OpenSealed(o)) => match Manifest::parse(&o.manifest) {
                 Ok(m) => {
                     let terms = m.terms().clone();
@@ -661,6 +682,7 @@ impl EnclaveSession {
                 }
                 Err(e) => self.fail(Some(id), ErrorCode::InvalidManifest, e.to_string()),
             },
+            #[cfg(feature = "unsealed")]
             (Phase::Ready, Request::OpenUnsealed(config)) => {
                 self.open(id, Mode::Unsealed, config, None)
             }
@@ -682,6 +704,23 @@ impl EnclaveSession {
                     }
                 ),
             ),
+        }
+    }
+
+    /// Whether this image opens an auction with this request: its own rule set only.
+    fn serves(&self, kind: &str) -> bool {
+        match self.settings.rules {
+            Mode::Sealed => kind == "open_sealed",
+            Mode::Unsealed => cfg!(feature = "unsealed") && kind == "open_unsealed",
+        }
+    }
+
+    fn rule_set_text(&self) -> &'static str {
+        match self.settings.rules {
+            Mode::Unsealed if !cfg!(feature = "unsealed") => {
+                "a build without unsealed mode configured for it, and serves no auctions"
+            }
+            rules => rules.image(),
         }
     }
 
@@ -1087,11 +1126,24 @@ impl EnclaveSession {
         let spec = &auction.config.buyers()[buyer];
         if let Err(e) = esdk::check_bid_file(
             &message.message(),
+            auction.mode,
             auction.config.auction_id().as_str(),
             spec.name.as_str(),
             spec.key_arn.as_str(),
         ) {
             let reason = envelope_policy_reason(&e);
+            if auction.mode == Mode::Sealed && reason != Reason::MalformedFile {
+                // The manifest's buyer→key binding is the operator's word: a file made for
+                // another key, auction or buyer is what a forged registration looks like, so
+                // it ends the auction rather than dropping the buyer's bids (DESIGN §2).
+                return Err((
+                    ErrorCode::KeyBinding,
+                    format!(
+                        "buyer `{}`'s envelope file does not fit the manifest: {e}; a sealed auction is decided on every buyer's bids under the key and names they sealed, or not at all",
+                        spec.name
+                    ),
+                ));
+            }
             auction.set_aside(buyer, reason, 1);
             return Ok(());
         }
@@ -1152,6 +1204,12 @@ impl EnclaveSession {
         };
         let Some(message) = auction.envelope.take() else {
             return;
+        };
+        let outcome = match outcome {
+            DecryptOutcome::Disqualified(Reason::WrongKey) if auction.mode == Mode::Sealed => {
+                wrong_key_fatal()
+            }
+            other => other,
         };
         let data_key = match outcome {
             DecryptOutcome::Plaintext(key) => key,
@@ -1313,6 +1371,7 @@ impl EnclaveSession {
                 key_arn: spec.key_arn.clone(),
                 ciphertext: q.ciphertext,
                 context: kms::bid_context(
+                    auction.mode,
                     auction.config.auction_id(),
                     &auction.lot_ids[q.lot as usize],
                     &spec.name,
@@ -1522,6 +1581,16 @@ impl EnclaveSession {
         self.jobs.clear();
         self.auction = None;
         self.end_reason.get_or_insert(why);
+    }
+}
+
+/// KMS said a sealed buyer's ciphertext is not under the buyer's registered key. The manifest's
+/// buyer→key binding is the operator's word, so this is what a buyer registered under someone
+/// else's key looks like: it ends the auction instead of setting the buyer's bids aside.
+fn wrong_key_fatal() -> DecryptOutcome {
+    DecryptOutcome::Fatal {
+        code: ErrorCode::KeyBinding,
+        message: "KMS says it was not made under the key the manifest registers (IncorrectKeyException); a sealed auction is decided on every buyer's bids under the key they sealed with, or not at all".into(),
     }
 }
 

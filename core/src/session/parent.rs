@@ -10,7 +10,7 @@
 
 use super::Millis;
 use crate::attestation::{self, DocumentFields};
-use crate::config::{self, AuctionConfig, HELLO_USER_DATA, Mode, ResultCommitment};
+use crate::config::{self, AuctionConfig, Mode, ResultCommitment};
 use crate::credentials::Credentials;
 use crate::manifest::{FileFormat, Manifest};
 use crate::names::BuyerName;
@@ -234,6 +234,12 @@ pub enum SessionError {
     Attestation { what: &'static str, reason: String },
     #[error("enclave PCR0 is {found}, expected {expected}")]
     Pcr0Mismatch { expected: String, found: String },
+    #[error(
+        "the enclave is {}, but this auction is {wanted}: it needs {}; nothing was sent to the enclave",
+        found.image(),
+        wanted.image()
+    )]
+    RuleSet { wanted: Mode, found: Mode },
     #[error("enclave refused {request}: {code}: {message}")]
     Enclave {
         request: String,
@@ -601,11 +607,21 @@ impl ParentSession {
                     return Err(SessionError::DevEnclave);
                 }
                 let doc = self.verify_document("hello", &h.attestation, now)?;
-                if doc.user_data() != Some(HELLO_USER_DATA.as_slice()) {
-                    return Err(SessionError::Attestation {
-                        what: "hello",
-                        reason: "user_data is not the hello marker".into(),
-                    });
+                let wanted = self.terms.mode();
+                match doc.user_data().and_then(Mode::from_hello_tag) {
+                    Some(rules) if rules == wanted => {}
+                    Some(rules) => {
+                        return Err(SessionError::RuleSet {
+                            wanted,
+                            found: rules,
+                        });
+                    }
+                    None => {
+                        return Err(SessionError::Attestation {
+                            what: "hello",
+                            reason: "user_data states no rule set (neither SBHS nor SBHU): an image of the first release, which served both modes, or not this service's enclave".into(),
+                        });
+                    }
                 }
                 let info = EnclaveInfo {
                     build: h.build,

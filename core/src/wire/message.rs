@@ -126,8 +126,9 @@ pub struct HelloReply {
     pub build: String,
     /// True for builds with the software NSM; a parent refuses these unless told otherwise.
     pub dev: bool,
-    /// NSM attestation document: `nonce` = the hello's, `user_data` = `SBH1`, `public_key` =
-    /// the enclave's RSA key for KMS Recipient answers.
+    /// NSM attestation document: `nonce` = the hello's, `user_data` = the image's rule set
+    /// (`SBHS` sealed, `SBHU` unsealed), `public_key` = the enclave's RSA key for KMS
+    /// Recipient answers.
     #[serde(with = "b64")]
     pub attestation: Vec<u8>,
 }
@@ -218,6 +219,8 @@ pub enum ErrorCode {
     InvalidCredentials,
     InvalidAuction,
     InvalidManifest,
+    /// The open request is for a mode this image does not serve (one image, one rule set).
+    WrongRuleSet,
     UnknownBuyer,
     DuplicateSeal,
     /// A seal did not decrypt to the marker under the buyer's key and the manifest's context.
@@ -234,6 +237,9 @@ pub enum ErrorCode {
     /// KMS refused the enclave access to a buyer's key: the operator's role or the enclave's
     /// measurement is not allowed by the key policy. Fatal: a bid left out changes a winner.
     KmsAccessDenied,
+    /// Sealed: a buyer's bids are not under the key (or for the auction and buyer) the manifest
+    /// registers. The manifest's binding is the operator's word, so this fails the auction.
+    KeyBinding,
     /// A buyer's key is disabled, pending deletion or gone.
     KeyUnavailable,
     KmsUnavailable,

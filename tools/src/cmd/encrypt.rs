@@ -4,6 +4,7 @@
 use crate::encrypt::{Sealing, envelope_file, seal_rows};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::bidfile::{Limits, parse_plaintext};
+use bidding_core::config::Mode;
 use bidding_core::names::{AuctionId, BuyerName, KeyArn};
 use bidding_parent::aws::Env;
 use bidding_parent::config::parse_s3_url;
@@ -23,9 +24,15 @@ pub struct EncryptArgs {
     /// Your buyer name, as registered in the auction.
     #[arg(long)]
     pub buyer: String,
-    /// Encrypt without an encryption context, like `aws kms encrypt` (only for auctions that
-    /// accept such bids; a context binds each bid to its auction, lot and buyer).
+    /// Make the bids for the unsealed image (the proof of concept's flow, no seal round):
+    /// their context leaves out `rules=sealed`, so the sealed image never opens them, and
+    /// they open only in an image that trusts the operator with the terms.
     #[arg(long)]
+    pub unsealed: bool,
+    /// With --unsealed: encrypt without an encryption context, like `aws kms encrypt` (only
+    /// for unsealed auctions that accept such bids; such a ciphertext opens under every image
+    /// its key ever trusted).
+    #[arg(long, requires = "unsealed")]
     pub no_context: bool,
     /// per-bid: one KMS Encrypt per bid (`encrypted.csv`). envelope: the whole file as one
     /// AWS Encryption SDK message under one data key from GenerateDataKey with the context
@@ -76,10 +83,16 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     }
     let aws = super::Aws::connect(&env, &key, &a.aws)?;
     let client = &aws.kms;
+    let rules = if a.unsealed {
+        Mode::Unsealed
+    } else {
+        Mode::Sealed
+    };
     let sealing = Sealing {
         key: &key,
         auction: &auction,
         buyer: &buyer,
+        rules,
         context: !a.no_context,
     };
     let (csv, content_type) = match a.format {
@@ -87,7 +100,7 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
         // The file as the buyer wrote it (checked above): the same bytes come out of
         // `aws-encryption-cli --decrypt`.
         super::FormatArg::Envelope => (
-            envelope_file(client, &key, &auction, &buyer, &bytes)?,
+            envelope_file(client, &key, &auction, &buyer, rules, &bytes)?,
             "application/octet-stream",
         ),
     };

@@ -1,12 +1,12 @@
 //! `bidctl verify`: does this attestation prove this result of these terms? Says what it
 //! checked, so a reader knows what the result does and does not guarantee.
 
-use crate::verify::{Expected, verify_result};
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::{AWS_NITRO_ROOT_G1_DER, VerifyAt};
 use bidding_core::config::{AuctionConfig, Mode, sha256};
 use bidding_core::manifest::Manifest;
 use bidding_core::names::BuyerName;
+use bidding_core::verify::{Expected, verify_result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,7 +107,7 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bidctl: verification failed: {e}");
-            if e.contains("is not the trusted root") && a.root.is_none() {
+            if e.to_string().contains("is not the trusted root") && a.root.is_none() {
                 eprintln!(
                     "bidctl: (a local dev enclave's documents chain to its software NSM's root: pass --root with that root's PEM)"
                 );

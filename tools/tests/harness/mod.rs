@@ -8,9 +8,7 @@
 use base64::Engine;
 use bidding_core::attestation::{self, DocumentFields, VerifyAt, VerifyOptions};
 use bidding_core::auction::RevealPolicy;
-use bidding_core::config::{
-    self, AuctionConfig, BuyerSpec, HELLO_USER_DATA, Mode, ResultCommitment,
-};
+use bidding_core::config::{self, AuctionConfig, BuyerSpec, Mode, ResultCommitment};
 use bidding_core::credentials::Credentials;
 use bidding_core::kms::bid_context;
 use bidding_core::manifest::{self, FileEntry, FileFormat, Manifest, SEAL_MARKER};
@@ -86,16 +84,19 @@ impl World {
         self.tmp.path()
     }
 
-    /// A dev enclave reaching this world's KMS emulator over TLS.
+    /// A dev enclave of the stack's rule set reaching this world's KMS emulator over TLS.
     pub fn enclave(&self, name: &str, extra: &[&str]) -> Enclave {
         let proxy = format!("tcp:{}", self.stack.kms.addr());
+        let rules = self.stack.rules.to_string();
+        let mut args = vec!["--rules", rules.as_str()];
+        args.extend_from_slice(extra);
         Enclave::start(
             self.dir(),
             name,
             &self.stack.nsm_dir,
             &proxy,
             Some(&self.stack.kms.ca_pem()),
-            extra,
+            &args,
         )
     }
 
@@ -144,6 +145,7 @@ impl World {
 
     pub fn sealer(&self) -> Sealer {
         Sealer {
+            rules: self.stack.rules,
             clients: self
                 .stack
                 .buyers
@@ -162,18 +164,25 @@ impl World {
     /// An honest parent on a fresh connection to `enclave`.
     pub fn parent(&self, enclave: &Enclave) -> Parent {
         Parent::new(Client::connect(enclave), self.root_der(), self.stack.pcr0)
+            .with_rules(self.stack.rules)
     }
 }
 
-/// Encrypts bids the way buyers do: KMS Encrypt with a buyer's own key and credentials.
+/// Encrypts bids the way buyers do: KMS Encrypt with a buyer's own key and credentials, for
+/// the image of rule set `rules` (`rules=sealed` in the context of a sealed auction's bids).
 pub struct Sealer {
     clients: Vec<(BuyerName, String, KmsClient)>,
+    pub rules: Mode,
 }
 
 impl Sealer {
-    /// From (buyer, key ARN, a KMS client with the buyer's credentials).
+    /// From (buyer, key ARN, a KMS client with the buyer's credentials); bids for the sealed
+    /// image.
     pub fn new(clients: Vec<(BuyerName, String, KmsClient)>) -> Sealer {
-        Sealer { clients }
+        Sealer {
+            clients,
+            rules: Mode::Sealed,
+        }
     }
 
     fn find(&self, name: &str) -> &(BuyerName, String, KmsClient) {
@@ -195,6 +204,7 @@ impl Sealer {
     ) -> Vec<u8> {
         let (_, key, client) = self.find(encrypter);
         let context = bid_context(
+            self.rules,
             &AuctionId::new(auction).unwrap(),
             &LotId::new(lot).unwrap(),
             &BuyerName::new(context_buyer).unwrap(),
@@ -552,6 +562,8 @@ pub struct Parent {
     pub nonce: Vec<u8>,
     root_der: Vec<u8>,
     pcr0: [u8; 48],
+    /// The rule set the enclave must state in its hello.
+    rules: Mode,
     /// The enclave's RSA public key from the hello attestation.
     pub enclave_public_key: Vec<u8>,
 }
@@ -566,8 +578,15 @@ impl Parent {
             nonce,
             root_der,
             pcr0,
+            rules: Mode::Sealed,
             enclave_public_key: Vec::new(),
         }
+    }
+
+    /// Expects an enclave of this rule set (its hello says so).
+    pub fn with_rules(mut self, rules: Mode) -> Parent {
+        self.rules = rules;
+        self
     }
 
     /// Sends `msg` with the next id; returns the id.
@@ -618,7 +637,7 @@ impl Parent {
         fields
     }
 
-    /// Checks a hello reply (attestation, nonce, PCR0, `SBH1`, the dev flag).
+    /// Checks a hello reply (attestation, nonce, PCR0, the rule set's tag, the dev flag).
     #[track_caller]
     pub fn check_hello(&mut self, reply: Response) {
         let Response::Hello(h) = reply else {
@@ -627,7 +646,7 @@ impl Parent {
         assert_eq!(h.protocol, PROTOCOL_VERSION);
         assert!(h.dev, "a dev enclave says so");
         let fields = self.verify(&h.attestation);
-        assert_eq!(fields.user_data(), Some(HELLO_USER_DATA.as_slice()));
+        assert_eq!(fields.user_data(), Some(self.rules.hello_tag().as_slice()));
         self.enclave_public_key = fields
             .public_key()
             .expect("the hello attestation carries the enclave's key")

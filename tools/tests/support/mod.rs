@@ -61,7 +61,9 @@ pub fn seal(w: &World, buyer: &str, auction: &str, bids: &[Bid]) -> Vec<(String,
             s.spawn(move || {
                 for (i, x) in part.iter().enumerate() {
                     let lot = LotId::new(&x.lot).unwrap();
-                    let ctx = x.context.then(|| bid_context(auction, &lot, &b.name));
+                    let ctx = x
+                        .context
+                        .then(|| bid_context(w.stack.rules, auction, &lot, &b.name));
                     let blob = client
                         .encrypt(b.key.as_str(), x.plaintext.as_bytes(), ctx)
                         .unwrap();

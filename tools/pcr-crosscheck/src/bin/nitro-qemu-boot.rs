@@ -9,12 +9,12 @@
 //! answers the boot heartbeat on the parent's port 9000, waits for enclave-init to listen on
 //! vsock 5005, sends a hello through the `CONNECT` handshake and checks the reply: a release
 //! build, and an attestation document from QEMU's emulated NSM (through the guest kernel's
-//! driver and /dev/nsm) with our nonce, `SBH1`, an RSA-2048 public key and PCR0/1/2 equal to
+//! driver and /dev/nsm) with our nonce, `SBHS` (the sealed rule set), an RSA-2048 public key and PCR0/1/2 equal to
 //! `bidctl pcr`'s. QEMU's NSM does not sign, so the document is decoded with
 //! `parse_qemu_unsigned`, never verified. QEMU is killed at the end and on any failure.
 
 use bidding_core::attestation::parse_qemu_unsigned;
-use bidding_core::config::HELLO_USER_DATA;
+use bidding_core::config::SEALED_HELLO_TAG;
 use bidding_core::wire::{
     DEFAULT_MAX_FRAME, FrameDecoder, Hello, PROTOCOL_VERSION, Request, Response, ToEnclave,
     decode_response, encode_frame, encode_request,
@@ -276,8 +276,8 @@ fn run(a: &Args) -> Result<u32, String> {
     )?;
     check(
         &mut passed,
-        "its user_data is SBH1",
-        doc.user_data() == Some(HELLO_USER_DATA.as_slice()),
+        "its user_data is SBHS (the release image's rule set: sealed)",
+        doc.user_data() == Some(SEALED_HELLO_TAG.as_slice()),
         || format!("{:?}", doc.user_data().map(hex::encode)),
     )?;
     let key = doc.public_key().ok_or("the document has no public_key")?;
