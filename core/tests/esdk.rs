@@ -13,7 +13,8 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair
 use base64::Engine;
 use bidding_core::config::Mode;
 use bidding_core::esdk::{
-    self, ContentType, Encryptor, EsdkError, Limits, Message, Stage, Suite, check_bid_file,
+    self, ContentType, Encryptor, EsdkError, Limits, Message, Pushed, Stage, StreamDecoder, Suite,
+    check_bid_file,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -391,6 +392,127 @@ fn every_truncation_and_any_trailing_byte_is_refused() {
                 count: 1
             }
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The streaming decoder the enclave reads envelope files with: the same messages, the same
+// plaintext, the same refusals, whatever the chunks.
+
+/// Opens `m` with [`StreamDecoder`], fed in chunks of the given sizes (cycled): the plaintext
+/// handed out, or the first error.
+fn stream_open(m: &[u8], key: &[u8], chunks: &[usize]) -> Result<Vec<u8>, EsdkError> {
+    let mut d = StreamDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    let mut rest = m;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = chunks[i % chunks.len()].clamp(1, rest.len());
+        let mut part = &rest[..n];
+        rest = &rest[n..];
+        i += 1;
+        loop {
+            match d.push(part, &mut |p| out.extend_from_slice(p))? {
+                Pushed::All => break,
+                Pushed::HeaderDone(taken) => {
+                    d.open(key)?;
+                    part = &part[taken..];
+                }
+            }
+        }
+    }
+    d.finish()?;
+    Ok(out)
+}
+
+const CHUNKINGS: [&[usize]; 5] = [&[usize::MAX], &[1], &[3, 7], &[64, 1, 5000], &[4096]];
+
+#[test]
+fn streaming_opens_what_the_whole_message_opens() {
+    let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+    let csv = b"contract,bid\n1,100000\n2,250000.50\n3,99\n";
+    for fl in [1, 7, 16, 4096] {
+        let (m, key) = ours(bid_context("A-1", "buyer-1"), csv, fl);
+        cases.push((format!("ours, frame length {fl}"), m, key.to_vec()));
+    }
+    let (m, key) = ours(BTreeMap::new(), b"", 4096);
+    cases.push(("ours, empty".into(), m, key.to_vec()));
+    let (m, key) = build(&Spec {
+        suite: 0x0478,
+        ..Spec::bid_file()
+    });
+    cases.push(("0x0478".into(), m, key.to_vec()));
+    if let Some(v) = vectors("streaming_opens_what_the_whole_message_opens (official part)") {
+        cases.extend(v.into_iter().map(|v| (v.name, v.message, v.data_key)));
+    }
+    let mut single = 0;
+    for (name, m, key) in &cases {
+        let whole = open(m, key);
+        let framed = Message::parse(m, &Limits::default())
+            .map(|msg| msg.content_type() == ContentType::Framed)
+            .unwrap_or(true);
+        for chunks in CHUNKINGS {
+            let streamed = stream_open(m, key, chunks);
+            match (&whole, &streamed) {
+                (_, Err(EsdkError::SingleBlockNotStreamed)) => {
+                    assert!(!framed, "{name}: a framed message refused as single-block");
+                    single += 1;
+                }
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}, chunks {chunks:?}"),
+                (Err(a), Err(b)) => assert_eq!(a.stage(), b.stage(), "{name}: {a} / {b}"),
+                (a, b) => panic!("{name}, chunks {chunks:?}: whole {a:?}, streamed {b:?}"),
+            }
+        }
+    }
+    assert!(
+        single > 0,
+        "the official vectors hold single-block messages"
+    );
+}
+
+#[test]
+fn streaming_refuses_every_flipped_byte_truncation_and_trailing_byte() {
+    let csv = b"contract,bid\n1,100000\n2,250000.50\n3,99\n";
+    let mut messages = vec![
+        ours(bid_context("A-1", "buyer-1"), csv, 7),
+        ours(bid_context("A", "B"), b"contract,bid\n1,5\n", 4),
+        ours(BTreeMap::new(), b"", 16),
+    ];
+    let (m, k) = build(&Spec::bid_file());
+    messages.push((m, k));
+    for (m, key) in &messages {
+        assert!(stream_open(m, key, &[usize::MAX]).is_ok());
+        for i in 0..m.len() {
+            let mut bad = m.clone();
+            bad[i] ^= 1 << (i % 8);
+            for chunks in [&[usize::MAX][..], &[5]] {
+                let e = stream_open(&bad, key, chunks)
+                    .expect_err(&format!("byte {i} flipped and the stream still opened"));
+                // The whole-message decoder walks the body and checks the signature before it
+                // takes the key; the stream checks the header tag first and each frame as it
+                // comes. So a header problem is refused by both at the header; anything else
+                // by the stream at whichever check it reaches first.
+                let whole = open(&bad, key).unwrap_err();
+                if matches!(whole.stage(), Stage::Header | Stage::Limit) {
+                    assert!(
+                        matches!(e.stage(), Stage::Header | Stage::Limit | Stage::Signature),
+                        "byte {i}: whole {whole}, streamed {e}"
+                    );
+                }
+            }
+        }
+        for len in 0..m.len() {
+            assert!(
+                stream_open(&m[..len], key, &[3]).is_err(),
+                "prefix of {len}"
+            );
+        }
+        let mut longer = m.clone();
+        longer.push(0);
+        assert!(matches!(
+            stream_open(&longer, key, &[usize::MAX]),
+            Err(EsdkError::TrailingBytes { .. })
+        ));
     }
 }
 

@@ -55,6 +55,9 @@ pub enum EsdkError {
         limit: u32,
     },
 
+    #[error("the header is longer than {limit} bytes")]
+    HeaderTooLong { limit: usize },
+
     // --- header structure ---
     #[error("the {field} at byte {offset} runs {needed} bytes past the end of the message")]
     Truncated {
@@ -229,10 +232,24 @@ pub enum EsdkError {
         "the bid file's encryption context says rules={found}; the sealed image takes rules=sealed"
     )]
     BidFileRules { found: String },
+    #[error(
+        "the bid file is a single-block message; a bid file must be framed (as aws-encryption-cli \
+         and bidctl make them), so that the enclave can open it frame by frame"
+    )]
+    BidFileSingleBlock,
     #[error("the bid file is for auction {found}, not {expected}")]
     BidFileAuction { expected: String, found: String },
     #[error("the bid file is from buyer {found}, not {expected}")]
     BidFileBuyer { expected: String, found: String },
+
+    // --- streaming ---
+    #[error(
+        "a single-block message cannot be read frame by frame (its one tag covers the whole \
+         plaintext)"
+    )]
+    SingleBlockNotStreamed,
+    #[error("bytes after the header came before the data key was given")]
+    NoDataKeyYet,
 
     // --- encoding ---
     #[error("the frame length must be at least 1 byte")]
@@ -257,6 +274,7 @@ impl EsdkError {
             | TooManyContextPairs { .. }
             | TooManyDataKeys { .. }
             | FrameLengthOverLimit { .. }
+            | HeaderTooLong { .. }
             | TooManyFrames { .. } => Stage::Limit,
             Truncated { .. }
             | UnsupportedVersion { .. }
@@ -270,6 +288,7 @@ impl EsdkError {
             | ProviderIdNotUtf8 { .. }
             | UnsupportedContentType { .. }
             | SingleBlockFrameLength { .. }
+            | SingleBlockNotStreamed
             | FrameLengthZero { .. } => Stage::Header,
             FrameTruncated { .. }
             | SequenceMismatch { .. }
@@ -277,6 +296,7 @@ impl EsdkError {
             | FinalFrameTooLong { .. }
             | SingleBlockTooLong { .. }
             | FooterTruncated { .. }
+            | NoDataKeyYet
             | TrailingBytes { .. } => Stage::Body,
             MissingPublicKey
             | UnexpectedPublicKey
@@ -292,6 +312,7 @@ impl EsdkError {
             | BidFileMissingContextKey { .. }
             | BidFileExtraContextKey { .. }
             | BidFileRules { .. }
+            | BidFileSingleBlock
             | BidFileAuction { .. }
             | BidFileBuyer { .. } => Stage::Policy,
             EncodeFrameLength

@@ -280,7 +280,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// The signing key named in the context: base64 of a compressed P-384 point.
-fn public_key(context: &BTreeMap<String, String>) -> Result<ParsedPublicKey, EsdkError> {
+pub(super) fn public_key(context: &BTreeMap<String, String>) -> Result<ParsedPublicKey, EsdkError> {
     let text = context
         .get(PUBLIC_KEY_CONTEXT_KEY)
         .ok_or(EsdkError::MissingPublicKey)?;

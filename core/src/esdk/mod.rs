@@ -30,13 +30,17 @@ mod frames;
 mod header;
 mod message;
 mod policy;
+mod stream;
 
 pub use crate::cms::Plaintext;
 pub use encrypt::Encryptor;
 pub use error::{EsdkError, Stage};
 pub use header::DataKey;
 pub use message::{Message, OwnedMessage};
-pub use policy::{BID_FILE_PROVIDER_ID, CONTEXT_AUCTION, CONTEXT_BUYER, check_bid_file};
+pub use policy::{
+    BID_FILE_PROVIDER_ID, CONTEXT_AUCTION, CONTEXT_BUYER, check_bid_file, check_bid_header,
+};
+pub use stream::{HeaderView, MAX_HEADER_BYTES, Pushed, StreamDecoder};
 
 /// The one message format version accepted.
 pub const VERSION: u8 = 0x02;

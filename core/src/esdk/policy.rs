@@ -6,7 +6,7 @@
 //! set never opens in the other). Checked before the KMS call.
 
 use super::error::{EsdkError, shown};
-use super::{Message, PUBLIC_KEY_CONTEXT_KEY, Suite};
+use super::{ContentType, HeaderView, Message, PUBLIC_KEY_CONTEXT_KEY, Suite};
 use crate::config::Mode;
 use crate::kms::{RULES_CONTEXT_KEY, SEALED_RULES};
 
@@ -14,6 +14,7 @@ pub const BID_FILE_PROVIDER_ID: &str = "aws-kms";
 pub const CONTEXT_AUCTION: &str = "auction";
 pub const CONTEXT_BUYER: &str = "buyer";
 
+/// [`check_bid_header`] on a whole message.
 pub fn check_bid_file(
     message: &Message<'_>,
     rules: Mode,
@@ -21,14 +22,41 @@ pub fn check_bid_file(
     buyer: &str,
     key_arn: &str,
 ) -> Result<(), EsdkError> {
-    if message.suite() != Suite::AesGcmHkdfSha512CommitKeyEcdsaP384 {
+    check_bid_header(
+        &HeaderView {
+            suite: message.suite(),
+            content_type: message.content_type(),
+            frame_length: message.frame_length(),
+            context: message.context(),
+            data_keys: message.data_keys(),
+        },
+        rules,
+        auction_id,
+        buyer,
+        key_arn,
+    )
+}
+
+/// The auction's policy for an envelope bid file, from its header alone (the enclave checks
+/// it before the data key reaches KMS, and before any frame).
+pub fn check_bid_header(
+    header: &HeaderView<'_>,
+    rules: Mode,
+    auction_id: &str,
+    buyer: &str,
+    key_arn: &str,
+) -> Result<(), EsdkError> {
+    if header.suite != Suite::AesGcmHkdfSha512CommitKeyEcdsaP384 {
         return Err(EsdkError::BidFileSuite {
-            found: message.suite().id(),
+            found: header.suite.id(),
         });
     }
-    let [key] = message.data_keys() else {
+    if header.content_type != ContentType::Framed {
+        return Err(EsdkError::BidFileSingleBlock);
+    }
+    let [key] = header.data_keys else {
         return Err(EsdkError::BidFileDataKeyCount {
-            found: message.data_keys().len(),
+            found: header.data_keys.len(),
         });
     };
     if key.provider_id != BID_FILE_PROVIDER_ID {
@@ -42,7 +70,7 @@ pub fn check_bid_file(
             found: shown(&String::from_utf8_lossy(&key.provider_info)),
         });
     }
-    let context = message.context();
+    let context = header.context;
     let allowed: &[&str] = match rules {
         Mode::Sealed => &[
             CONTEXT_AUCTION,
