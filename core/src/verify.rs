@@ -219,9 +219,9 @@ pub struct BuyerReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordCheck {
-    /// The record names this manifest as sealed by this buyer for this file.
+    /// The record names this manifest as sealed by this buyer for this auction.
     Matches,
-    /// No record was given.
+    /// No record was given, or it has no seal of this auction (sealed on another machine).
     NoRecord,
 }
 
@@ -323,20 +323,19 @@ pub fn check_buyer(
             count: s.count,
         });
     }
-    let record = match me.record {
-        None => RecordCheck::NoRecord,
-        Some(r) => {
-            let h = sha256(&manifest.canonical_bytes());
-            let auction = manifest.terms().auction_id();
-            if r.sealed(auction, me.buyer, &h) {
-                RecordCheck::Matches
-            } else {
-                return Err(BuyerCheckError::NotSealed {
-                    auction: auction.to_string(),
-                    manifest: hex::encode(h),
-                    sealed: r.manifest_for(auction, me.buyer).map(hex::encode),
-                });
-            }
+    // A record that has this auction must name this manifest; one without it (a buyer who
+    // sealed on another machine) says nothing either way.
+    let h = sha256(&manifest.canonical_bytes());
+    let auction = manifest.terms().auction_id();
+    let record = match me.record.map(|r| (r, r.manifest_for(auction, me.buyer))) {
+        None | Some((_, None)) => RecordCheck::NoRecord,
+        Some((r, Some(_))) if r.sealed(auction, me.buyer, &h) => RecordCheck::Matches,
+        Some((_, Some(sealed))) => {
+            return Err(BuyerCheckError::NotSealed {
+                auction: auction.to_string(),
+                manifest: hex::encode(h),
+                sealed: Some(hex::encode(sealed)),
+            });
         }
     };
     Ok(BuyerReport { set_aside, record })

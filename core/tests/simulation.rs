@@ -259,6 +259,15 @@ fn encode_ct(ct: &FakeCiphertext) -> Vec<u8> {
 }
 
 /// The buyers' files (the proof of concept's CSV), the manifest or terms, and every seal.
+/// The image's limits, small: every open reserves (and writes) what they need.
+fn small_limits() -> EnclaveSettings {
+    EnclaveSettings {
+        max_lots: 4096,
+        max_bids: 4096,
+        ..EnclaveSettings::default()
+    }
+}
+
 fn mode(s: &Scenario) -> Mode {
     if s.sealed {
         Mode::Sealed
@@ -479,9 +488,10 @@ fn run(s: Scenario) -> (End, Expected, Vec<u8>) {
         max_frame: 6144,
         max_pending_bids: 8,
         rules: mode(&s),
-        ..EnclaveSettings::default()
+        ..small_limits()
     };
-    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(1 << 20), now);
+    let seed = (rng.next() as u128 | (rng.next() as u128) << 64).to_le_bytes();
+    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(1 << 20), now, seed);
     let mut to_enclave: VecDeque<u8> = VecDeque::new();
     let mut to_parent: VecDeque<u8> = VecDeque::new();
     let mut enclave_sent = Vec::new();
@@ -1065,9 +1075,9 @@ fn hello_exchange_with(
     );
     let enclave_settings = EnclaveSettings {
         rules,
-        ..EnclaveSettings::default()
+        ..small_limits()
     };
-    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(16), now);
+    let mut enclave = EnclaveSession::new(enclave_settings, ReplayGuard::new(16), now, [5; 16]);
     let mut to_enclave = Vec::new();
     while let Some(b) = parent.poll_transmit() {
         to_enclave.extend(b);
@@ -1172,9 +1182,9 @@ fn open_with(rules: Mode, open: Request) -> Vec<FromEnclave> {
     let now = START;
     let settings = EnclaveSettings {
         rules,
-        ..EnclaveSettings::default()
+        ..small_limits()
     };
-    let mut enclave = EnclaveSession::new(settings, ReplayGuard::new(16), now);
+    let mut enclave = EnclaveSession::new(settings, ReplayGuard::new(16), now, [6; 16]);
     let send = |enclave: &mut EnclaveSession, id: u64, msg: Request| {
         let mut frame = Vec::new();
         bidding_core::wire::encode_frame(

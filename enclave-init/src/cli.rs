@@ -26,9 +26,12 @@ Options:
   --max-frame BYTES          largest frame accepted from the parent [default: 1048576]
   --max-pending-bids N       bids being opened at once before the enclave stops reading
                              (bounds memory) [default: 4096]
-  --max-lots N               lots per auction [default: 500000]
-  --max-bids N               bids per auction, over every buyer's file [default: 1000000]
-  --max-file-bytes BYTES     largest bid file [default: 67108864]
+  --max-lots N               lots per auction, reserved at open, 130 bytes each
+                             [default: 2000000]
+  --max-bids N               rows naming a lot in per-bid files, over every buyer's file
+                             (one KMS call each), reserved at open, 12 bytes each
+                             [default: 1000000]
+  --max-file-bytes BYTES     largest bid file (files are streamed) [default: 1073741824]
   --replay-capacity N        unsealed auctions: ciphertexts remembered per boot, 32 bytes
                              each [default: 2000000]
   --no-heartbeat             as PID 1: skip the boot heartbeat (tests outside an enclave)
@@ -79,16 +82,18 @@ pub enum Parsed {
 /// image carries every byte of this binary, and clap would be an eighth of our own code.
 pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parsed, String> {
     use lexopt::prelude::*;
+    // The session's own defaults: one place says what an image built without `/limits` takes.
+    let limits = EnclaveSettings::default();
     let mut a = Args {
         listen: "vsock:any:5005".parse().expect("valid default"),
         kms_proxy: "vsock:3:8000".parse().expect("valid default"),
         kms_connections: 8,
         kms_deadline_secs: 60,
-        max_frame: bidding_core::wire::DEFAULT_MAX_FRAME,
-        max_pending_bids: 4096,
-        max_lots: 500_000,
-        max_bids: 1_000_000,
-        max_file_bytes: 64 * 1024 * 1024,
+        max_frame: limits.max_frame,
+        max_pending_bids: limits.max_pending_bids,
+        max_lots: limits.max_lots,
+        max_bids: limits.max_bids,
+        max_file_bytes: limits.max_file_bytes,
         replay_capacity: 2_000_000,
         rules: None,
         no_heartbeat: false,

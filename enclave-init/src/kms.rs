@@ -8,18 +8,19 @@
 
 use crate::keys::RecipientAttestation;
 use crate::transport::{self, Stream};
-use bidding_core::auction::Reason;
 use bidding_core::credentials::Credentials;
 use bidding_core::endpoint::Endpoint;
-use bidding_core::kms::{self as kms_body, Failure};
-use bidding_core::session::enclave::{BidTicket, DecryptJob, DecryptOutcome};
+use bidding_core::kms as kms_body;
+use bidding_core::session::decrypt::{
+    BidTicket, DecryptAttempts, DecryptJob, DecryptOutcome, Step,
+};
 use bidding_core::sigv4;
 use bidding_core::wire::ErrorCode;
 use rustls::pki_types::ServerName;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 #[derive(Clone)]
 pub struct KmsSettings {
@@ -262,10 +263,11 @@ impl Worker {
         }
     }
 
+    /// Opens one ciphertext by core's rules ([`DecryptAttempts`]): this worker only sends,
+    /// waits and opens what KMS answers with the enclave's key.
     fn open_bid(&mut self, job: &DecryptJob, cancelled: &AtomicBool) -> DecryptOutcome {
-        let deadline = Instant::now() + self.settings.bid_deadline;
-        let mut with_context = true;
-        let mut attempt = 0u32;
+        let deadline = self.settings.bid_deadline.as_millis() as u64;
+        let mut rules = DecryptAttempts::new(now_ms(), deadline);
         loop {
             if cancelled.load(Ordering::Relaxed) {
                 return DecryptOutcome::Fatal {
@@ -282,94 +284,30 @@ impl Worker {
                     };
                 }
             };
-            let body = kms_body::decrypt_body(
-                &job.ciphertext,
-                job.key_arn.as_str(),
-                with_context.then_some(&job.context),
-                &doc,
-            );
-            let failure = match self.post(job, "TrentService.Decrypt", &body) {
-                Attempt::Answer(status, body) if (200..300).contains(&status) => {
-                    match kms_body::recipient_ciphertext(&body, job.key_arn.as_str()) {
-                        Ok(cfr) => {
-                            let key = self.recipient.key();
-                            return match bidding_core::cms::open(&cfr, &key.private, &key.rid) {
-                                Ok(plaintext) => DecryptOutcome::Plaintext(plaintext),
-                                Err(e) => DecryptOutcome::Fatal {
-                                    code: ErrorCode::KmsFailure,
-                                    message: format!(
-                                        "cannot open KMS's CiphertextForRecipient: {e}"
-                                    ),
-                                },
-                            };
-                        }
-                        Err(f) => f,
-                    }
+            let body = rules.body(job, &doc);
+            let step = match self.post(job, "TrentService.Decrypt", &body) {
+                Attempt::Answer(status, body) => {
+                    rules.answered(job, status, &body, now_ms(), jitter())
                 }
-                Attempt::Answer(status, body) => kms_body::classify_error(status, &body),
-                Attempt::Io(e) => {
-                    if is_certificate_error(&e) {
-                        return DecryptOutcome::Fatal {
-                            code: ErrorCode::KmsFailure,
-                            message: format!("KMS endpoint's TLS certificate refused: {e}"),
-                        };
-                    }
-                    Failure::Retry {
-                        code: "ConnectionError".into(),
-                        message: e.to_string(),
-                    }
-                }
-            };
-            match failure {
-                Failure::Bid(Reason::Undecryptable)
-                    if with_context && job.retry_without_context =>
-                {
-                    with_context = false;
-                }
-                Failure::Bid(reason) => return DecryptOutcome::Disqualified(reason),
-                Failure::Credentials { code, message } => {
-                    return DecryptOutcome::Fatal {
-                        code: ErrorCode::KmsCredentials,
-                        message: format!("KMS refused the credentials: {code}: {message}"),
-                    };
-                }
-                Failure::Denied { code, message } => {
-                    return DecryptOutcome::Fatal {
-                        code: ErrorCode::KmsAccessDenied,
-                        message: format!(
-                            "KMS denied access to {}: {code}: {message} (the key policy must allow this role to Decrypt with this enclave's measurement)",
-                            job.key_arn
-                        ),
-                    };
-                }
-                Failure::KeyState { code, message } => {
-                    return DecryptOutcome::Fatal {
-                        code: ErrorCode::KeyUnavailable,
-                        message: format!("key {} is not usable: {code}: {message}", job.key_arn),
-                    };
-                }
-                Failure::Fatal { code, message } => {
+                Attempt::Io(e) if is_certificate_error(&e) => {
                     return DecryptOutcome::Fatal {
                         code: ErrorCode::KmsFailure,
-                        message: format!("KMS Decrypt failed: {code}: {message}"),
+                        message: format!("KMS endpoint's TLS certificate refused: {e}"),
                     };
                 }
-                Failure::Retry { code, message } => {
-                    let last_problem = format!("{code}: {message}");
-                    let pause = backoff(attempt);
-                    attempt += 1;
-                    let now = Instant::now();
-                    if now + pause >= deadline {
-                        return DecryptOutcome::Fatal {
-                            code: ErrorCode::KmsUnavailable,
-                            message: format!(
-                                "KMS did not answer within {} s ({attempt} attempts; last: {last_problem})",
-                                self.settings.bid_deadline.as_secs()
-                            ),
-                        };
-                    }
-                    std::thread::sleep(pause);
+                Attempt::Io(e) => rules.lost(job, e.to_string(), now_ms(), jitter()),
+            };
+            match step {
+                Step::Send => {}
+                Step::Wait(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                Step::Open(cfr) => {
+                    let key = self.recipient.key();
+                    return match bidding_core::cms::open(&cfr, &key.private, &key.rid) {
+                        Ok(plaintext) => DecryptOutcome::Plaintext(plaintext),
+                        Err(e) => DecryptAttempts::unopenable(e.to_string()),
+                    };
                 }
+                Step::Done(outcome) => return outcome,
             }
         }
     }
@@ -461,10 +399,15 @@ fn is_certificate_error(e: &io::Error) -> bool {
     )
 }
 
-/// Exponential backoff with full jitter: uniform in [0, min(2 s, 50 ms · 2^attempt)].
-fn backoff(attempt: u32) -> Duration {
-    let cap = 50u64.saturating_mul(1 << attempt.min(10)).min(2_000);
+/// A random number that spreads retries (the backoff's full jitter).
+fn jitter() -> u64 {
     let mut r = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut r);
-    Duration::from_millis(u64::from_le_bytes(r) % (cap + 1))
+    u64::from_le_bytes(r)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -183,7 +183,13 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .unwrap_or_default();
-    let mut session = EnclaveSession::new(ctx.settings.clone(), guard, now_ms());
+    // The lot index's hash key: secret, so no buyer can craft ids that flood one bucket.
+    let mut seed = [0u8; 16];
+    if let Err(e) = aws_lc_rs::rand::fill(&mut seed) {
+        *ctx.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        return format!("session ended at once: no randomness for the lot index: {e}");
+    }
+    let mut session = EnclaveSession::new(ctx.settings.clone(), guard, now_ms(), seed);
     log!("parent connected");
     let (tx, rx) = mpsc::channel::<Event>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -229,55 +235,65 @@ pub fn run_session(stream: Stream, ctx: &Context) -> String {
     // (and so the reader) after a few chunks, instead of filling the outbox without bound.
     let mut handled_inputs = 0usize;
     loop {
-        while let Some(action) = session.poll_action() {
-            match action {
-                Action::Attest {
-                    ticket,
-                    user_data,
-                    nonce,
-                } => {
-                    let doc = ctx.key.get().and_then(|key| {
-                        nsm::attest(
-                            &*ctx.nsm,
-                            Some(user_data),
-                            Some(nonce),
-                            Some(key.spki_der.clone()),
-                        )
-                    });
-                    session.attested(ticket, doc);
-                }
-                Action::UseCredentials(c) => {
-                    log!(
-                        "credentials received for {} (expire {})",
-                        c.region,
-                        c.expiration.map_or("never".to_owned(), |e| e.to_string())
-                    );
-                    if let Ok(kms) = ctx.kms() {
-                        kms.use_credentials(c);
-                    }
-                }
-                Action::Decrypt(job) => match ctx.kms() {
-                    Ok(kms) => {
-                        let tx = tx.clone();
-                        kms.submit(job, cancelled.clone(), move |t, o| {
-                            let _ = tx.send(Event::Decrypted(t, o));
+        // Drain both, until neither yields: the result's chunks are rendered as they are
+        // taken, and taking its last one asks for the attestation.
+        loop {
+            let mut busy = false;
+            while let Some(action) = session.poll_action() {
+                busy = true;
+                match action {
+                    Action::Attest {
+                        ticket,
+                        user_data,
+                        nonce,
+                    } => {
+                        let doc = ctx.key.get().and_then(|key| {
+                            nsm::attest(
+                                &*ctx.nsm,
+                                Some(user_data),
+                                Some(nonce),
+                                Some(key.spki_der.clone()),
+                            )
                         });
+                        session.attested(ticket, doc);
                     }
-                    Err(e) => session.decrypted(
-                        job.ticket,
-                        DecryptOutcome::Fatal {
-                            code: ErrorCode::Internal,
-                            message: format!("KMS client unavailable: {e}"),
-                        },
-                    ),
-                },
+                    Action::UseCredentials(c) => {
+                        log!(
+                            "credentials received for {} (expire {})",
+                            c.region,
+                            c.expiration.map_or("never".to_owned(), |e| e.to_string())
+                        );
+                        if let Ok(kms) = ctx.kms() {
+                            kms.use_credentials(c);
+                        }
+                    }
+                    Action::Decrypt(job) => match ctx.kms() {
+                        Ok(kms) => {
+                            let tx = tx.clone();
+                            kms.submit(job, cancelled.clone(), move |t, o| {
+                                let _ = tx.send(Event::Decrypted(t, o));
+                            });
+                        }
+                        Err(e) => session.decrypted(
+                            job.ticket,
+                            DecryptOutcome::Fatal {
+                                code: ErrorCode::Internal,
+                                message: format!("KMS client unavailable: {e}"),
+                            },
+                        ),
+                    },
+                }
             }
-        }
-        if let Some(bytes) = session.poll_transmit()
-            && let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush())
-        {
-            log!("writing to the parent failed: {e}");
-            session.handle_eof();
+            while let Some(bytes) = session.poll_transmit() {
+                busy = true;
+                if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
+                    log!("writing to the parent failed: {e}");
+                    session.handle_eof();
+                }
+            }
+            if !busy {
+                break;
+            }
         }
         gate.handled(std::mem::take(&mut handled_inputs));
         if session.is_ended() {

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         max_file_bytes: 16 * 1024,
         ..EnclaveSettings::default()
     };
-    let mut s = EnclaveSession::new(settings, ReplayGuard::new(64), 1_900_000_000_000);
+    let mut s = EnclaveSession::new(settings, ReplayGuard::new(64), 1_900_000_000_000, [3; 16]);
     let mut sent = Vec::new();
     let mut bids = 0u64;
     for (i, chunk) in data.chunks(97).enumerate() {
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        if let Some(out) = s.poll_transmit() {
+        while let Some(out) = s.poll_transmit() {
             sent.extend_from_slice(&out);
         }
     }

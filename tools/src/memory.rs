@@ -98,7 +98,7 @@ pub fn measure(
         ..EnclaveSettings::default()
     };
     let now = 1_900_000_000_000;
-    let mut s = EnclaveSession::new(settings.clone(), ReplayGuard::new(0), now);
+    let mut s = EnclaveSession::new(settings.clone(), ReplayGuard::new(0), now, [7; 16]);
     let mut id = 0u64;
     let mut feed = |s: &mut EnclaveSession, msg: Request| {
         id += 1;
@@ -133,7 +133,9 @@ pub fn measure(
                     Action::UseCredentials(_) => {}
                 }
             }
-            let _ = s.poll_transmit();
+            while s.poll_transmit().is_some() {
+                progressed = true;
+            }
             if s.is_ended() {
                 if closing && s.end_reason() == Some("auction closed") {
                     return Ok(());

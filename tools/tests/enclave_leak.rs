@@ -547,8 +547,8 @@ fn nothing_secret_leaves_the_enclave() {
     p.credentials(&wrong);
     p.open_unsealed(&s.config(w, RevealPolicy::None));
     let chunk_id = p.send(file_chunk(
-        "Buyer3",
-        s.file(&[("5", sealer.seal("Buyer3", "3141592.65", w, "5"))]),
+        "Buyer1",
+        s.file(&[("5", sealer.seal("Buyer1", "3141592.65", w, "5"))]),
         true,
     ));
     // (The error answers the file's last chunk, or no request in particular.)

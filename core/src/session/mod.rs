@@ -4,6 +4,7 @@
 //! and hand back bytes to send, actions to perform and when to wake up, in the manner of
 //! quinn-proto and rustls. Drivers own the sockets, threads, clock, NSM and KMS connections.
 
+pub mod decrypt;
 pub mod enclave;
 #[cfg(feature = "verify")]
 pub mod parent;

@@ -228,6 +228,11 @@ pub enum ErrorCode {
     DuplicateFile,
     /// A file's size or SHA-256 differs from the manifest's.
     FileMismatch,
+    /// An envelope file fails a check (a frame tag, its signature, its end) after some of its
+    /// rows were read: they cannot be taken back, so the auction fails.
+    BrokenFile,
+    /// The enclave cannot reserve the memory its limits need: give it more.
+    OutOfMemory,
     MissingFile,
     FileTooLarge,
     ReplayedCiphertext,
