@@ -7,13 +7,21 @@
 #
 #   tools/reproducible-build.sh            # -> target/x86_64-unknown-linux-musl/release/enclave-init
 #                                          #    and enclave-init.cdx.json beside it
+#   tools/reproducible-build.sh --unsealed # -> .../release/enclave-init-unsealed and
+#                                          #    enclave-init-unsealed.cdx.json beside it: the
+#                                          #    unsealed image (feature `unsealed`), its own PCR0
 #   tools/reproducible-build.sh --dev-image OUT
 #                                          # -> OUT: the same build with the `dev` feature, for
 #                                          #    test images only (tools/nitro-qemu/auction-test.sh)
 #
-# --dev-image builds with the same flags, so it reuses every compiled dependency and only
-# enclave-init itself is compiled again; the release binary is then put back in its place, so
-# target/.../release/enclave-init is never left holding a dev build.
+# One image, one rule set (DESIGN §2): the release image serves sealed auctions only; the proof
+# of concept's flow (no seal round) is the unsealed image, a separate build with its own SHA-384,
+# PCR0 and SBOM. A buyer who puts the unsealed image's PCR0 in a key policy trusts the operator
+# with the terms, and so with every amount that key can open.
+#
+# --unsealed and --dev-image build with the same flags, so they reuse every compiled dependency
+# and only bidding-core and enclave-init are compiled again; the release binary is then put back
+# in its place, so target/.../release/enclave-init always holds the sealed release build.
 #
 # What makes the bytes reproducible:
 #   - the toolchain pinned in rust-toolchain.toml and `cargo build --locked` (Cargo.lock);
@@ -37,10 +45,12 @@ die() { printf 'reproducible-build: %s\n' "$*" >&2; exit 1; }
 note() { printf 'reproducible-build: %s\n' "$*" >&2; }
 
 dev_out=""
+unsealed=""
 case ${1:-} in
   "") ;;
+  --unsealed) unsealed=1; [ $# -eq 1 ] || die "--unsealed takes nothing else" ;;
   --dev-image) dev_out=${2:?--dev-image needs an output path}; [ $# -eq 2 ] || die "--dev-image OUT takes nothing else" ;;
-  *) die "unknown argument $1 (usage: tools/reproducible-build.sh [--dev-image OUT])" ;;
+  *) die "unknown argument $1 (usage: tools/reproducible-build.sh [--unsealed | --dev-image OUT])" ;;
 esac
 case $dev_out in ""|/*) ;; *) dev_out=$PWD/$dev_out ;; esac
 
@@ -137,19 +147,33 @@ if [ -n "$dev_out" ]; then
   sha384sum "$dev_out" | awk '{print $1}'
   exit 0
 fi
+features=()
+out=$bin
+if [ -n "$unsealed" ]; then
+  features=(--features unsealed)
+  out=$bin-unsealed
+fi
 env "${env_drop[@]}" \
-  cargo build --release --locked --target "$target" -p enclave-init >&2
+  cargo build --release --locked --target "$target" -p enclave-init "${features[@]}" >&2
 [ -f "$bin" ] || die "cargo did not produce $bin"
+if [ -n "$unsealed" ]; then
+  cp "$bin" "$out.tmp" && mv "$out.tmp" "$out"
+  # Put the release (sealed) binary back: its compiled unit is still there, so a copy, or a
+  # build from nothing on a checkout that never built it.
+  env "${env_drop[@]}" \
+    cargo build --release --locked --target "$target" -p enclave-init >&2
+  if cmp -s "$bin" "$out"; then die "the unsealed build is byte-identical to the sealed one"; fi
+fi
 
 if command -v file >/dev/null; then
-  file -b "$bin" | grep -qE 'statically linked|static-pie linked' || die "$bin is not statically linked: $(file -b "$bin")"
+  file -b "$out" | grep -qE 'statically linked|static-pie linked' || die "$out is not statically linked: $(file -b "$out")"
 fi
-note "built in $(( $(date +%s) - start )) s: $bin ($(stat -c %s "$bin") bytes, static)"
+note "built in $(( $(date +%s) - start )) s: $out ($(stat -c %s "$out") bytes, static)"
 
 # The bill of materials: the crates cargo compiled for this binary (cargo tree, same target and
 # features), their checksums from Cargo.lock, and aws-lc's C. Same environment as the build.
-sbom=$bin.cdx.json
-env "${env_drop[@]}" python3 "$root/tools/sbom.py" sbom --binary "$bin" >"$sbom.tmp"
+sbom=$out.cdx.json
+env "${env_drop[@]}" python3 "$root/tools/sbom.py" sbom --binary "$out" "${features[@]}" >"$sbom.tmp"
 mv "$sbom.tmp" "$sbom"
 note "SBOM (CycloneDX 1.5): $sbom ($(stat -c %s "$sbom") bytes)"
-sha384sum "$bin" | awk '{print $1}'
+sha384sum "$out" | awk '{print $1}'

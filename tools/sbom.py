@@ -4,6 +4,9 @@
     tools/sbom.py sbom --binary target/x86_64-unknown-linux-musl/release/enclave-init
         writes the CycloneDX 1.5 JSON document for that binary to standard output
         (tools/reproducible-build.sh writes it beside the binary as enclave-init.cdx.json)
+    tools/sbom.py sbom --binary .../enclave-init-unsealed --features unsealed
+        the same for the unsealed image (tools/reproducible-build.sh --unsealed), whose
+        binary is built with enclave-init's `unsealed` feature
     tools/sbom.py tcb [--target-dir target]
         counts the lines of Rust and of aws-lc's C and assembly that the enclave compiles
 
@@ -48,10 +51,12 @@ def die(msg):
     sys.exit(f"sbom: {msg}")
 
 
-def cargo_tree(edges):
-    """The nodes and edges of `cargo tree` for the enclave binary with these edge kinds."""
+def cargo_tree(edges, features=None):
+    """The nodes and edges of `cargo tree` for the enclave binary with these edge kinds (and
+    enclave-init's cargo features, none for the release image)."""
     fmt = "|{p}|{l}|{r}|"
     cmd = ["cargo", "tree", "--locked", "--offline", "-p", PACKAGE, "--target", TARGET,
+           *(["--features", features] if features else []),
            "-e", edges, "--prefix", "depth", "--charset", "ascii", "--format", fmt]
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     nodes, parent_at, graph = {}, {}, set()
@@ -79,10 +84,10 @@ def cargo_tree(edges):
     return nodes, graph
 
 
-def crate_graph():
+def crate_graph(features=None):
     """(root, nodes, edges, linked, roles) of the enclave binary's crate graph."""
-    normal_nodes, normal_edges = cargo_tree("normal")
-    nodes, edges = cargo_tree("normal,build")
+    normal_nodes, normal_edges = cargo_tree("normal", features)
+    nodes, edges = cargo_tree("normal,build", features)
     nodes.update(normal_nodes)
     root = next(k for k in nodes if k[0] == PACKAGE)
     # Linked into the binary: reached from the root by normal edges without going through a
@@ -165,8 +170,8 @@ def bom_ref(key, node):
     return f"{name}@{version}" if node["path"] else f"pkg:cargo/{name}@{version}"
 
 
-def sbom(binary):
-    root, nodes, edges, linked, roles = crate_graph()
+def sbom(binary, features=None):
+    root, nodes, edges, linked, roles = crate_graph(features)
     lock = lock_packages()
     refs = {k: bom_ref(k, n) for k, n in nodes.items()}
 
@@ -259,12 +264,15 @@ def sbom(binary):
                 "bom-ref": refs[root],
                 "name": root[0],
                 "version": root[1],
-                "description": "the bidding enclave's program (its image's only executable), "
-                               "a static musl binary; its SHA-384 is given here",
+                "description": ("the bidding enclave's program (its image's only executable), "
+                                "a static musl binary; its SHA-384 is given here"
+                                + ("; the UNSEALED image (the proof of concept's flow, no seal "
+                                   "round): a key policy naming its PCR0 trusts the operator with "
+                                   "the terms" if features == "unsealed" else "")),
                 "licenses": [{"expression": license_expression(root_node["license"])}],
                 "hashes": [{"alg": "SHA-384", "content": bin_sha384}],
                 "properties": [
-                    {"name": "cargo:features", "value": "default"},
+                    {"name": "cargo:features", "value": features or "default"},
                     {"name": "cargo:profile", "value": "release"},
                     {"name": "cargo:target", "value": TARGET},
                     {"name": "rustc", "value": rustc},
@@ -430,12 +438,14 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sbom", help="CycloneDX 1.5 JSON for the enclave binary, to stdout")
     s.add_argument("--binary", required=True)
+    s.add_argument("--features", choices=["unsealed"],
+                   help="enclave-init's cargo features the binary was built with")
     t = sub.add_parser("tcb", help="lines of code compiled into the enclave")
     t.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR",
                                                           os.path.join(ROOT, "target")))
     args = ap.parse_args()
     if args.cmd == "sbom":
-        sys.stdout.write(sbom(args.binary))
+        sys.stdout.write(sbom(args.binary, args.features))
     else:
         tcb(args.target_dir)
 

@@ -435,4 +435,137 @@ mod tests {
             assert!(e.contains("only in dev builds"), "{e}");
         }
     }
+
+    /// One image, one rule set, on the real session this build runs: an enclave set up as
+    /// `run` sets it up (the rule set from `rule_set`, no `--rules`) refuses to open an auction
+    /// of the other rule set, after a hello and credentials, with `wrong_rule_set`. In the
+    /// workspace's tests enclave-init is built with `dev` (bidctl runs it), so this is the
+    /// sealed dev enclave; CI also runs it on the release image's features
+    /// (`cargo test -p enclave-init --lib image_opens_only`) and the unsealed image's
+    /// (`--features unsealed`), where the release image must refuse `open_unsealed`.
+    #[test]
+    fn the_image_opens_only_its_own_rule_set() {
+        use bidding_core::auction::RevealPolicy;
+        use bidding_core::config::{AuctionConfig, BuyerSpec};
+        use bidding_core::credentials::{Credentials, Secret};
+        use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
+        use bidding_core::session::enclave::{Action, EnclaveSession, ReplayGuard};
+        use bidding_core::wire::{
+            ErrorCode, FrameDecoder, Hello, OpenSealed, PROTOCOL_VERSION, Request, Response,
+            ToEnclave, decode_response, encode_frame, encode_request,
+        };
+
+        let Ok(Parsed::Run(a)) = args(&[]) else {
+            panic!("defaults")
+        };
+        let rules = rule_set(&a).unwrap();
+        assert_eq!(rules, IMAGE_RULES);
+        if !cfg!(feature = "dev") {
+            // The release image is the sealed one; only the `unsealed` feature makes the other.
+            let built = if cfg!(feature = "unsealed") {
+                Mode::Unsealed
+            } else {
+                Mode::Sealed
+            };
+            assert_eq!(rules, built);
+            let e = args(&["--rules", "unsealed"])
+                .ok()
+                .map(|p| match p {
+                    Parsed::Run(a) => rule_set(&a).unwrap_err(),
+                    Parsed::Print(_) => panic!("not help"),
+                })
+                .unwrap();
+            assert!(e.contains("only in dev builds"), "{e}");
+        }
+        let settings = EnclaveSettings {
+            dev: cfg!(feature = "dev"),
+            rules,
+            ..EnclaveSettings::default()
+        };
+        let now = 1_800_000_000_000;
+        let mut session = EnclaveSession::new(settings, ReplayGuard::new(16), now);
+        let mut decoder = FrameDecoder::new(64 * 1024 * 1024);
+        let mut frames = 0;
+        let mut exchange = |session: &mut EnclaveSession, id: u64, msg: Request| {
+            let mut bytes = Vec::new();
+            encode_frame(
+                &encode_request(&ToEnclave { id, msg }),
+                usize::MAX,
+                &mut bytes,
+            )
+            .unwrap();
+            session.handle_input(&bytes, now);
+            while let Some(action) = session.poll_action() {
+                if let Action::Attest { ticket, .. } = action {
+                    session.attested(ticket, Ok(vec![0xd2, 0x84]));
+                }
+            }
+            let mut replies = Vec::new();
+            while let Some(out) = session.poll_transmit() {
+                let mut input = &out[..];
+                while let Some(frame) = decoder.decode(&mut input).unwrap() {
+                    frames += 1;
+                    replies.push(decode_response(frames, &frame).unwrap());
+                }
+            }
+            replies
+        };
+        let hello = exchange(
+            &mut session,
+            1,
+            Request::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                nonce: vec![7; 32],
+            }),
+        );
+        assert!(
+            matches!(hello[..], [ref r] if matches!(r.msg, Response::Hello(_))),
+            "{hello:?}"
+        );
+        let credentials = exchange(
+            &mut session,
+            2,
+            Request::Credentials(Credentials {
+                access_key_id: "AKIAEXAMPLEEXAMPLE00".into(),
+                secret_access_key: Secret::new("x".repeat(40)),
+                session_token: None,
+                expiration: None,
+                region: Region::new("us-east-1").unwrap(),
+            }),
+        );
+        assert!(
+            matches!(credentials[..], [ref r] if matches!(r.msg, Response::Credentials(_))),
+            "{credentials:?}"
+        );
+        let other = match rules {
+            Mode::Sealed => Request::OpenUnsealed(
+                AuctionConfig::new(
+                    AuctionId::new("a").unwrap(),
+                    vec![BuyerSpec {
+                        name: BuyerName::new("V").unwrap(),
+                        key_arn: KeyArn::new("arn:aws:kms:us-east-1:111122223333:key/v").unwrap(),
+                    }],
+                    RevealPolicy::WinningBid,
+                    true,
+                )
+                .unwrap(),
+            ),
+            Mode::Unsealed => Request::OpenSealed(OpenSealed {
+                manifest: b"{}".to_vec(),
+            }),
+        };
+        let refused = exchange(&mut session, 3, other);
+        let [ref reply] = refused[..] else {
+            panic!("one reply: {refused:?}")
+        };
+        let Response::Error(e) = &reply.msg else {
+            panic!("an error: {reply:?}")
+        };
+        assert_eq!(
+            (reply.id, e.code),
+            (Some(3), ErrorCode::WrongRuleSet),
+            "{e:?}"
+        );
+        assert!(e.message.contains(rules.image()), "{}", e.message);
+    }
 }

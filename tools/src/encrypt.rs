@@ -127,7 +127,16 @@ pub fn envelope_file(
     )?)
 }
 
-/// A plaintext `contract,bid` file of `rows`, amounts in their fixed-width form.
+/// The plaintext of an envelope bid file, as `bidctl encrypt --format envelope` and `bidctl
+/// envelope pad` write it: `rows` with every amount in its fixed-width form, then padding to
+/// [`padded_len`](bidding_core::bidfile::padded_len) (with `lots`, the auction's public lot
+/// count, at least one row per lot), so the file's size says neither an amount's digits nor
+/// the exact number of rows (DESIGN §2, "Sizes"). Zeroed when dropped.
+pub fn envelope_plaintext(rows: &[PlaintextRow], lots: Option<u64>) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(bidding_core::bidfile::padded_plaintext(rows, lots))
+}
+
+/// A plaintext `contract,bid` file of `rows`, amounts in their fixed-width form, unpadded.
 pub fn plaintext_csv(rows: &[PlaintextRow]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + rows.len() * 40);
     out.extend_from_slice(bidding_core::bidfile::PLAINTEXT_HEADER.join(",").as_bytes());

@@ -21,6 +21,9 @@ use std::io::Write;
 
 /// Where `tools/reproducible-build.sh` leaves the enclave binary, relative to the checkout.
 pub const DEFAULT_ENCLAVE_INIT: &str = "target/x86_64-unknown-linux-musl/release/enclave-init";
+/// Where `tools/reproducible-build.sh --unsealed` leaves the unsealed image's binary.
+pub const DEFAULT_UNSEALED_ENCLAVE_INIT: &str =
+    "target/x86_64-unknown-linux-musl/release/enclave-init-unsealed";
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;

@@ -1,5 +1,6 @@
 //! A small KMS client for what buyers and operators call from outside the enclave (Encrypt,
-//! CreateKey, DescribeKey), signed with core's SigV4 and sent with the parent's HTTP client.
+//! GenerateDataKey, a buyer's own Decrypt, CreateKey, PutKeyPolicy), signed with core's SigV4
+//! and sent with the parent's HTTP client.
 
 use bidding_core::credentials::Credentials;
 use bidding_core::kms::{self, ErrorBody};
@@ -145,6 +146,29 @@ impl KmsClient {
             },
         )?;
         Ok(answer.ciphertext_blob)
+    }
+
+    /// Decrypt with the caller's own credentials and no Recipient: what a buyer may do with
+    /// their own key to check that a ciphertext opens under a context (`bidctl seal`). Returns
+    /// the key KMS used; the plaintext is zeroed before this returns and never shown.
+    pub fn decrypt_check(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        context: Option<BTreeMap<String, String>>,
+    ) -> Result<String, KmsError> {
+        let answer: kms::DecryptResponse = self.call(
+            "Decrypt",
+            &kms::DecryptRequest {
+                ciphertext_blob: ciphertext.to_vec(),
+                key_id: Some(key_id.to_owned()),
+                encryption_context: context,
+                encryption_algorithm: None,
+                recipient: None,
+            },
+        )?;
+        drop(answer.plaintext.map(zeroize::Zeroizing::new));
+        Ok(answer.key_id)
     }
 
     /// A fresh 32-byte data key under `key_id`, bound to `context`: the plaintext key and

@@ -9,6 +9,7 @@ pub mod kms_client;
 pub mod kms_emulator;
 pub mod memory;
 pub mod s3_server;
+pub mod seal;
 pub mod stack;
 
 /// The DER of a certificate given as PEM (or already DER).

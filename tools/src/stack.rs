@@ -3,7 +3,7 @@
 //! credentials, KMS key (with a real-format key policy pinned to the enclave's PCR0) and
 //! bucket. The demo, the end-to-end tests and the benchmarks all stand on it.
 
-use crate::encrypt::{Sealing, envelope_file, plaintext_csv, seal_rows};
+use crate::encrypt::{Sealing, envelope_file, envelope_plaintext, seal_rows};
 use crate::kms_client::KmsClient;
 use crate::kms_emulator::{self, FaultRule, Principal};
 use crate::s3_server::S3Server;
@@ -443,8 +443,9 @@ impl Stack {
     }
 
     /// Encrypts a buyer's plaintext rows as ONE envelope file (one GenerateDataKey with the
-    /// buyer's key and credentials) and uploads it as `encrypted.csv` (the name the parent
-    /// config uses for every format), as `bidctl encrypt --format envelope --upload` does.
+    /// buyer's key and credentials; amounts at one width, the plaintext padded) and uploads it
+    /// as `encrypted.csv` (the name the parent config uses for every format), as `bidctl
+    /// encrypt --format envelope --upload` does.
     pub fn envelope_and_upload(
         &self,
         buyer: &Buyer,
@@ -452,7 +453,7 @@ impl Stack {
         rows: &[PlaintextRow],
     ) -> Result<Vec<u8>> {
         let client = self.kms_client(&buyer.credentials)?;
-        let plaintext = zeroize::Zeroizing::new(plaintext_csv(rows));
+        let plaintext = envelope_plaintext(rows, None);
         let file = envelope_file(
             &client,
             &buyer.key,

@@ -6,8 +6,8 @@
 //!   key-policy --document` prints (`aws kms put-key-policy`); Buyer2 uses the stack's key;
 //! - each buyer, in a shell script, encrypts bids with `aws kms encrypt` and
 //!   `--encryption-context auction=…,lot=…,buyer=…,rules=sealed` (the sealed image's context),
-//!   with `--plaintext 200000` and from `echo 100000 > bid.txt` with `--plaintext
-//!   fileb://bid.txt`; writes
+//!   every amount at one width, with `--plaintext 000000000000200000.00` and from a file with
+//!   `--plaintext fileb://bid.txt`; writes
 //!   `encrypted.csv` by hand with the base64 ciphertexts and `aws s3 cp`s it to their bucket;
 //! - the operator makes the manifest, each buyer seals it (`bidctl seal --upload`), the parent
 //!   runs the auction, `aws s3 cp` fetches the result, `bidctl verify` checks it;
@@ -233,17 +233,18 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Buyer1's bids, the proof of concept's three ways: from `echo 100000 > bid.txt` with
-/// `fileb://` (and a context), plain `--plaintext` without a context (the proof of concept's
-/// README), and `--plaintext` with `--encryption-context`.
+/// Buyer1's bids, the README's way: every amount written at one width
+/// (`000000000000100000.00`, as `bidctl encrypt` writes them, so every ciphertext has one
+/// length) and the sealed image's context (`rules=sealed`): from a file with `fileb://` and
+/// with `--plaintext`.
 const BUYER1_SCRIPT: &str = r#"set -eu
 key="$1"
-echo 100000 > bid.txt
+printf '%s' 000000000000100000.00 > bid.txt
 c1=$(aws kms encrypt --key-id "$key" --plaintext fileb://bid.txt \
   --encryption-context auction=awscli-auction,lot=1,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
-c2=$(aws kms encrypt --key-id "$key" --plaintext 200000 \
+c2=$(aws kms encrypt --key-id "$key" --plaintext 000000000000200000.00 \
   --encryption-context auction=awscli-auction,lot=2,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
-c3=$(aws kms encrypt --key-id "$key" --plaintext 150000 \
+c3=$(aws kms encrypt --key-id "$key" --plaintext 000000000000150000.00 \
   --encryption-context auction=awscli-auction,lot=3,buyer=Buyer1,rules=sealed --query CiphertextBlob --output text)
 printf '%s\n' '[].contract,[].bid' "1,$c1" "2,$c2" "3,$c3" > encrypted.csv
 aws s3 cp encrypted.csv s3://buyer1-bids/encrypted.csv
@@ -252,12 +253,12 @@ aws s3 cp encrypted.csv s3://buyer1-bids/encrypted.csv
 /// Buyer2's, with the stack's own key: property 3 ties Buyer1.
 const BUYER2_SCRIPT: &str = r#"set -eu
 key="$1"
-c1=$(aws kms encrypt --key-id "$key" --plaintext 95000 \
+c1=$(aws kms encrypt --key-id "$key" --plaintext 000000000000095000.00 \
   --encryption-context auction=awscli-auction,lot=1,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
-echo 250000 > bid.txt
+printf '%s' 000000000000250000.00 > bid.txt
 c2=$(aws kms encrypt --key-id "$key" --plaintext fileb://bid.txt \
   --encryption-context auction=awscli-auction,lot=2,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
-c3=$(aws kms encrypt --key-id "$key" --plaintext 150000 \
+c3=$(aws kms encrypt --key-id "$key" --plaintext 000000000000150000.00 \
   --encryption-context auction=awscli-auction,lot=3,buyer=Buyer2,rules=sealed --query CiphertextBlob --output text)
 printf '%s\n' '[].contract,[].bid' "1,$c1" "2,$c2" "3,$c3" > encrypted.csv
 aws s3 cp encrypted.csv s3://buyer2-bids/encrypted.csv
@@ -429,6 +430,11 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
                 "--upload",
             ]),
         );
+        // The README's recipe draws no warning (one width, one ciphertext length), and the
+        // first bid opens under the manifest's context with the buyer's own credentials.
+        let err = String::from_utf8_lossy(&t.0.last().unwrap().1).into_owned();
+        assert!(!err.contains("WARNING"), "{err}");
+        assert!(err.contains("opens with your key"), "{err}");
     }
     t.ok(
         "operator: bidding-parent",
@@ -455,8 +461,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
     let output = std::fs::read_to_string(operator_home.join("output.csv")).unwrap();
     assert_eq!(
         output, "Property,Result\n1,Buyer1 Wins\n2,Buyer2 Wins\n3,\"Tie: Buyer1, Buyer2\"\n",
-        "every bid counted: the fileb:// one with its newline, v1's raw --plaintext, with and \
-         without a context"
+        "every bid counted: the fileb:// ones and v1's raw --plaintext, all at one width"
     );
     let verified = t.ok(
         "bidctl verify",

@@ -896,6 +896,159 @@ fn seal_checks_the_manifest_before_consenting() {
     assert!(seal_path(&files[0]).exists());
 }
 
+/// `bidctl seal` and the buyer's own file (issue 21, and issue 22's friction item): it warns
+/// about what it can see there (a line of spaces, ciphertexts of different lengths, a
+/// header-only file), test-opens the first bid under the manifest's context, says in one line
+/// when KMS does not let the buyer Decrypt, refuses a second manifest holding the same file
+/// under a renamed auction without `--force` (finding 4; with it, the renamed manifest's
+/// context does not open the bids), and keeps the first record format's entries.
+#[test]
+fn seal_warns_about_the_buyers_file_and_refuses_a_renamed_auction() {
+    let w = world(&["Buyer1"], bidding_tools::stack::StackOptions::default());
+    let dir = w.dir.path();
+    let b1 = w.stack.buyer("Buyer1").unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The first record format, for another auction: kept.
+    let old = format!(
+        r#"{{"sealed":{{"old-auction/Buyer1":"{}"}}}}"#,
+        hex::encode([5u8; 32])
+    );
+    std::fs::write(state.join("seals.json"), &old).unwrap();
+    let nowhere =
+        bidding_core::endpoint::Endpoint::Unix(dir.join("none.sock").display().to_string());
+    // The operator's manifest of `auction` over Buyer1's uploaded file.
+    let manifest_of = |auction: &str| {
+        let config = dir.join(format!("{auction}.toml"));
+        let id = bidding_core::names::AuctionId::new(auction).unwrap();
+        std::fs::write(&config, w.stack.parent_config(&id, &nowhere, "none", false)).unwrap();
+        let bytes = w.stack.make_manifest(&exe(), &config).unwrap();
+        let path = dir.join(format!("{auction}.json"));
+        std::fs::write(&path, &bytes).unwrap();
+        path
+    };
+    let seal_cmd = |manifest: &Path, bids: &Path, extra: &[&str]| {
+        let o = Command::new(exe())
+            .args(["seal", "--manifest"])
+            .arg(manifest)
+            .args(["--buyer", "Buyer1", "--key-id", b1.key.as_str(), "--bids"])
+            .arg(bids)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", &b1.credentials.access_key_id)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                b1.credentials.secret_access_key.expose(),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_KMS", w.stack.kms.endpoint())
+            .env("AWS_CA_BUNDLE", w.stack.kms.ca_pem())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        for amount in ["4711", "2000000"] {
+            assert!(!out.contains(amount) && !err.contains(amount), "{err}");
+        }
+        (o.status.success(), err)
+    };
+
+    // A file with a line of spaces and amounts of different widths (not bidctl's).
+    let mut body = String::from_utf8(csv(&seal(
+        &w,
+        "Buyer1",
+        "s-1",
+        &[bid(1, "4711"), bid(2, "2000000")],
+    )))
+    .unwrap();
+    body.push_str("   \n");
+    upload(&w, "Buyer1", body.as_bytes());
+    let bids = dir.join("encrypted.csv");
+    std::fs::write(&bids, &body).unwrap();
+    let manifest = manifest_of("s-1");
+    let (ok, err) = seal_cmd(&manifest, &bids, &[]);
+    assert!(ok, "{err}");
+    for want in [
+        "WARNING",
+        "1 row of your file is not `<lot>,<ciphertext>`",
+        "line 4",
+        "malformed_row",
+        "2 different lengths",
+        "your bid on lot 1 opens with your key under this manifest's context",
+        "sealed manifest",
+    ] {
+        assert!(err.contains(want), "missing {want:?}: {err}");
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("seals.json")).unwrap()).unwrap();
+    assert!(
+        record["sealed"]["old-auction/Buyer1"].is_string(),
+        "{record}"
+    );
+    assert_eq!(record["seals"][0]["auction"], "s-1", "{record}");
+    assert_eq!(
+        record["seals"][0]["file"],
+        hex::encode(bidding_core::config::sha256(body.as_bytes()))
+    );
+
+    // Finding 4: the same file in a "renamed" auction.
+    let renamed = manifest_of("s-1-renamed");
+    let (ok, err) = seal_cmd(&renamed, &bids, &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("holds this very bid file") && err.contains("under any auction id"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sealed"), "{err}");
+    // Forced, it still does not seal: the bids do not open under the renamed context.
+    let (ok, err) = seal_cmd(&renamed, &bids, &["--force"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("your bid on lot 1 does not open under this manifest's context")
+            && err.contains("auction=s-1-renamed")
+            && err.contains("rules=sealed"),
+        "{err}"
+    );
+
+    // A header-only file, in another auction: a warning, no test-open.
+    upload(&w, "Buyer1", b"[].contract,[].bid\n");
+    std::fs::write(&bids, b"[].contract,[].bid\n").unwrap();
+    let (ok, err) = seal_cmd(&manifest_of("s-2"), &bids, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("holds no bids"), "{err}");
+    assert!(!err.contains("opens with your key"), "{err}");
+
+    // A key that lets its owner Encrypt but not Decrypt: one line, and the seal is made.
+    let body = csv(&seal(
+        &w,
+        "Buyer1",
+        "s-3",
+        &[bid(1, "000000000000004711.00")],
+    ));
+    upload(&w, "Buyer1", &body);
+    std::fs::write(&bids, &body).unwrap();
+    let manifest = manifest_of("s-3");
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": bidding_tools::stack::buyer_arn(&b1.name)},
+        "Action": ["kms:Encrypt", "kms:PutKeyPolicy"], "Resource": "*"}]});
+    w.stack
+        .kms_client(&b1.credentials)
+        .unwrap()
+        .put_key_policy(b1.key.as_str(), &policy.to_string())
+        .unwrap();
+    let (ok, err) = seal_cmd(&manifest, &bids, &[]);
+    assert!(ok, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("does not let you Decrypt"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("AccessDenied"), "{line}");
+    assert!(!err.contains("WARNING"), "a bidctl-made file: {err}");
+}
+
 /// Configuration and command-line errors of the parent: JSON lines under `--log-format json`
 /// (asked for by flag or by the config file), one sentence each naming the file, line or field.
 #[test]

@@ -6,7 +6,8 @@
 //!   per-bid buyer; the emulator answers exactly ONE Decrypt per envelope file (plus one per
 //!   seal, plus one per per-bid bid); bad rows of an envelope file are counted per buyer and
 //!   never named with a lot; no amount appears anywhere outside.
-//! - `aws-encryption-cli --decrypt` opens bidctl's file to the buyer's bytes.
+//! - `aws-encryption-cli --decrypt` opens bidctl's file to the buyer's rows, every amount at
+//!   one width and padded, exactly as `bidctl envelope pad` writes them.
 //! - Files that are well-formed messages but not this buyer's bid file for this auction (other
 //!   auction or buyer in the context, two data keys, another buyer's key) and a file with a
 //!   flipped byte are set aside whole, and cost no KMS call.
@@ -214,7 +215,23 @@ fn official_cli_and_bidctl_envelope_files_win_beside_a_per_bid_buyer() {
         "aws-encryption-cli --decrypt: {}",
         show(&o)
     );
-    assert_eq!(std::fs::read(p.join("bob.out")).unwrap(), bob.as_bytes());
+    // bidctl encrypts Bob's rows with every amount at one width, padded: what `bidctl
+    // envelope pad` writes for aws-encryption-cli users.
+    let bob_plain = std::fs::read(p.join("bob.out")).unwrap();
+    let bob_rows =
+        bidding_core::bidfile::parse_plaintext("bob", bob.as_bytes(), Default::default()).unwrap();
+    assert_eq!(
+        bob_plain,
+        *bidding_tools::encrypt::envelope_plaintext(&bob_rows, None)
+    );
+    assert!(bidding_core::bidfile::is_padded_len(bob_plain.len() as u64));
+    let o = Command::new(exe())
+        .args(["envelope", "pad", "bob.csv", "bob.padded"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "bidctl envelope pad: {}", show(&o));
+    assert_eq!(std::fs::read(p.join("bob.padded")).unwrap(), bob_plain);
 
     // Carol: per-bid, lots 55..=70.
     let mut carol = Vec::new();
@@ -536,4 +553,161 @@ fn envelope_files_for_another_auction_buyer_or_key_fail_a_sealed_auction() {
         assert_eq!(decrypts(&w) - before, 3, "{case}");
         assert!(!output_exists(&w), "{case}: nothing is written");
     }
+}
+
+/// The README's recipe for `aws-encryption-cli` users: `bidctl envelope pad --lots N` first,
+/// then `--encrypt` with the context `auction`, `buyer` and `rules=sealed`. Such a file wins a
+/// sealed auction, and `bidctl seal` takes it without a warning; the same rows unpadded draw
+/// the warning, and a context with an extra key is refused by `bidctl seal` (the enclave would
+/// set the file aside whole), before anything is sealed.
+#[test]
+fn padded_aws_encryption_cli_files_and_what_bidctl_seal_says_about_envelopes() {
+    let Some(cli) = encryption_cli() else { return };
+    let w = world(&["Dave", "Erin"], options());
+    let plain = tempfile::tempdir().unwrap();
+    let p = plain.path();
+    let dave = w.stack.buyer("Dave").unwrap();
+    let rows = [
+        ("1", amount(1, 4)),
+        ("2", amount(2, 4)),
+        ("3", amount(3, 4)),
+    ];
+    let mut text = String::from("contract,bid\n");
+    for (lot, a) in &rows {
+        text.push_str(&format!("{lot},{a}\n"));
+    }
+    std::fs::write(p.join("dave.csv"), &text).unwrap();
+    let o = Command::new(exe())
+        .args(["envelope", "pad", "--lots", "3", "dave.csv", "dave.padded"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let padded = std::fs::read(p.join("dave.padded")).unwrap();
+    assert!(bidding_core::bidfile::is_padded_len(padded.len() as u64));
+    assert!(
+        padded
+            .windows(21)
+            .any(|x| x == format!("{:0>21}", rows[0].1).as_bytes())
+    );
+    let context = |id: &str, extra: &[&str]| -> Vec<String> {
+        [
+            format!("auction={id}"),
+            "buyer=Dave".into(),
+            "rules=sealed".into(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|e| e.to_string()))
+        .collect()
+    };
+    let state = p.join("state");
+    let seal = |manifest: &[u8], file: &[u8]| {
+        std::fs::write(p.join("manifest.json"), manifest).unwrap();
+        std::fs::write(p.join("mine.bin"), file).unwrap();
+        let o = as_buyer(&exe(), &w, dave, p)
+            .args(["seal", "--manifest", "manifest.json", "--buyer", "Dave"])
+            .args([
+                "--key-id",
+                dave.key.as_str(),
+                "--bids",
+                "mine.bin",
+                "--state-dir",
+            ])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        for (_, a) in &rows {
+            assert!(!err.contains(a.as_str()), "{err}");
+        }
+        (o.status.success(), err)
+    };
+    let erin = csv(&support::seal(
+        &w,
+        "Erin",
+        "pad-1",
+        &[bid(1, "1"), bid(4, "1")],
+    ));
+    upload(&w, "Erin", &erin);
+
+    // Padded: sealed without a warning, and it wins.
+    let file = cli_encrypt(
+        &cli,
+        &w,
+        dave,
+        p,
+        &padded,
+        &[dave.key.as_str()],
+        &context("pad-1", &[]),
+    );
+    upload(&w, "Dave", &file);
+    let a = Auction::new("pad-1", "none");
+    let enclave = w.stack.start_enclave(&exe(), "enclave-pad", &[]).unwrap();
+    let config = write_config(&w, &a, &enclave);
+    let manifest = w.stack.make_manifest(&exe(), &config).unwrap();
+    let (ok, err) = seal(&manifest, &file);
+    assert!(ok && !err.contains("WARNING"), "{err}");
+    let m = bidding_core::manifest::Manifest::parse(&manifest).unwrap();
+    let seal_text = std::fs::read(p.join("mine.bin.seal")).unwrap();
+    w.stack
+        .s3_client(&dave.credentials)
+        .put_object(&dave.bucket, "encrypted.csv.seal", &seal_text, "text/plain")
+        .unwrap();
+    w.stack
+        .seal(w.stack.buyer("Erin").unwrap(), &manifest)
+        .unwrap();
+    let out = run_parent(&w, &a, &enclave, config);
+    assert_eq!(
+        out.run.code,
+        Some(0),
+        "{}\n{}",
+        out.run.stderr,
+        out.enclave_log
+    );
+    assert_eq!(
+        String::from_utf8(fetch(&w, "output.csv")).unwrap(),
+        "Property,Result\n1,Dave Wins\n2,Dave Wins\n3,Dave Wins\n4,Erin Wins\n"
+    );
+    assert!(set_aside(&output_json(&w)).is_empty());
+    assert_eq!(m.digest(), bidding_core::config::sha256(&manifest));
+
+    // The same rows unpadded: a warning, and the seal is still made.
+    let file = cli_encrypt(
+        &cli,
+        &w,
+        dave,
+        p,
+        text.as_bytes(),
+        &[dave.key.as_str()],
+        &context("pad-2", &[]),
+    );
+    upload(&w, "Dave", &file);
+    let config = write_config(&w, &Auction::new("pad-2", "none"), &enclave);
+    let (ok, err) = seal(&w.stack.make_manifest(&exe(), &config).unwrap(), &file);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("WARNING") && err.contains("not padded"),
+        "{err}"
+    );
+
+    // A context with an extra key: refused, nothing sealed.
+    let file = cli_encrypt(
+        &cli,
+        &w,
+        dave,
+        p,
+        &padded,
+        &[dave.key.as_str()],
+        &context("pad-3", &["note=x"]),
+    );
+    upload(&w, "Dave", &file);
+    let config = write_config(&w, &Auction::new("pad-3", "none"), &enclave);
+    let _ = std::fs::remove_file(p.join("mine.bin.seal"));
+    let (ok, err) = seal(&w.stack.make_manifest(&exe(), &config).unwrap(), &file);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("would not open under this manifest") && err.contains("has the key note"),
+        "{err}"
+    );
+    assert!(!p.join("mine.bin.seal").exists());
 }

@@ -2,7 +2,8 @@
 //! after any one byte of output.csv, output.json or the attestation changes, with a wrong
 //! expected PCR0, or with the manifest of another auction (same buyers and keys, another id or
 //! reveal policy: issue 12's attack 4); the terms are required; an unsealed result says so;
-//! a buyer can check that their own file is the one counted.
+//! a buyer checks that the manifest registers their own key, counted their own file, set none of
+//! their bids aside for a reason the operator could cause, and is the one they sealed.
 
 mod support;
 
@@ -434,26 +435,158 @@ fn an_unsealed_result_says_unsealed() {
     assert!(!ok && text.contains("other terms"), "{text}");
 }
 
-/// `--buyer B --bids FILE`: a buyer confirms that their own file is the one counted; any
-/// other file (another buyer's, or theirs with one byte changed) is refused.
+/// `--buyer B --key-id K --bids FILE`: a buyer confirms that the manifest registers their own
+/// key and the result counted their own file, sees their own set-aside counts, and checks the
+/// manifest against their seal record when there is one; any other file (another buyer's, or
+/// theirs with one byte changed), another key or another sealed manifest is refused.
 #[test]
 fn a_buyer_checks_their_own_file_was_counted() {
+    use bidding_core::seal_record::{SealEntry, SealRecord};
     let p = publish();
     let d = p.dir.path();
     let m = ["--manifest", "output.manifest.json"];
-    for (buyer, file) in [
-        ("Buyer1", "buyer1-encrypted.csv"),
-        ("Buyer2", "buyer2-encrypted.csv"),
+    let key = |name: &str| p.w.stack.buyer(name).unwrap().key.to_string();
+    let (k1, k2) = (key("Buyer1"), key("Buyer2"));
+    // An empty state directory: no seal record (never the tester's own HOME).
+    std::fs::create_dir_all(d.join("state")).unwrap();
+    let st = ["--state-dir", "state"];
+    for (buyer, k, file) in [
+        ("Buyer1", &k1, "buyer1-encrypted.csv"),
+        ("Buyer2", &k2, "buyer2-encrypted.csv"),
     ] {
         let (ok, text) = cli(
             &p,
             PUBLISHED,
             &p.pcr0,
-            &[m[0], m[1], "--buyer", buyer, "--bids", file],
+            &[
+                m[0], m[1], "--buyer", buyer, "--key-id", k, "--bids", file, st[0], st[1],
+            ],
         );
         assert!(ok, "{buyer}: {text}");
         assert!(text.contains("is the one counted"), "{text}");
+        assert!(text.contains("your bids    none set aside"), "{text}");
+        assert!(text.contains("no seal record at"), "{text}");
+        assert!(
+            text.contains("rule set     sealed (SBRS: made by the sealed image"),
+            "{text}"
+        );
     }
+    // The buyer's own key, not the one the manifest registers (finding 2's check).
+    let (ok, text) = cli(
+        &p,
+        PUBLISHED,
+        &p.pcr0,
+        &[
+            m[0],
+            m[1],
+            "--buyer",
+            "Buyer1",
+            "--key-id",
+            &k2,
+            "--bids",
+            "buyer1-encrypted.csv",
+            st[0],
+            st[1],
+        ],
+    );
+    assert!(!ok && text.contains("registers key"), "{text}");
+    let (ok, text) = cli(
+        &p,
+        PUBLISHED,
+        &p.pcr0,
+        &[
+            m[0],
+            m[1],
+            "--buyer",
+            "Buyer1",
+            "--key-id",
+            &k1,
+            "--bids",
+            "buyer2-encrypted.csv",
+            st[0],
+            st[1],
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("names another file"), "{text}");
+    let mut mine = std::fs::read(d.join("buyer1-encrypted.csv")).unwrap();
+    let last = mine.len() - 1;
+    mine[last] ^= 0x20;
+    std::fs::write(d.join("changed.csv"), &mine).unwrap();
+    let (ok, text) = cli(
+        &p,
+        PUBLISHED,
+        &p.pcr0,
+        &[
+            m[0],
+            m[1],
+            "--buyer",
+            "Buyer1",
+            "--key-id",
+            &k1,
+            "--bids",
+            "changed.csv",
+            st[0],
+            st[1],
+        ],
+    );
+    assert!(!ok && text.contains("names another file"), "{text}");
+    let (ok, text) = cli(
+        &p,
+        PUBLISHED,
+        &p.pcr0,
+        &[
+            m[0],
+            m[1],
+            "--buyer",
+            "Mallory",
+            "--key-id",
+            &k1,
+            "--bids",
+            "changed.csv",
+            st[0],
+            st[1],
+        ],
+    );
+    assert!(!ok && text.contains("not a buyer"), "{text}");
+
+    // With the buyer's seal record: it must name this manifest.
+    let manifest = Manifest::parse(&p.manifest).unwrap();
+    let entry = |h: [u8; 32]| SealEntry {
+        auction: manifest.terms().auction_id().clone(),
+        buyer: bidding_core::names::BuyerName::new("Buyer1").unwrap(),
+        manifest: h,
+        file: bidding_core::config::sha256(&std::fs::read(d.join("buyer1-encrypted.csv")).unwrap()),
+    };
+    let write_record = |h: [u8; 32]| {
+        let mut r = SealRecord::default();
+        r.add(entry(h));
+        std::fs::write(d.join("state/seals.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    };
+    let mine_args = [
+        m[0],
+        m[1],
+        "--buyer",
+        "Buyer1",
+        "--key-id",
+        &k1,
+        "--bids",
+        "buyer1-encrypted.csv",
+        st[0],
+        st[1],
+    ];
+    write_record(manifest.digest());
+    let (ok, text) = cli(&p, PUBLISHED, &p.pcr0, &mine_args);
+    assert!(ok, "{text}");
+    assert!(text.contains("names this manifest"), "{text}");
+    write_record([9; 32]);
+    let (ok, text) = cli(&p, PUBLISHED, &p.pcr0, &mine_args);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("does not name this manifest") && text.contains(&hex::encode([9u8; 32])),
+        "{text}"
+    );
+    // --buyer without --key-id, or without --bids, is refused by clap.
     let (ok, text) = cli(
         &p,
         PUBLISHED,
@@ -464,30 +597,10 @@ fn a_buyer_checks_their_own_file_was_counted() {
             "--buyer",
             "Buyer1",
             "--bids",
-            "buyer2-encrypted.csv",
+            "buyer1-encrypted.csv",
         ],
     );
-    assert!(!ok, "{text}");
-    assert!(text.contains("counted a different file"), "{text}");
-    let mut mine = std::fs::read(d.join("buyer1-encrypted.csv")).unwrap();
-    let last = mine.len() - 1;
-    mine[last] ^= 0x20;
-    std::fs::write(d.join("changed.csv"), &mine).unwrap();
-    let (ok, text) = cli(
-        &p,
-        PUBLISHED,
-        &p.pcr0,
-        &[m[0], m[1], "--buyer", "Buyer1", "--bids", "changed.csv"],
-    );
-    assert!(!ok && text.contains("counted a different file"), "{text}");
-    let (ok, text) = cli(
-        &p,
-        PUBLISHED,
-        &p.pcr0,
-        &[m[0], m[1], "--buyer", "Mallory", "--bids", "changed.csv"],
-    );
-    assert!(!ok && text.contains("not a buyer"), "{text}");
-    // --buyer without --bids is refused by clap.
+    assert!(!ok && text.contains("--key-id"), "{text}");
     let (ok, _) = cli(&p, PUBLISHED, &p.pcr0, &[m[0], m[1], "--buyer", "Buyer1"]);
     assert!(!ok);
 }

@@ -1,8 +1,11 @@
-//! The adversarial review's attacks (issue 12), each played by a hostile parent against the
-//! real dev enclave over its Unix socket and the KMS emulator over TLS. Under protocol 1 each
-//! of them worked: the parent learnt amounts, or one comparison bit per boot, or got an
-//! attested result that left bids out. Each test here passes because the enclave refuses, or
-//! because what the parent sees says nothing it was not entitled to.
+//! The adversarial reviews' attacks (issues 12 and 21), each played by a hostile parent
+//! against the real dev enclaves (sealed and unsealed) over their Unix sockets and the KMS
+//! emulator over TLS. Under protocol 1 each of issue 12's worked: the parent learnt amounts, or
+//! one comparison bit per boot, or got an attested result that left bids out; issue 21's (an
+//! unsealed run of sealed bids, a buyer registered under the operator's key, sizes, bids made
+//! for another image) worked on the image that served both modes. Each test here passes
+//! because the enclave (or KMS) refuses, or because what the parent sees says nothing it was
+//! not entitled to. `e2e_attacks.rs` plays issue 21's with the stock parent.
 
 mod harness;
 
@@ -373,4 +376,340 @@ fn a_seal_under_another_key_is_refused() {
         parent.call(seal_msg("V", sealer.seal_manifest("V", &manifest))),
         Response::SealAccepted(_)
     ));
+}
+
+/// The unsealed dev enclave of this world's executable (`--rules unsealed`, its own PCR0),
+/// reaching the same KMS emulator.
+fn unsealed_enclave(world: &World, name: &str) -> (Enclave, [u8; 48]) {
+    let proxy = format!("tcp:{}", world.stack.kms.addr());
+    let enclave = Enclave::start(
+        world.dir(),
+        name,
+        &world.stack.nsm_dir,
+        &proxy,
+        Some(&world.stack.kms.ca_pem()),
+        &["--rules", "unsealed"],
+    );
+    let pcr0 = bidding_tools::stack::dev_pcr0(&exe(), Mode::Unsealed).unwrap();
+    (enclave, pcr0)
+}
+
+/// `name`'s key made to trust both dev images (the buyer talked into it, or an old image left
+/// in the policy), with the buyer's own credentials.
+fn trust_both_images(world: &World, name: &str) {
+    let b = world.buyer(name);
+    let pcr0s = [Mode::Sealed, Mode::Unsealed]
+        .map(|m| hex::encode(bidding_tools::stack::dev_pcr0(&exe(), m).unwrap()));
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": bidding_tools::stack::buyer_arn(&b.name)},
+             "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": bidding_tools::stack::OPERATOR_ROLE},
+             "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0s}}}
+        ]
+    });
+    world
+        .stack
+        .kms_client(&b.credentials)
+        .unwrap()
+        .put_key_policy(b.key.as_str(), &policy.to_string())
+        .unwrap();
+}
+
+/// V's plaintext rows (the distinctive amounts).
+fn v_rows() -> Vec<bidding_core::bidfile::PlaintextRow> {
+    let text: String = std::iter::once("contract,bid\n".to_owned())
+        .chain(V_BIDS.iter().map(|(l, a)| format!("{l},{a}\n")))
+        .collect();
+    bidding_core::bidfile::parse_plaintext("v", text.as_bytes(), Default::default()).unwrap()
+}
+
+/// An unsealed configuration of V alone, under `auction`, revealing the winning bid.
+fn v_alone(world: &World, auction: &str) -> AuctionConfig {
+    let v = world.buyer("V");
+    AuctionConfig::new(
+        AuctionId::new(auction).unwrap(),
+        vec![BuyerSpec {
+            name: v.name.clone(),
+            key_arn: v.key.clone(),
+        }],
+        RevealPolicy::WinningBid,
+        false,
+    )
+    .unwrap()
+}
+
+/// Issue 21, finding 1, with a hand-written parent. The operator takes V's sealed file as soon
+/// as it is uploaded and asks for an unsealed run with `winning-bid` and V's file alone.
+/// The sealed image refuses `open_unsealed` (after hello and credentials, before anything is
+/// opened). The unsealed image, even with V's key trusting it too, opens none of V's sealed
+/// per-bid bids (the sealed image's context has `rules=sealed`, which the unsealed image never
+/// passes, so KMS refuses) and refuses V's sealed envelope file by its header before KMS.
+/// No amount leaves either enclave.
+#[test]
+fn issue21_finding1_an_unsealed_run_opens_no_sealed_bid() {
+    let world = World::start(&["V", "P"], StackOptions::default());
+    let sealer = world.sealer();
+    let v_file = bid_file(
+        &V_BIDS
+            .iter()
+            .map(|(l, a)| (*l, sealer.seal("V", a, A, l)))
+            .collect::<Vec<_>>(),
+    );
+    let v_envelope = world
+        .stack
+        .envelope_and_upload(world.buyer("V"), &AuctionId::new(A).unwrap(), &v_rows())
+        .unwrap();
+
+    // The sealed image.
+    let sealed = world.enclave("sealed", &[]);
+    let mut parent = world.parent(&sealed);
+    parent.hello();
+    parent.credentials(&world.stack.operator);
+    let id = parent.send(Request::OpenUnsealed(v_alone(&world, A)));
+    let message = parent
+        .client
+        .expect_error(Some(id), ErrorCode::WrongRuleSet, true);
+    assert!(
+        message.contains("the sealed image (it serves sealed auctions only)"),
+        "{message}"
+    );
+    parent.client.expect_eof();
+    assert_no_amounts(&parent.client.received);
+    assert_no_amounts(sealed.log_text().as_bytes());
+
+    // The unsealed image, trusted by V's key as well.
+    trust_both_images(&world, "V");
+    let (unsealed, pcr0) = unsealed_enclave(&world, "unsealed");
+    assert_ne!(pcr0, world.stack.pcr0, "two images, two PCR0s");
+    let config = v_alone(&world, A);
+    let mut parent =
+        Parent::new(Client::connect(&unsealed), world.root_der(), pcr0).with_rules(Mode::Unsealed);
+    let (csv, json) = parent.run_unsealed(&world.stack.operator, &config, &[v_file]);
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "Property,Result,Price\n1,No valid bids,\n2,No valid bids,\n3,No valid bids,\n"
+    );
+    let header = bidding_core::output::OutputHeader::parse(&json).unwrap();
+    assert_eq!(
+        header
+            .set_aside
+            .iter()
+            .map(|s| (s.buyer.as_str(), s.reason.to_string(), s.count))
+            .collect::<Vec<_>>(),
+        [("V", "undecryptable".to_owned(), 3)]
+    );
+    assert_no_amounts(&parent.client.received);
+    let mut parent = Parent::new(
+        parent_after(&world, &unsealed, 1).client,
+        world.root_der(),
+        pcr0,
+    )
+    .with_rules(Mode::Unsealed);
+    let (csv, json) = parent.run_unsealed(&world.stack.operator, &config, &[v_envelope]);
+    assert_eq!(String::from_utf8(csv).unwrap(), "Property,Result,Price\n");
+    let header = bidding_core::output::OutputHeader::parse(&json).unwrap();
+    assert_eq!(
+        header
+            .set_aside
+            .iter()
+            .map(|s| (s.buyer.as_str(), s.reason.to_string(), s.count))
+            .collect::<Vec<_>>(),
+        [("V", "malformed_file".to_owned(), 1)]
+    );
+    assert_no_amounts(&parent.client.received);
+    assert_no_amounts(unsealed.log_text().as_bytes());
+}
+
+/// Issue 21, finding 2, with a hand-written parent: V registered under a key the operator
+/// holds (O's), V's seal forged under it, V's genuine file listed. The forged seal opens (it is
+/// under the registered key), but KMS says V's bids are not: the enclave fails the auction
+/// with `key_binding` and releases nothing.
+#[test]
+fn issue21_finding2_a_forged_registration_fails_the_auction() {
+    let world = World::start(&["V", "P", "O"], StackOptions::default());
+    let sealer = world.sealer();
+    let v_file = bid_file(
+        &V_BIDS
+            .iter()
+            .map(|(l, a)| (*l, sealer.seal("V", a, A, l)))
+            .collect::<Vec<_>>(),
+    );
+    let p_file = bid_file(&[("1", sealer.seal("P", "5", A, "1"))]);
+    let (v, p, o) = (world.buyer("V"), world.buyer("P"), world.buyer("O"));
+    let forged = AuctionConfig::new(
+        AuctionId::new(A).unwrap(),
+        vec![
+            BuyerSpec {
+                name: v.name.clone(),
+                key_arn: o.key.clone(),
+            },
+            BuyerSpec {
+                name: p.name.clone(),
+                key_arn: p.key.clone(),
+            },
+        ],
+        RevealPolicy::None,
+        false,
+    )
+    .unwrap();
+    let files = vec![v_file, p_file];
+    let manifest = world.manifest(&forged, &files);
+    let seals = [
+        ("V", sealer.seal_manifest_as("O", "V", &manifest)),
+        ("P", sealer.seal_manifest("P", &manifest)),
+    ];
+    let enclave = world.enclave("enclave", &[]);
+    let mut parent = world.parent(&enclave);
+    parent.start_sealed(&world.stack.operator, &manifest, &seals);
+    let id = parent.send(file_chunk("V", files[0].clone(), true));
+    let message = parent
+        .client
+        .expect_error(Some(id), ErrorCode::KeyBinding, true);
+    assert!(message.contains("IncorrectKeyException"), "{message}");
+    parent.client.expect_eof();
+    assert_no_amounts(&parent.client.received);
+    assert_no_amounts(enclave.log_text().as_bytes());
+}
+
+/// Bids made for today's release (context `{auction, lot, buyer}`, which is also the unsealed
+/// image's) are refused by the sealed image, and bids made with `rules=sealed` by the unsealed
+/// image, per-bid (KMS refuses the context) and envelope (the header's context, before KMS),
+/// with a hand-written parent against each dev enclave.
+#[test]
+fn issue21_each_image_refuses_bids_made_for_the_other() {
+    for (image, made_for) in [
+        (Mode::Sealed, Mode::Unsealed),
+        (Mode::Unsealed, Mode::Sealed),
+    ] {
+        let world = World::start(
+            &["V", "W", "P"],
+            StackOptions {
+                rules: image,
+                ..StackOptions::default()
+            },
+        );
+        let mut other = world.sealer();
+        other.rules = made_for;
+        let own = world.sealer();
+        let v_file = bid_file(
+            &V_BIDS
+                .iter()
+                .map(|(l, a)| (*l, other.seal("V", a, A, l)))
+                .collect::<Vec<_>>(),
+        );
+        let w = world.buyer("W");
+        let w_file = bidding_tools::encrypt::envelope_file(
+            &world.stack.kms_client(&w.credentials).unwrap(),
+            &w.key,
+            &AuctionId::new(A).unwrap(),
+            &w.name,
+            made_for,
+            &bidding_tools::encrypt::envelope_plaintext(&v_rows(), None),
+        )
+        .unwrap();
+        let p_file = bid_file(&[("1", own.seal("P", "5", A, "1"))]);
+        let files = vec![v_file, w_file, p_file];
+        let config = world.config(A, RevealPolicy::WinningBid);
+        let enclave = world.enclave("enclave", &[]);
+        let mut parent = world.parent(&enclave);
+        let (csv, json) = match image {
+            Mode::Sealed => {
+                let manifest = world.manifest(&config, &files);
+                let seals: Vec<(&str, Vec<u8>)> = ["V", "W", "P"]
+                    .iter()
+                    .map(|b| (*b, own.seal_manifest(b, &manifest)))
+                    .collect();
+                parent.start_sealed(&world.stack.operator, &manifest, &seals);
+                for (b, f) in ["V", "W", "P"].iter().zip(&files) {
+                    parent.send_file(b, f);
+                }
+                parent.close(Mode::Sealed, &manifest)
+            }
+            Mode::Unsealed => parent.run_unsealed(&world.stack.operator, &config, &files),
+        };
+        assert_eq!(
+            String::from_utf8(csv).unwrap(),
+            "Property,Result,Price\n1,P Wins,5\n2,No valid bids,\n3,No valid bids,\n",
+            "{image}"
+        );
+        let header = bidding_core::output::OutputHeader::parse(&json).unwrap();
+        let mut got: Vec<(String, String, u64)> = header
+            .set_aside
+            .iter()
+            .map(|s| (s.buyer.to_string(), s.reason.to_string(), s.count))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("V".to_owned(), "undecryptable".to_owned(), 3),
+                ("W".to_owned(), "malformed_file".to_owned(), 1)
+            ],
+            "{image}"
+        );
+        assert_no_amounts(&parent.client.received);
+        assert_no_amounts(enclave.log_text().as_bytes());
+    }
+}
+
+/// Issue 21, finding 3, with a hand-written parent: V's envelope file padded (as `bidctl
+/// encrypt --format envelope` pads) and the same rows unpadded decide the same result; the
+/// padding is never counted, listed or reported.
+#[test]
+fn issue21_finding3_padding_decides_nothing() {
+    let world = World::start(&["V", "P"], StackOptions::default());
+    let sealer = world.sealer();
+    let v = world.buyer("V");
+    let client = world.stack.kms_client(&v.credentials).unwrap();
+    let auction = AuctionId::new(A).unwrap();
+    let make = |plaintext: &[u8]| {
+        bidding_tools::encrypt::envelope_file(
+            &client,
+            &v.key,
+            &auction,
+            &v.name,
+            Mode::Sealed,
+            plaintext,
+        )
+        .unwrap()
+    };
+    let padded = make(&bidding_tools::encrypt::envelope_plaintext(&v_rows(), None));
+    let unpadded = make(&bidding_tools::encrypt::plaintext_csv(&v_rows()));
+    assert!(
+        padded.len() > unpadded.len() + 3000,
+        "padded to 4096 bytes of plaintext"
+    );
+    let p_file = bid_file(&[
+        ("1", sealer.seal("P", "7314159", A, "1")),
+        ("4", sealer.seal("P", "5", A, "4")),
+    ]);
+    let enclave = world.enclave("enclave", &[]);
+    let config = world.config(A, RevealPolicy::None);
+    let mut results = Vec::new();
+    for (i, v_file) in [padded, unpadded].into_iter().enumerate() {
+        let files = vec![v_file, p_file.clone()];
+        let manifest = world.manifest(&config, &files);
+        let seals = [
+            ("V", sealer.seal_manifest("V", &manifest)),
+            ("P", sealer.seal_manifest("P", &manifest)),
+        ];
+        let mut parent = parent_after(&world, &enclave, i);
+        parent.start_sealed(&world.stack.operator, &manifest, &seals);
+        parent.send_file("V", &files[0]);
+        parent.send_file("P", &files[1]);
+        let (csv, json) = parent.close(Mode::Sealed, &manifest);
+        let header = bidding_core::output::OutputHeader::parse(&json).unwrap();
+        assert!(header.set_aside.is_empty(), "{:?}", header.set_aside);
+        assert_no_amounts(&parent.client.received);
+        results.push((csv, json_lots(&json), header.lot_count));
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(
+        String::from_utf8(results[0].0.clone()).unwrap(),
+        "Property,Result\n1,\"Tie: P, V\"\n2,V Wins\n3,V Wins\n4,P Wins\n"
+    );
+    assert_eq!(results[0].2, 4);
 }

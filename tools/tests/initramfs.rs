@@ -317,3 +317,79 @@ fn bidctl_pcr_prints_what_the_library_computes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two images: `bidctl initramfs` takes the sealed release binary by default and the unsealed
+/// image's with `--unsealed` (each where tools/reproducible-build.sh leaves it), and `bidctl
+/// pcr` gives the two ramdisks two PCR0s.
+#[test]
+fn bidctl_initramfs_and_pcr_for_both_images() {
+    let dir = scratch("two-images");
+    let release = dir.join("target/x86_64-unknown-linux-musl/release");
+    std::fs::create_dir_all(&release).unwrap();
+    let mut elf = vec![0u8; 64 + 56];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[16] = 2;
+    elf[18] = 62;
+    elf[32] = 64;
+    elf[54] = 56;
+    elf[56] = 1;
+    elf[64] = 1;
+    let bidctl = env!("CARGO_BIN_EXE_bidctl");
+    let initramfs = |extra: &[&str]| {
+        Command::new(bidctl)
+            .current_dir(&dir)
+            .args(["initramfs", "--out"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Nothing built yet: the error says which build makes the binary.
+    let o = initramfs(&["unsealed.cpio", "--unsealed"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("tools/reproducible-build.sh --unsealed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(release.join("enclave-init"), &elf).unwrap();
+    let mut unsealed = elf.clone();
+    unsealed.push(1);
+    std::fs::write(release.join("enclave-init-unsealed"), &unsealed).unwrap();
+    for (extra, init) in [
+        (&["sealed.cpio"][..], &elf),
+        (&["unsealed.cpio", "--unsealed"][..], &unsealed),
+    ] {
+        let o = initramfs(extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(dir.join(extra[0])).unwrap(),
+            initramfs::build(init, None).unwrap()
+        );
+    }
+    let o = initramfs(&["x.cpio", "--unsealed", "--enclave-init", "y"]);
+    assert!(!o.status.success(), "--unsealed names the binary itself");
+    std::fs::write(dir.join("bzImage"), vec![7u8; 1000]).unwrap();
+    std::fs::write(dir.join("cmdline"), "console=ttyS0\n").unwrap();
+    let pcr0 = |ramdisk: &str| {
+        let o = Command::new(bidctl)
+            .current_dir(&dir)
+            .args([
+                "pcr",
+                "--json",
+                "--kernel",
+                "bzImage",
+                "--cmdline",
+                "cmdline",
+            ])
+            .args(["--ramdisk", ramdisk])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["Measurements"]["PCR0"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(pcr0("sealed.cpio"), pcr0("unsealed.cpio"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -73,8 +73,10 @@ impl Encryptor {
     }
 
     /// Writes the message: a random message id, the key commitment, the header tag,
-    /// `plaintext` in frames of `frame_length` bytes (the final frame holds the rest, 1 to
-    /// `frame_length` bytes, or 0 for an empty plaintext), and the footer signature.
+    /// `plaintext` in frames of `frame_length` bytes (the final frame holds the rest, 0 to
+    /// `frame_length - 1` bytes: a plaintext of whole frames ends with an empty final frame, as
+    /// AWS's own SDKs write it; the Python SDK refuses a final frame of `frame_length` bytes),
+    /// and the footer signature.
     /// `data_key` is the 32-byte plaintext data key, `encrypted_data_key` KMS's
     /// `CiphertextBlob` of it, and `key_arn` the `KeyId` KMS answered with.
     pub fn encrypt(
@@ -89,8 +91,8 @@ impl Encryptor {
             return Err(EsdkError::EncodeFrameLength);
         }
         let fl = frame_length as usize;
-        // Regular frames, then the final frame with what is left.
-        let regular = plaintext.len().saturating_sub(1) / fl;
+        // Regular frames, then the final frame with what is left (shorter than a frame).
+        let regular = plaintext.len() / fl;
         if regular > (u32::MAX - 1) as usize {
             return Err(EsdkError::EncodeTooManyFrames {
                 len: plaintext.len(),

@@ -1,9 +1,8 @@
 //! `bidctl encrypt`: a buyer's plaintext `contract,bid` file in, `encrypted.csv` (per-bid) or
 //! one AWS Encryption SDK message (`--format envelope`) out.
 
-use crate::encrypt::{Sealing, envelope_file, seal_rows};
-use anyhow::{Context, Result, anyhow, bail};
-use bidding_core::bidfile::{Limits, parse_plaintext};
+use crate::encrypt::{Sealing, envelope_file, envelope_plaintext, seal_rows};
+use anyhow::{Result, anyhow, bail};
 use bidding_core::config::Mode;
 use bidding_core::names::{AuctionId, BuyerName, KeyArn};
 use bidding_parent::aws::Env;
@@ -36,10 +35,17 @@ pub struct EncryptArgs {
     pub no_context: bool,
     /// per-bid: one KMS Encrypt per bid (`encrypted.csv`). envelope: the whole file as one
     /// AWS Encryption SDK message under one data key from GenerateDataKey with the context
-    /// {auction, buyer}, as `aws-encryption-cli --encrypt` makes it (the operator does not
-    /// see which lots you bid on, and the enclave makes one KMS call for your file).
+    /// {auction, buyer, rules=sealed}, as `aws-encryption-cli --encrypt` makes it (the
+    /// operator does not see which lots you bid on, and the enclave makes one KMS call for
+    /// your file). Every amount is written at one width and the plaintext is padded, so the
+    /// file's size tells neither an amount's digits nor the exact number of rows.
     #[arg(long, value_enum, default_value_t = super::FormatArg::PerBid)]
     pub format: super::FormatArg,
+    /// With --format envelope: the auction's public number of lots. The plaintext is then
+    /// padded to at least the size of a file with one row per lot, so every buyer's file of
+    /// the auction has the same size whatever lots it names.
+    #[arg(long, value_name = "N")]
+    pub lots: Option<u64>,
     /// Upload the result to s3://BUCKET/KEY instead of writing it to stdout.
     #[arg(long)]
     pub upload: Option<String>,
@@ -62,25 +68,12 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
             "--no-context is for per-bid files; an envelope file's context is always {{auction, buyer}}"
         );
     }
-    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let rows = match parse_plaintext(&a.file.display().to_string(), &bytes, Limits::default()) {
-        Ok(rows) => rows,
-        Err(errors) => {
-            // Every bad line, so the buyer can fix them all at once; nothing is encrypted.
-            eprintln!(
-                "bidctl: {} has {} problem(s); nothing was encrypted:",
-                a.file.display(),
-                errors.0.len()
-            );
-            for e in &errors.0 {
-                eprintln!("  {e}");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    if rows.is_empty() {
-        bail!("{}: no bids", a.file.display());
+    if a.lots.is_some() && a.format != super::FormatArg::Envelope {
+        bail!("--lots is for --format envelope; per-bid ciphertexts all have one length already");
     }
+    let Some(rows) = super::read_plaintext_bids(&a.file, "nothing was encrypted")? else {
+        return Ok(ExitCode::FAILURE);
+    };
     let aws = super::Aws::connect(&env, &key, &a.aws)?;
     let client = &aws.kms;
     let rules = if a.unsealed {
@@ -97,10 +90,17 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
     };
     let (csv, content_type) = match a.format {
         super::FormatArg::PerBid => (seal_rows(client, &sealing, &rows, a.parallel)?, "text/csv"),
-        // The file as the buyer wrote it (checked above): the same bytes come out of
-        // `aws-encryption-cli --decrypt`.
+        // The rows checked above, every amount at one width, padded (bidfile's padding form,
+        // which the enclave skips): what `bidctl envelope pad` writes for aws-encryption-cli.
         super::FormatArg::Envelope => (
-            envelope_file(client, &key, &auction, &buyer, rules, &bytes)?,
+            envelope_file(
+                client,
+                &key,
+                &auction,
+                &buyer,
+                rules,
+                &envelope_plaintext(&rows, a.lots),
+            )?,
             "application/octet-stream",
         ),
     };

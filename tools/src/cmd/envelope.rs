@@ -1,9 +1,12 @@
-//! `bidctl envelope open|inspect`: AWS Encryption SDK messages (envelope bid files) as the
-//! enclave reads them, for debugging and test vectors.
+//! `bidctl envelope open|inspect|pad`: AWS Encryption SDK messages (envelope bid files) as the
+//! enclave reads them, for debugging and test vectors, and the plaintext a buyer gives
+//! `aws-encryption-cli`.
 //!
 //! `open` needs the plaintext data key, which only KMS gives out (GenerateDataKey, or Decrypt
 //! of the header's encrypted data key with the header's encryption context); `inspect` needs
-//! nothing and checks everything the enclave checks before its KMS call.
+//! nothing and checks everything the enclave checks before its KMS call. `pad` writes a
+//! buyer's `contract,bid` file as `bidctl encrypt --format envelope` encrypts it: every amount
+//! at one width, then the padding the enclave skips (DESIGN §2, "Sizes").
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -31,6 +34,19 @@ pub enum Command {
         /// The message (format version 2, suite 0x0578 or 0x0478).
         message: PathBuf,
     },
+    /// Write a plaintext `contract,bid` file padded for `aws-encryption-cli --encrypt`: every
+    /// amount at one width (000000000000100000.00) and NUL bytes to a padded length, so the
+    /// encrypted file's size tells neither an amount's digits nor the exact number of rows.
+    Pad {
+        /// The auction's public number of lots: pad to at least one row per lot, so every
+        /// buyer's file of the auction has the same size.
+        #[arg(long, value_name = "N")]
+        lots: Option<u64>,
+        /// Your plaintext bid file (header `contract,bid`), checked with the enclave's rules.
+        input: PathBuf,
+        /// Where to write the padded plaintext (encrypt this file, then delete it).
+        output: PathBuf,
+    },
 }
 
 pub fn run(cmd: Command) -> Result<ExitCode> {
@@ -48,6 +64,24 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             let bytes = read(&message)?;
             let m = parse(&bytes, &message)?;
             println!("{}", serde_json::to_string_pretty(&describe(&m))?);
+        }
+        Command::Pad {
+            lots,
+            input,
+            output,
+        } => {
+            let Some(rows) = super::read_plaintext_bids(&input, "nothing was written")? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let padded = bidding_tools::encrypt::envelope_plaintext(&rows, lots);
+            std::fs::write(&output, &*padded)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "bidctl: {}: {} rows, padded to {} bytes",
+                output.display(),
+                rows.len(),
+                padded.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,10 +1,11 @@
-//! `bidctl initramfs --out FILE [--enclave-init PATH] [--nsm-ko FILE] [--test-kms-ca PEM]`: the reproducible
-//! initramfs for an enclave image in which enclave-init is PID 1.
+//! `bidctl initramfs --out FILE [--enclave-init PATH | --unsealed] [--nsm-ko FILE] [--test-kms-ca PEM]`:
+//! the reproducible initramfs for an enclave image in which enclave-init is PID 1: the sealed
+//! release image's by default, the unsealed image's with `--unsealed` (its own PCR0).
 
 use anyhow::{Context, Result, anyhow};
 use bidding_tools::initramfs;
 use clap::Args as ClapArgs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(ClapArgs)]
@@ -12,9 +13,15 @@ pub struct Args {
     /// Where to write the `newc` cpio archive.
     #[arg(long)]
     out: PathBuf,
-    /// The static enclave-init binary to install as /init.
-    #[arg(long, default_value = initramfs::DEFAULT_ENCLAVE_INIT)]
-    enclave_init: PathBuf,
+    /// The static enclave-init binary to install as /init [default: the sealed release image's,
+    /// target/x86_64-unknown-linux-musl/release/enclave-init].
+    #[arg(long)]
+    enclave_init: Option<PathBuf>,
+    /// The unsealed image (the proof of concept's flow, its own PCR0): install the binary
+    /// `tools/reproducible-build.sh --unsealed` writes, .../release/enclave-init-unsealed. A
+    /// key policy naming that image's PCR0 trusts the operator with the terms.
+    #[arg(long, conflicts_with = "enclave_init")]
+    unsealed: bool,
     /// The NSM driver to install as /nsm.ko, which enclave-init loads at boot (nitro-cli's
     /// /usr/share/nitro_enclaves/blobs/nsm.ko). Without it the kernel must have the driver
     /// built in, or the enclave cannot reach /dev/nsm.
@@ -29,18 +36,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let init = std::fs::read(&args.enclave_init).with_context(|| {
-        if args.enclave_init == Path::new(initramfs::DEFAULT_ENCLAVE_INIT) {
-            format!(
-                "reading {} (build it with tools/reproducible-build.sh, or pass --enclave-init)",
-                args.enclave_init.display()
-            )
-        } else {
-            format!("reading {}", args.enclave_init.display())
-        }
+    let (path, built_by) = match (&args.enclave_init, args.unsealed) {
+        (Some(p), _) => (p.clone(), None),
+        (None, false) => (
+            PathBuf::from(initramfs::DEFAULT_ENCLAVE_INIT),
+            Some("tools/reproducible-build.sh"),
+        ),
+        (None, true) => (
+            PathBuf::from(initramfs::DEFAULT_UNSEALED_ENCLAVE_INIT),
+            Some("tools/reproducible-build.sh --unsealed"),
+        ),
+    };
+    let init = std::fs::read(&path).with_context(|| match built_by {
+        Some(script) => format!(
+            "reading {} (build it with {script}, or pass --enclave-init)",
+            path.display()
+        ),
+        None => format!("reading {}", path.display()),
     })?;
     initramfs::check_static_elf(&init)
-        .map_err(|e| anyhow!("{} cannot be /init: {e}", args.enclave_init.display()))?;
+        .map_err(|e| anyhow!("{} cannot be /init: {e}", path.display()))?;
     let ko = args
         .nsm_ko
         .as_ref()

@@ -88,6 +88,34 @@ impl Aws {
     }
 }
 
+/// A buyer's plaintext `contract,bid` file, checked with the enclave's rules. With problems,
+/// prints every one of them (so the buyer can fix them all at once) and that `nothing` was
+/// done, and returns `None`; a file with no rows is an error.
+pub fn read_plaintext_bids(
+    path: &Path,
+    nothing: &str,
+) -> Result<Option<Vec<bidding_core::bidfile::PlaintextRow>>> {
+    use bidding_core::bidfile::{Limits, parse_plaintext};
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    match parse_plaintext(&path.display().to_string(), &bytes, Limits::default()) {
+        Ok(rows) if rows.is_empty() => Err(anyhow!("{}: no bids", path.display())),
+        Ok(rows) => Ok(Some(rows)),
+        Err(errors) => {
+            eprintln!(
+                "bidctl: {} has {} problem(s); {nothing}:",
+                path.display(),
+                errors.0.len()
+            );
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// Reads a file that holds one certificate, PEM or DER, and returns the DER.
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -1,22 +1,20 @@
 //! `bidctl seal`: a buyer's consent to exactly one manifest.
 //!
-//! The buyer checks the terms and that the manifest holds their own file, then has KMS
-//! encrypt the seal marker under their own key with the context {auction, buyer, manifest:
-//! hex(H)}. Only the key's owner can make that ciphertext; the enclave decides nothing until
-//! every buyer's seal opens under the manifest it was given. Two seals for one auction are two
-//! runs the operator could compare, so a second, different manifest is refused unless forced.
+//! Fetches the manifest, prints every term, and calls [`bidding_tools::seal::seal`], which
+//! checks the manifest against the buyer's own key and file (and refuses one under which the
+//! file would not open), keeps the one-seal-per-auction-and-per-file record, and has KMS make
+//! the seal. This writes the seal beside the bid file and, with `--upload`, next to the bid
+//! file in S3.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use base64::Engine;
-use bidding_core::config::sha256;
-use bidding_core::manifest::{self, Manifest, SEAL_MARKER};
+use bidding_core::manifest::{self, Manifest};
 use bidding_core::names::{BuyerName, KeyArn};
 use bidding_parent::aws::Env;
 use bidding_parent::config::parse_s3_url;
+use bidding_tools::seal::{self, Note, RECORD_FILE, SealRequest};
 use clap::Args;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -40,9 +38,10 @@ pub struct SealArgs {
     /// the manifest names it (`<key>.seal`, where the operator looks by default).
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     pub upload: Option<String>,
-    /// Seal even though you already sealed a different manifest of this auction. Each seal
-    /// lets the operator run the auction once more on its manifest: only do this if the
-    /// first manifest was withdrawn and you accept that both could be run.
+    /// Seal even though you already sealed a different manifest of this auction, or one that
+    /// holds this very bid file under any auction id. Each seal lets the operator run an
+    /// auction on its manifest: only do this if the first manifest was withdrawn and you
+    /// accept that both could be run.
     #[arg(long)]
     pub force: bool,
     /// Where bidctl remembers what you sealed [default: $XDG_DATA_HOME/bidctl or
@@ -53,40 +52,12 @@ pub struct SealArgs {
     pub aws: super::AwsArgs,
 }
 
-/// What this buyer has sealed, per auction.
-#[derive(Default, Serialize, Deserialize)]
-struct Record {
-    /// "<auction>/<buyer>" → hex(H).
-    sealed: BTreeMap<String, String>,
-}
-
-fn state_dir(a: &SealArgs, env: &Env) -> Result<PathBuf> {
-    if let Some(d) = &a.state_dir {
-        return Ok(d.clone());
-    }
-    if let Some(d) = env.get("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("bidctl"));
-    }
-    let home = env
-        .get("HOME")
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| anyhow!("neither --state-dir, XDG_DATA_HOME nor HOME is set"))?;
-    Ok(PathBuf::from(home).join(".local/share/bidctl"))
-}
-
-fn read_record(path: &Path) -> Result<Record> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not bidctl's seal record", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 pub fn run(a: SealArgs) -> Result<ExitCode> {
     let env = Env::process();
     let key = KeyArn::new(&a.key_id).map_err(|e| anyhow!("--key-id: {e}"))?;
     let buyer = BuyerName::new(&a.buyer).map_err(|e| anyhow!("--buyer: {e}"))?;
+    let dir = seal::state_dir(a.state_dir.as_deref(), &env)
+        .ok_or_else(|| anyhow!("neither --state-dir, XDG_DATA_HOME nor HOME is set"))?;
     let aws = super::Aws::connect(&env, &key, &a.aws)?;
     let manifest_bytes = if a.manifest.starts_with("s3://") {
         let (bucket, object) = parse_s3_url(&a.manifest).map_err(|e| anyhow!("--manifest: {e}"))?;
@@ -97,14 +68,66 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
         std::fs::read(&a.manifest).with_context(|| format!("reading {}", a.manifest))?
     };
     let m = Manifest::parse(&manifest_bytes).map_err(|e| anyhow!("{}: {e}", a.manifest))?;
-    let h = m.digest();
-    let terms = m.terms();
+    print_terms(&a.manifest, &m);
+    let mine = std::fs::read(&a.bids).with_context(|| format!("reading {}", a.bids.display()))?;
 
-    // Show the buyer what they consent to, every term of it.
+    let sealed = seal::seal(
+        &SealRequest {
+            manifest: &manifest_bytes,
+            buyer: &buyer,
+            key: &key,
+            bids: &mine,
+            force: a.force,
+            record: &dir.join(RECORD_FILE),
+        },
+        &aws.kms,
+        &mut |note| match note {
+            Note::Warning(w) => eprintln!("bidctl: WARNING: {}: {w}", a.bids.display()),
+            Note::Opened { lot } => eprintln!(
+                "bidctl: your bid on lot {lot} opens with your key under this manifest's context"
+            ),
+            Note::NotChecked(why) => eprintln!("bidctl: {why}"),
+            Note::Forced(second) => eprintln!("bidctl: --force: {second}"),
+        },
+    )?;
+    let text = format!(
+        "{}\n",
+        base64::engine::general_purpose::STANDARD.encode(&sealed.ciphertext)
+    );
+    let out = a.out.clone().unwrap_or_else(|| {
+        let mut p = a.bids.clone().into_os_string();
+        p.push(".seal");
+        PathBuf::from(p)
+    });
+    std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
-        "bidctl: manifest {} (SHA-256 {})",
-        a.manifest,
-        hex::encode(h)
+        "bidctl: sealed manifest {} for `{buyer}`: {}",
+        hex::encode(sealed.manifest_sha256),
+        out.display()
+    );
+    if let Some(target) = &a.upload {
+        let (bucket, object) = if target.is_empty() {
+            (
+                sealed.file.bucket.clone(),
+                format!("{}.seal", sealed.file.key),
+            )
+        } else {
+            parse_s3_url(target).map_err(|e| anyhow!("--upload: {e}"))?
+        };
+        aws.s3(&env)
+            .put_object(&bucket, &object, text.as_bytes(), "text/plain")
+            .with_context(|| format!("uploading the seal to s3://{bucket}/{object}"))?;
+        eprintln!("bidctl: seal uploaded to s3://{bucket}/{object}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every term the buyer consents to.
+fn print_terms(source: &str, m: &Manifest) {
+    let terms = m.terms();
+    eprintln!(
+        "bidctl: manifest {source} (SHA-256 {})",
+        hex::encode(m.digest())
     );
     eprintln!("  auction          {}", terms.auction_id());
     eprintln!("  reveal           {}", terms.reveal());
@@ -128,79 +151,4 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
             hex::encode(f.sha256)
         );
     }
-
-    let Some(spec) = terms.buyer(&buyer) else {
-        bail!("`{buyer}` is not a buyer in this manifest; nothing was sealed");
-    };
-    if spec.key_arn != key {
-        bail!(
-            "the manifest registers key {} for `{buyer}`, not {key}; nothing was sealed",
-            spec.key_arn
-        );
-    }
-    let file = m.file(&buyer).expect("every buyer has a file");
-    let mine = std::fs::read(&a.bids).with_context(|| format!("reading {}", a.bids.display()))?;
-    let digest = sha256(&mine);
-    if digest != file.sha256 || mine.len() as u64 != file.size {
-        bail!(
-            "the manifest does not hold your file: it names s3://{}/{} with {} bytes and SHA-256 {}, but {} has {} bytes and SHA-256 {}. Do not seal: ask the operator why",
-            file.bucket,
-            file.key,
-            file.size,
-            hex::encode(file.sha256),
-            a.bids.display(),
-            mine.len(),
-            hex::encode(digest)
-        );
-    }
-
-    let dir = state_dir(&a, &env)?;
-    let record_path = dir.join("seals.json");
-    let mut record = read_record(&record_path)?;
-    let slot = format!("{}/{buyer}", terms.auction_id());
-    if let Some(previous) = record.sealed.get(&slot)
-        && previous != &hex::encode(h)
-        && !a.force
-    {
-        bail!(
-            "you already sealed another manifest of auction {} (SHA-256 {previous}). Each seal lets the operator run the auction on its manifest, and comparing two results can reveal more than one; nothing was sealed (--force if the first manifest was withdrawn and you accept that)",
-            terms.auction_id()
-        );
-    }
-
-    let context = manifest::seal_context(terms.auction_id(), &buyer, &h);
-    let seal = aws.kms.encrypt(key.as_str(), SEAL_MARKER, Some(context))?;
-    let text = format!(
-        "{}\n",
-        base64::engine::general_purpose::STANDARD.encode(&seal)
-    );
-    let out = a.out.clone().unwrap_or_else(|| {
-        let mut p = a.bids.clone().into_os_string();
-        p.push(".seal");
-        PathBuf::from(p)
-    });
-    std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    record.sealed.insert(slot, hex::encode(h));
-    let tmp = record_path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
-        .and_then(|_| std::fs::rename(&tmp, &record_path))
-        .with_context(|| format!("writing {}", record_path.display()))?;
-    eprintln!(
-        "bidctl: sealed manifest {} for `{buyer}`: {}",
-        hex::encode(h),
-        out.display()
-    );
-    if let Some(target) = &a.upload {
-        let (bucket, object) = if target.is_empty() {
-            (file.bucket.clone(), format!("{}.seal", file.key))
-        } else {
-            parse_s3_url(target).map_err(|e| anyhow!("--upload: {e}"))?
-        };
-        aws.s3(&env)
-            .put_object(&bucket, &object, text.as_bytes(), "text/plain")
-            .with_context(|| format!("uploading the seal to s3://{bucket}/{object}"))?;
-        eprintln!("bidctl: seal uploaded to s3://{bucket}/{object}");
-    }
-    Ok(ExitCode::SUCCESS)
 }

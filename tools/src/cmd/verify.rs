@@ -1,12 +1,20 @@
 //! `bidctl verify`: does this attestation prove this result of these terms? Says what it
-//! checked, so a reader knows what the result does and does not guarantee.
+//! checked, so a reader knows what the result does and does not guarantee. With `--buyer
+//! --key-id --bids`, also the buyer's own check (`bidding_core::verify::check_buyer`): the
+//! manifest binds the buyer's own key to their name and counts their file, none of their bids
+//! was set aside for a reason the operator could cause, and the buyer's seal record (when
+//! there is one) names this manifest.
 
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::attestation::{AWS_NITRO_ROOT_G1_DER, VerifyAt};
 use bidding_core::config::{AuctionConfig, Mode, sha256};
 use bidding_core::manifest::Manifest;
-use bidding_core::names::BuyerName;
-use bidding_core::verify::{Expected, verify_result};
+use bidding_core::names::{BuyerName, KeyArn};
+use bidding_core::verify::{
+    BuyerCheckError, BuyerView, Expected, RecordCheck, check_buyer, verify_result,
+};
+use bidding_parent::aws::Env;
+use bidding_tools::seal::{RECORD_FILE, read_record, state_dir};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,12 +45,21 @@ pub struct VerifyArgs {
     /// output.csv.config.json written beside the output.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// With --bids: confirm that this buyer's file is the one the result counted.
-    #[arg(long, requires = "bids")]
+    /// Your buyer name, for your own check (with --key-id and --bids): the manifest registers
+    /// YOUR key for this name and counts your file, none of your bids was set aside as
+    /// undecryptable, wrong_key or malformed_file, and your seal record names this manifest.
+    #[arg(long, requires_all = ["bids", "key_id"])]
     pub buyer: Option<String>,
+    /// Your own KMS key's full ARN, as you made it (not as the manifest says).
+    #[arg(long, requires = "buyer")]
+    pub key_id: Option<String>,
     /// Your own bid file (the encrypted one you uploaded).
     #[arg(long, requires = "buyer")]
     pub bids: Option<PathBuf>,
+    /// Where `bidctl seal` keeps what you sealed [default: as bidctl seal: $XDG_DATA_HOME/bidctl
+    /// or ~/.local/share/bidctl].
+    #[arg(long, requires = "buyer")]
+    pub state_dir: Option<PathBuf>,
     /// Check certificate validity now instead of at the document's own time. Enclave
     /// certificates live about three hours, so results are normally checked as of then.
     #[arg(long)]
@@ -115,32 +132,37 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    // Optional: this buyer's own file is the one counted.
-    let mine = match (&a.buyer, &a.bids) {
-        (Some(name), Some(path)) => {
+    // Optional: the buyer's own check.
+    let mine = match (&a.buyer, &a.key_id, &a.bids) {
+        (Some(name), Some(key), Some(path)) => {
             let name = BuyerName::new(name.as_str()).map_err(|e| anyhow!("--buyer: {e}"))?;
+            let key = KeyArn::new(key.as_str()).map_err(|e| anyhow!("--key-id: {e}"))?;
             let bytes = read(path)?;
-            let digest = sha256(&bytes);
-            let counted = checked.header.files.iter().find(|f| f.buyer == name);
-            match counted {
-                None => {
-                    eprintln!(
-                        "bidctl: verification failed: `{name}` is not a buyer of this result"
-                    );
+            let record_path =
+                state_dir(a.state_dir.as_deref(), &Env::process()).map(|d| d.join(RECORD_FILE));
+            let record = match &record_path {
+                Some(p) => read_record(p)?,
+                None => None,
+            };
+            let checked_buyer = match &expected {
+                Expected::Sealed { manifest, .. } => check_buyer(
+                    &checked,
+                    manifest,
+                    &BuyerView {
+                        buyer: &name,
+                        key: &key,
+                        file: &bytes,
+                        record: record.as_ref(),
+                    },
+                ),
+                Expected::Unsealed { .. } => Err(BuyerCheckError::Unsealed(name.clone())),
+            };
+            match checked_buyer {
+                Ok(report) => Some((name, path.clone(), sha256(&bytes), report, record_path)),
+                Err(e) => {
+                    eprintln!("bidctl: verification failed: {e}");
                     return Ok(ExitCode::FAILURE);
                 }
-                Some(f) if f.sha256 != digest || f.size != bytes.len() as u64 => {
-                    eprintln!(
-                        "bidctl: verification failed: the result counted a different file for `{name}` ({} bytes, SHA-256 {}) than {} ({} bytes, SHA-256 {})",
-                        f.size,
-                        hex::encode(f.sha256),
-                        path.display(),
-                        bytes.len(),
-                        hex::encode(digest)
-                    );
-                    return Ok(ExitCode::FAILURE);
-                }
-                Some(_) => Some((name, path.clone(), digest)),
             }
         }
         _ => None,
@@ -181,6 +203,16 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
         } else {
             "refused"
         }
+    );
+    // The result attestation's tag is the rule set of the image that made it.
+    println!(
+        "  rule set     {} ({}: made by {})",
+        c.mode,
+        match c.mode {
+            Mode::Sealed => "SBRS",
+            Mode::Unsealed => "SBRU",
+        },
+        c.mode.image()
     );
     match c.mode {
         Mode::Sealed => println!(
@@ -225,12 +257,35 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
             );
         }
     }
-    if let Some((name, path, digest)) = mine {
+    if let Some((name, path, digest, report, record_path)) = mine {
         println!(
-            "  your file    {} (SHA-256 {}) is the one counted for `{name}`",
+            "  your file    {} (SHA-256 {}) is the one counted for `{name}`, under your key",
             path.display(),
             hex::encode(digest)
         );
+        if report.set_aside.is_empty() {
+            println!("  your bids    none set aside");
+        } else {
+            println!("  your bids    set aside, by reason (each one your file alone causes)");
+            for s in &report.set_aside {
+                println!(
+                    "    {:<16} {}",
+                    s.reason.to_string(),
+                    bidding_core::count(s.count, "bid", "bids")
+                );
+            }
+        }
+        let where_ = record_path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(no state directory)".to_owned());
+        match report.record {
+            RecordCheck::Matches => println!(
+                "  your seal    your seal record {where_} names this manifest: it is the one you sealed"
+            ),
+            RecordCheck::NoRecord => println!(
+                "  your seal    no seal record at {where_}: not checked against what you sealed (--state-dir where bidctl seal kept it)"
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
