@@ -676,14 +676,14 @@ fn policy_conditions_on_each_pcr() {
 
     // Policies the emulator cannot enforce are refused, not half-applied.
     let like = enclave_policy(&[("ImageSha384", hex::encode(PCR0))])
-        .replace("StringEqualsIgnoreCase", "StringLike");
+        .replace("StringEqualsIgnoreCase", "NumericLessThan");
     admin
         .call("PutKeyPolicy", &json!({"KeyId": key, "Policy": like}))
         .err(400, "MalformedPolicyDocumentException");
     assert!(bidding_tools::kms_emulator::set_policy(emu.dir.path(), &key, &like).is_err());
     let ctx_key = deny.to_string().replace(
         "\"Deny\",",
-        "\"Deny\",\"Condition\":{\"StringEquals\":{\"kms:EncryptionContext:lot\":\"7\"}},",
+        "\"Deny\",\"Condition\":{\"StringEquals\":{\"kms:CallerAccount\":\"7\"}},",
     );
     admin
         .call("PutKeyPolicy", &json!({"KeyId": key, "Policy": ctx_key}))
