@@ -663,7 +663,7 @@ fn a_seal_under_the_wrong_key_is_refused() {
         .create_key(
             "Buyer2's other key",
             Some(bidding_tools::stack::buyer_key_policy(
-                &format!("arn:aws:iam::{}:user/Buyer2", bidding_tools::stack::ACCOUNT),
+                &bidding_tools::stack::buyer_arn(&b.name),
                 &w.stack.pcr0,
             )),
         )

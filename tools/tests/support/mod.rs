@@ -191,7 +191,7 @@ pub fn output_exists(w: &World) -> bool {
     .any(|k| {
         w.stack
             .s3
-            .object_path(bidding_tools::stack::OUTPUT_BUCKET, k)
+            .object_path(bidding_tools::stack::OUTPUT_BUCKET, &w.stack.output_key(k))
             .exists()
     })
 }
