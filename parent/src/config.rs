@@ -798,9 +798,34 @@ key_arn = "{ARN2}"
         assert_eq!(s.region.as_str(), "us-east-1");
         assert_eq!(s.inputs[0].key, "encrypted.csv");
         assert_eq!(s.inputs[1].key, "2026/encrypted.csv");
-        assert_eq!(s.output.key, "output.csv");
-        assert_eq!(s.output.attestation_key, "output.csv.attestation");
-        assert_eq!(s.output.json_key, "output.json");
+        // Each auction under its own prefix, so the next auction overwrites nothing.
+        assert_eq!(s.output.prefix, "a-1/");
+        assert_eq!(s.output.key, "a-1/output.csv");
+        assert_eq!(s.output.attestation_key, "a-1/output.csv.attestation");
+        assert_eq!(s.output.json_key, "a-1/output.json");
+        assert_eq!(s.output.manifest_key, "a-1/manifest.json");
+        assert!(!s.rerun);
+        let mut flat = file(&good_toml());
+        flat.output.as_mut().unwrap().prefix = Some(String::new());
+        flat.rerun = Some(true);
+        let f = resolve(Cli::default(), flat, &no_env).unwrap();
+        assert_eq!((f.output.key.as_str(), f.rerun), ("output.csv", true));
+        let mut bad = file(&good_toml());
+        bad.output.as_mut().unwrap().prefix = Some("../x/".into());
+        assert!(resolve(Cli::default(), bad, &no_env).is_err());
+        // The environment's S3 endpoint overrides the file's, and says so.
+        let mut with = file(&good_toml());
+        with.s3_endpoint = Some("http://127.0.0.1:1".into());
+        let env = |k: &str| (k == "AWS_ENDPOINT_URL_S3").then(|| "http://127.0.0.1:2".to_owned());
+        let e = resolve(Cli::default(), with, &env).unwrap();
+        assert_eq!(e.s3_endpoint.as_deref(), Some("http://127.0.0.1:2"));
+        assert!(
+            e.s3_endpoint_note
+                .as_deref()
+                .is_some_and(|n| n.contains("AWS_ENDPOINT_URL_S3") && n.contains("127.0.0.1:1")),
+            "{:?}",
+            e.s3_endpoint_note
+        );
         assert_eq!(
             s.enclave,
             Endpoint::Vsock {
@@ -812,7 +837,7 @@ key_arn = "{ARN2}"
         assert!(!s.s3_path_style);
         assert!(s.sealed);
         assert_eq!(s.inputs[0].seal_key, "encrypted.csv.seal");
-        assert_eq!(s.output.manifest_key, "manifest.json");
+        assert_eq!(s.output.manifest_key, "a-1/manifest.json");
     }
 
     #[test]

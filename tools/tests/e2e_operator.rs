@@ -242,7 +242,7 @@ fn dry_run_names_an_unwritable_bucket_and_a_wrong_pcr0() {
     assert_eq!(run.code, Some(5), "{err}");
     assert!(
         err.contains(&format!(
-            "dry run: these credentials may not write to the output bucket `{OUTPUT_BUCKET}`; the role needs s3:PutObject and s3:AbortMultipartUpload on output.csv (HTTP 403 AccessDenied"
+            "dry run: these credentials may not write to the output bucket `{OUTPUT_BUCKET}`; the role needs s3:PutObject and s3:AbortMultipartUpload on dry-denied/output.csv (HTTP 403 AccessDenied"
         )),
         "{err}"
     );
