@@ -30,6 +30,9 @@ Options:
   --max-file-bytes BYTES     largest bid file [default: 67108864]
   --replay-capacity N        unsealed auctions: ciphertexts remembered per boot, 32 bytes
                              each [default: 2000000]
+  --limits-file PATH         apply the limit flags in PATH (one --NAME=VALUE a line) before
+                             the rest; as PID 1, /limits is applied when present (the image's
+                             measured limits: bidctl initramfs --limits)
   --no-heartbeat             as PID 1: skip the boot heartbeat (tests outside an enclave)
   --nsm-ko PATH              as PID 1: the NSM driver module to load when present
                              [default: /nsm.ko]
@@ -174,6 +177,19 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
         }
         argv = ours;
     }
+    let argv = match crate::limits::apply(argv, pid1, crate::limits::read_file) {
+        Ok((argv, applied)) => {
+            if !applied.is_empty() {
+                log!("limits from the limits file: {}", applied.join(" "));
+            }
+            argv
+        }
+        Err(e) if !pid1 => {
+            eprintln!("enclave-init: {e}");
+            std::process::exit(2);
+        }
+        Err(e) => pid1::finish(&format!("bad limits: {e}"), 2, pid1),
+    };
     let args = match parse(argv) {
         Ok(Parsed::Run(a)) => *a,
         Ok(Parsed::Print(text)) if !pid1 => {

@@ -206,3 +206,38 @@ fn an_interrupted_run_says_nothing_was_written() {
         "{err}"
     );
 }
+
+/// The limits file (what `bidctl initramfs --limits` puts in the image as /limits) reaches the
+/// enclave's session: with `--max-lots=1` a two-lot auction is refused.
+#[test]
+fn the_limits_file_bounds_the_auction() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    bids(&w, "limited");
+    let limits = w.dir.path().join("limits");
+    std::fs::write(&limits, "# one lot\n--max-lots=1\n").unwrap();
+    let a = Auction::new("limited", "none");
+    let enclave = w
+        .stack
+        .start_enclave(
+            &exe(),
+            "enclave-limited",
+            &["--limits-file", limits.to_str().unwrap()],
+        )
+        .unwrap();
+    let config = write_config(&w, &a, &enclave);
+    seal_round(&w, &config);
+    let out = run_parent(&w, &a, &enclave, config);
+    assert_ne!(out.run.code, Some(0), "{}", out.run.stderr);
+    assert!(
+        out.enclave_log
+            .contains("limits from the limits file: --max-lots=1"),
+        "{}",
+        out.enclave_log
+    );
+    assert!(
+        out.run.stderr.to_lowercase().contains("lots"),
+        "{}",
+        out.run.stderr
+    );
+    assert!(!output_exists(&w));
+}
