@@ -466,9 +466,15 @@ pub fn resolve(
                 .map(|id| format!("{id}/"))
                 .unwrap_or_default()
         });
-        if prefix.starts_with('/') || prefix.contains("//") || prefix.contains("..") {
+        if prefix.starts_with('/')
+            || prefix
+                .split('/')
+                .rev()
+                .skip(1)
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             errors.push(format!(
-                "output prefix `{prefix}`: must not start with /, or hold // or .."
+                "output prefix `{prefix}`: must not start with /, or hold an empty, . or .. part"
             ));
         }
         let key = cli
