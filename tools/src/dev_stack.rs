@@ -2,13 +2,21 @@
 //! (or a script) to drive by hand with the AWS CLI, `bidctl` and the parent, the way buyers and
 //! the operator work on AWS.
 //!
-//! It stands on [`Stack`]: a local S3 (s3s-fs, SigV4 checked on every request), the KMS
-//! emulator (trusting the software NSM's dev root, so Recipient requests from the dev enclave
-//! verify with no `--attestation-root` to find), and one dev enclave (`bidctl __enclave`). Each
-//! buyer gets credentials, a bucket and a key whose policy lets only the operator's role, for an
-//! enclave attesting to the dev enclave's PCR0, decrypt. With a kept directory the credentials
-//! and keys are the same on every run (`dev-stack.json`); the ports are new each run, so the
-//! environment and `auction.toml` are written again each time.
+//! It stands on [`Stack`]: a local S3 (s3s-fs over TLS, SigV4 checked on every request, bucket
+//! policies enforced across accounts), the KMS emulator (key policies across accounts; it
+//! trusts the software NSM's dev root, so Recipient requests from the dev enclave verify with no
+//! `--attestation-root` to find), and one dev enclave (`bidctl __enclave`). One AWS account per
+//! role: the operator's, and each buyer's own. Each buyer gets credentials, a bucket the
+//! operator's role may read and a key whose policy (`bidctl key-policy --document`'s) lets only
+//! that role, for an enclave attesting to the dev enclave's PCR0, decrypt; the auction's buyers
+//! may read its manifest and results in the output bucket. With a kept directory the
+//! credentials and keys are the same on every run (`dev-stack.json`), and so are the auction
+//! id, reveal policy, `allow_no_context` and any `key_arn` edited into `auction.toml`, unless a
+//! flag says otherwise; the ports are new each run, so the environment and `auction.toml` are
+//! written again each time.
+//!
+//! More accounts fit the same way: a buyer is a name, an account derived from it, credentials,
+//! a bucket and keys; another enclave is another `start_enclave` with its own PCR0.
 
 use crate::kms_emulator;
 use crate::stack::{
@@ -42,9 +50,12 @@ pub struct Options {
     pub temporary: bool,
     /// Buyers; empty: those of the kept directory, or Buyer1 and Buyer2.
     pub buyers: Vec<BuyerName>,
-    pub auction: AuctionId,
-    pub reveal: RevealPolicy,
-    pub allow_no_context: bool,
+    /// `None`: the kept `auction.toml`'s, else `dev-auction`.
+    pub auction: Option<AuctionId>,
+    /// `None`: the kept `auction.toml`'s, else `none`.
+    pub reveal: Option<RevealPolicy>,
+    /// `None`: the kept `auction.toml`'s, else false.
+    pub allow_no_context: Option<bool>,
     /// The executable that runs the dev enclave (bidctl itself); its SHA-384 is the PCR0.
     pub exe: PathBuf,
 }
@@ -100,8 +111,10 @@ pub struct DevStack {
 }
 
 impl DevStack {
-    pub fn start(opts: Options) -> Result<DevStack> {
-        let dir = &opts.dir;
+    pub fn start(mut opts: Options) -> Result<DevStack> {
+        check_buyer_names(&opts.buyers)?;
+        let dir = opts.dir.clone();
+        let dir = &dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Some(pid) = running_dev_stack(dir) {
             bail!(
@@ -110,6 +123,27 @@ impl DevStack {
             );
         }
         let mut notes = Vec::new();
+        if let Some(pid) = stop_leftover_enclave(dir) {
+            notes.push(format!(
+                "a dev enclave (PID {pid}) of an earlier dev-stack that did not stop cleanly was still running; it was stopped"
+            ));
+        }
+        // What the operator set last time, unless a flag says otherwise now.
+        let kept_toml = kept_config(&dir.join(CONFIG_FILE));
+        let kept_terms = kept_toml.as_ref().map(|k| &k.terms);
+        if opts.auction.is_none() {
+            opts.auction = kept_terms.and_then(|t| t.auction.clone());
+        }
+        if opts.reveal.is_none() {
+            opts.reveal = kept_terms.and_then(|t| t.reveal);
+        }
+        if opts.allow_no_context.is_none() {
+            opts.allow_no_context = kept_terms.and_then(|t| t.allow_no_context);
+        }
+        let auction = opts
+            .auction
+            .clone()
+            .unwrap_or_else(|| AuctionId::new("dev-auction").expect("valid"));
         let pcr0 = sha384_file(&opts.exe)?;
         let state_path = dir.join(STATE_FILE);
         let saved: Option<Saved> = match std::fs::read(&state_path) {
@@ -181,7 +215,17 @@ impl DevStack {
                 None => accounts.buyers.push((name, new_credentials()?, None)),
             }
         }
-        let stack = Stack::start_with(dir, accounts, &opts.exe, StackOptions::default())?;
+        let mut stack = Stack::start_with(
+            dir,
+            accounts,
+            &opts.exe,
+            StackOptions {
+                enforce_policies: true,
+                ..StackOptions::default()
+            },
+        )?;
+        stack.enclave_dies_with_parent = true;
+        stack.share_auction(&auction)?;
         let old_saved = saved;
         let mut saved = Saved {
             pcr0: pcr0_hex,
@@ -210,13 +254,27 @@ impl DevStack {
         let enclave = stack.start_enclave(&opts.exe, ENCLAVE, &[])?;
         write_pid(&dir.join(ENCLAVE_PID_FILE), enclave.child.id())?;
         let config_path = dir.join(CONFIG_FILE);
-        let config = stack.parent_config_mode(
-            &opts.auction,
+        let mut config = stack.parent_config_mode(
+            &auction,
             &enclave.endpoint,
-            &opts.reveal.to_string(),
-            opts.allow_no_context,
+            &opts.reveal.unwrap_or_default().to_string(),
+            opts.allow_no_context.unwrap_or(false),
             true,
         );
+        // A key a buyer made and the operator put in auction.toml stays there.
+        for (name, arn) in kept_toml.iter().flat_map(|k| &k.key_arns) {
+            if let Some(b) = stack.buyers.iter().find(|b| b.name.as_str() == name)
+                && b.key.as_str() != arn
+            {
+                config = config.replace(
+                    &format!("key_arn = \"{}\"", b.key),
+                    &format!("key_arn = \"{arn}\""),
+                );
+                notes.push(format!(
+                    "{name}'s key_arn in {CONFIG_FILE} is the one you set, {arn}, not the stack's"
+                ));
+            }
+        }
         if let Ok(old) = std::fs::read_to_string(&config_path)
             && old != config
         {
@@ -224,12 +282,13 @@ impl DevStack {
             std::fs::rename(&config_path, &previous)
                 .with_context(|| format!("moving {}", config_path.display()))?;
             notes.push(format!(
-                "the ports change on every run, so {CONFIG_FILE} was written anew; the last one is {} (copy your edits over)",
+                "the ports change on every run, so {CONFIG_FILE} was written anew (auction id, reveal policy, allow_no_context and key_arn kept); the last one is {}",
                 previous.display()
             ));
         }
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
+        opts.auction = Some(auction);
         let ds = DevStack {
             stack,
             enclave,
@@ -245,7 +304,8 @@ impl DevStack {
             files.push((b.name.to_string(), ds.env(&b.credentials)));
         }
         for (who, env) in files {
-            let text: String = exports(&env);
+            // A shell with an assumed role or a profile would sign with those instead.
+            let text = format!("unset AWS_SESSION_TOKEN AWS_PROFILE\n{}", exports(&env));
             kms_emulator::state::write_atomic(
                 &env_dir.join(format!("{who}.sh")),
                 text.as_bytes(),
@@ -324,7 +384,8 @@ impl DevStack {
                 "pid": self.enclave.child.id(),
                 "log": path_string(&self.enclave.log),
             },
-            "auction_id": self.opts.auction.as_str(),
+            "auction_id": self.auction().as_str(),
+            "manifest_url": self.manifest_url(),
             "auction_toml": path_string(&self.config_path),
             "operator": {
                 "role_arn": OPERATOR_ROLE,
@@ -379,7 +440,7 @@ impl DevStack {
         ));
         line(format!("  PCR0      {}", self.pcr0_hex()));
         line(format!(
-            "  restart the enclave (a fresh boot): kill -HUP {pid}   or   bidctl dev-stack restart-enclave --dir {}",
+            "  restart the enclave (a fresh boot): kill -USR1 {pid}   or   bidctl dev-stack restart-enclave --dir {}",
             sh_quote(&path_string(dir))
         ));
         for n in &self.notes {
@@ -404,13 +465,19 @@ impl DevStack {
         line("unset AWS_SESSION_TOKEN AWS_PROFILE".into());
         t_push(&mut line, &exports(&self.operator_env()));
         line(String::new());
+        let first = self
+            .stack
+            .buyers
+            .first()
+            .map(|b| b.name.to_string())
+            .unwrap_or_else(|| "operator".into());
         line(format!(
-            "# Or: source {}/env/<Buyer1|operator>.sh",
+            "# Or: source {}/env/<{first}|operator>.sh",
             sh_quote(&path_string(dir))
         ));
         line(format!(
             "# auction.toml (auction {}, the stack's keys; a buyer who makes their own key sends its ARN for key_arn): {}",
-            self.opts.auction,
+            self.auction(),
             self.config_path.display()
         ));
         line(format!(
@@ -426,8 +493,15 @@ impl DevStack {
             )
         ));
         let config = sh_quote(&path_string(&self.config_path));
+        let prefix = format!("s3://{OUTPUT_BUCKET}/{}", self.auction());
         line(format!(
-            "# The operator, after the bids: bidctl __parent manifest --config {config}\n#   every buyer: bidctl seal --manifest s3://{OUTPUT_BUCKET}/manifest.json --buyer <name> --key-id <key ARN> --bids encrypted.csv --upload\n#   then: bidctl __parent --config {config}   (bidctl __parent is bidding-parent; the parent binary works the same)"
+            "# The operator, after the bids: bidctl __parent manifest --config {config}\n#   every buyer: bidctl seal --manifest {} --buyer <name> --key-id <key ARN> --bids encrypted.csv --upload\n#   then: bidctl __parent --config {config}   (bidctl __parent is bidding-parent; the parent binary works the same)",
+            self.manifest_url()
+        ));
+        line(format!(
+            "# Anyone (each buyer with --buyer <name> --bids encrypted.csv): aws s3 cp --recursive {prefix}/ result/, then\n#   bidctl verify --output result/output.csv --attestation result/output.csv.attestation --manifest result/manifest.json \\\n#     --expect-pcr0 {} --root {}",
+            self.pcr0_hex(),
+            sh_quote(&path_string(&self.stack.dev_root_pem))
         ));
         t
     }
@@ -466,6 +540,19 @@ impl DevStack {
 
     pub fn dir(&self) -> &Path {
         &self.opts.dir
+    }
+
+    /// The auction id `auction.toml` names.
+    pub fn auction(&self) -> AuctionId {
+        self.opts
+            .auction
+            .clone()
+            .unwrap_or_else(|| AuctionId::new("dev-auction").expect("valid"))
+    }
+
+    /// Where the operator's manifest goes and the buyers read it.
+    pub fn manifest_url(&self) -> String {
+        format!("s3://{OUTPUT_BUCKET}/{}/manifest.json", self.auction())
     }
 
     pub fn temporary(&self) -> bool {
@@ -554,7 +641,88 @@ fn running_dev_stack(dir: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
-/// `bidctl dev-stack restart-enclave --dir DIR`: asks the dev-stack running on DIR (SIGHUP to
+/// Two buyers whose names differ only in case would share a bucket and an account.
+fn check_buyer_names(names: &[BuyerName]) -> Result<()> {
+    for (i, a) in names.iter().enumerate() {
+        if let Some(b) = names[..i]
+            .iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(a.as_str()))
+        {
+            if a == b {
+                bail!("--buyer {a} is given twice");
+            }
+            bail!(
+                "--buyer {b} and --buyer {a} differ only in case: they would share the bucket s3://{} (give buyers names that differ in more than case)",
+                crate::stack::buyer_bucket(a)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a kept `auction.toml` says that the operator may have set: the terms, and each buyer's
+/// `key_arn`.
+struct KeptConfig {
+    terms: KeptTerms,
+    key_arns: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct KeptTerms {
+    auction: Option<AuctionId>,
+    reveal: Option<RevealPolicy>,
+    allow_no_context: Option<bool>,
+}
+
+fn kept_config(path: &Path) -> Option<KeptConfig> {
+    let file = bidding_parent::config::read_file(path).ok()?;
+    Some(KeptConfig {
+        terms: KeptTerms {
+            auction: file.auction_id.and_then(|a| AuctionId::new(a).ok()),
+            reveal: file.reveal,
+            allow_no_context: file.allow_no_context,
+        },
+        key_arns: file
+            .buyers
+            .into_iter()
+            .map(|b| (b.name, b.key_arn))
+            .collect(),
+    })
+}
+
+/// A dev enclave that an earlier dev-stack on DIR left running (killed with SIGKILL, say):
+/// the PID in `DIR/enclave.pid`, when that process is a `bidctl __enclave` listening on this
+/// directory's socket. It is stopped (SIGTERM); returns its PID.
+fn stop_leftover_enclave(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(ENCLAVE_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let socket = dir.join(format!("{ENCLAVE}.sock"));
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = words.contains(&&b"__enclave"[..])
+        && words
+            .iter()
+            .any(|w| w.ends_with(socket.as_os_str().as_encoded_bytes()));
+    if !ours {
+        return None;
+    }
+    let target = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: a signal to the enclave process checked above to be this directory's.
+    unsafe {
+        libc::kill(target, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(dir.join(ENCLAVE_PID_FILE));
+    Some(pid)
+}
+
+/// `bidctl dev-stack restart-enclave --dir DIR`: asks the dev-stack running on DIR (SIGUSR1 to
 /// the PID in `DIR/dev-stack.pid`, checked to be a `bidctl dev-stack`) to restart its enclave,
 /// and waits until the new one runs. Returns the new enclave's PID.
 pub fn request_restart(dir: &Path) -> Result<u32> {
@@ -571,8 +739,8 @@ pub fn request_restart(dir: &Path) -> Result<u32> {
     };
     let before = read_pid(ENCLAVE_PID_FILE);
     let target = libc::pid_t::try_from(pid).map_err(|_| anyhow!("bad PID {pid}"))?;
-    // SAFETY: a signal to the dev-stack process checked above; SIGHUP only restarts its enclave.
-    if unsafe { libc::kill(target, libc::SIGHUP) } != 0 {
+    // SAFETY: a signal to the dev-stack process checked above; SIGUSR1 only restarts its enclave.
+    if unsafe { libc::kill(target, libc::SIGUSR1) } != 0 {
         bail!(
             "signalling dev-stack (PID {pid}): {}",
             std::io::Error::last_os_error()

@@ -183,6 +183,10 @@ pub struct Stack {
     pub buyers: Vec<Buyer>,
     /// The enclave image's measurement: SHA-384 of the executable that runs the dev enclave.
     pub pcr0: [u8; 48],
+    /// Dev enclaves started from now on get SIGTERM when the thread that started them ends
+    /// (`PR_SET_PDEATHSIG`): `bidctl dev-stack`, whose main thread starts them, sets it, so
+    /// a dev-stack killed with SIGKILL leaves no enclave behind.
+    pub enclave_dies_with_parent: bool,
 }
 
 fn random_token(len: usize, alphabet: &[u8]) -> Result<String> {
@@ -385,6 +389,7 @@ impl Stack {
             operator,
             buyers: Vec::new(),
             pcr0,
+            enclave_dies_with_parent: false,
         };
         for (name, credentials, key) in accounts {
             let key = match key {
@@ -534,7 +539,20 @@ impl Stack {
         let socket = self.dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if self.enclave_dies_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("__enclave")
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))

@@ -423,7 +423,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
             buyer(i, Path::new(BIDCTL)).args([
                 "seal",
                 "--manifest",
-                "s3://auction-results/manifest.json",
+                &stack.s("/manifest_url"),
                 "--buyer",
                 names[i],
                 "--key-id",
@@ -451,7 +451,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
             operator(aws.to_str().unwrap()).args([
                 "s3",
                 "cp",
-                &format!("s3://auction-results/{f}"),
+                &format!("s3://auction-results/{AUCTION}/{f}"),
                 f,
             ]),
         );
@@ -502,13 +502,35 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
         "{}",
         stack.stderr()
     );
+    // The timer's next run: the verified result is there, nothing to do.
     t.ok(
-        "operator: bidding-parent (rerun)",
+        "operator: bidding-parent (decided already)",
         operator(BIDCTL).args(["__parent", "--config", config_arg, "--log-format", "human"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&t.0.last().unwrap().1).contains("is decided already"),
+        "{}",
+        String::from_utf8_lossy(&t.0.last().unwrap().1)
+    );
+    t.ok(
+        "operator: bidding-parent --rerun",
+        operator(BIDCTL).args([
+            "__parent",
+            "--config",
+            config_arg,
+            "--log-format",
+            "human",
+            "--rerun",
+        ]),
     );
     let again = t.ok(
         "operator: aws s3 cp output.csv - (rerun)",
-        operator(aws.to_str().unwrap()).args(["s3", "cp", "s3://auction-results/output.csv", "-"]),
+        operator(aws.to_str().unwrap()).args([
+            "s3",
+            "cp",
+            &format!("s3://auction-results/{AUCTION}/output.csv"),
+            "-",
+        ]),
     );
     assert_eq!(again, output);
 
