@@ -630,16 +630,16 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
 }
 
 #[test]
-fn a_temporary_dev_stack_restarts_its_enclave_on_sighup_and_is_removed_at_stop() {
+fn a_temporary_dev_stack_restarts_its_enclave_on_sigusr1_and_is_removed_at_stop() {
     // Needs no AWS CLI.
     let mut stack = DevStack::start(&[]);
     assert_eq!(stack.info["temporary"], true);
     let dir = PathBuf::from(stack.s("/dir"));
     assert!(dir.join("auction.toml").is_file());
     assert!(Path::new(&stack.s("/ca_bundle")).is_file());
-    // SIGHUP restarts the enclave.
+    // SIGUSR1 restarts the enclave (SIGHUP, a closed terminal, stops dev-stack).
     let before = stack.info["enclave"]["pid"].as_u64().unwrap();
-    stack.signal(libc::SIGHUP);
+    stack.signal(libc::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !stack.stderr().contains("the dev enclave was restarted") {
         assert!(Instant::now() < deadline, "no restart: {}", stack.stderr());
