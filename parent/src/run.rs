@@ -855,3 +855,31 @@ fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bidding_core::auction::Reason;
+    use bidding_core::names::BuyerName;
+    use bidding_core::output::SetAside;
+
+    #[test]
+    fn a_file_set_aside_whole_is_called_a_file() {
+        let line = |reason, count| {
+            set_aside_line(&SetAside {
+                buyer: BuyerName::new("B").unwrap(),
+                reason,
+                count,
+                lots: None,
+            })
+        };
+        assert_eq!(
+            line(Reason::MalformedFile, 1),
+            "buyer `B`: the whole file set aside (malformed_file)"
+        );
+        assert_eq!(
+            line(Reason::InvalidAmount, 1),
+            "buyer `B`: 1 bid set aside (invalid_amount)"
+        );
+    }
+}
