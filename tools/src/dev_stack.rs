@@ -499,7 +499,7 @@ impl DevStack {
             self.manifest_url()
         ));
         line(format!(
-            "# Anyone (each buyer with --buyer <name> --bids encrypted.csv): aws s3 cp --recursive {prefix}/ result/, then\n#   bidctl verify --output result/output.csv --attestation result/output.csv.attestation --manifest result/manifest.json \\\n#     --expect-pcr0 {} --root {}",
+            "# Anyone (each buyer with --buyer <name> --bids encrypted.csv): for f in manifest.json output.csv output.json output.csv.attestation;\n#   do aws s3 cp {prefix}/$f result/$f; done   (buyers may read these objects, not list the bucket), then\n#   bidctl verify --output result/output.csv --attestation result/output.csv.attestation --manifest result/manifest.json \\\n#     --expect-pcr0 {} --root {}",
             self.pcr0_hex(),
             sh_quote(&path_string(&self.stack.dev_root_pem))
         ));
