@@ -156,9 +156,18 @@ mod tests {
         // --limits-file must exist, and is taken out of the arguments.
         assert!(apply(os(&["x", "--limits-file", "/nope"]), false, none).is_err());
         let read = |p: &str| (p == "/l").then(|| Ok("--replay-capacity=5".to_owned()));
-        let (argv, _) = apply(os(&["x", "--limits-file=/l", "--no-heartbeat"]), false, read).unwrap();
+        let (argv, _) = apply(
+            os(&["x", "--limits-file=/l", "--no-heartbeat"]),
+            false,
+            read,
+        )
+        .unwrap();
         assert_eq!(argv, os(&["x", "--replay-capacity=5", "--no-heartbeat"]));
         let bad = |_: &str| Some(Ok("--listen=unix:/x".to_owned()));
-        assert!(apply(os(&["/init"]), true, bad).unwrap_err().contains("not a limit"));
+        assert!(
+            apply(os(&["/init"]), true, bad)
+                .unwrap_err()
+                .contains("not a limit")
+        );
     }
 }

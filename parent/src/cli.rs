@@ -88,10 +88,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
 /// its own process; then bidctl's stays.)
 fn on_interrupt(settings: &config::Settings) {
     let format = settings.log_format;
-    let out = format!(
-        "s3://{}/{}",
-        settings.output.bucket, settings.output.prefix
-    );
+    let out = format!("s3://{}/{}", settings.output.bucket, settings.output.prefix);
     let key = settings.output.key.clone();
     let _ = ctrlc::set_handler(move || {
         let what = match run::WRITING.load(std::sync::atomic::Ordering::SeqCst) {

@@ -97,7 +97,9 @@ fn verify(
         return Err("the attestation commits to other terms than this manifest".into());
     }
     if c.csv_sha256 != sha256(csv) || c.json_sha256 != sha256(json) {
-        return Err("output.csv or output.json differs from what the attestation commits to".into());
+        return Err(
+            "output.csv or output.json differs from what the attestation commits to".into(),
+        );
     }
     let header = OutputHeader::parse(json)?;
     if &header.auction_id != manifest.terms().auction_id() {

@@ -159,10 +159,7 @@ pub fn missing_or_unreadable(what: &str, e: &S3Error) -> String {
 }
 
 /// Reads a buyer's seal: `Ok(None)` when it is missing or unreadable (with the sentence why).
-fn read_seal(
-    s3: &S3Client,
-    input: &BuyerLocation,
-) -> Result<Result<Vec<u8>, String>, RunError> {
+fn read_seal(s3: &S3Client, input: &BuyerLocation) -> Result<Result<Vec<u8>, String>, RunError> {
     match s3.get_object(&input.bucket, &input.seal_key, 64 * 1024) {
         Ok(text) => decode_seal(&text).map(Ok).map_err(|e| {
             fail(

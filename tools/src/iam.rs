@@ -112,7 +112,10 @@ impl Op {
     fn negated(self) -> bool {
         matches!(
             self,
-            Op::StringNotEquals | Op::StringNotEqualsIgnoreCase | Op::StringNotLike | Op::ArnNotLike
+            Op::StringNotEquals
+                | Op::StringNotEqualsIgnoreCase
+                | Op::StringNotLike
+                | Op::ArnNotLike
         )
     }
 
@@ -173,12 +176,12 @@ impl Key {
                 }
             }
         };
-        let fits = match (&k, kind.service()) {
-            (Key::PrincipalArn | Key::PrincipalAccount, _) => true,
-            (Key::SecureTransport, Some("s3") | None) => true,
-            (Key::EncryptionContext(_) | Key::Pcr(_), Some("kms") | None) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (&k, kind.service()),
+            (Key::PrincipalArn | Key::PrincipalAccount, _)
+                | (Key::SecureTransport, Some("s3") | None)
+                | (Key::EncryptionContext(_) | Key::Pcr(_), Some("kms") | None)
+        );
         fits.then_some(k)
     }
 }
@@ -586,7 +589,9 @@ fn parse_conditions(v: Value, kind: Kind) -> Result<Vec<Condition>, String> {
                     .iter()
                     .all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"))
             {
-                return Err(format!("Condition {op_name} {key} takes \"true\" or \"false\""));
+                return Err(format!(
+                    "Condition {op_name} {key} takes \"true\" or \"false\""
+                ));
             }
             out.push(Condition {
                 op,
@@ -762,17 +767,26 @@ mod tests {
             ..Context::default()
         };
         let k = "arn:aws:kms:us-east-1:444455556666:key/x";
-        assert_eq!(p.evaluate(&req(ADMIN, "kms:Encrypt", k, cx(&with))), Decision::Allow);
+        assert_eq!(
+            p.evaluate(&req(ADMIN, "kms:Encrypt", k, cx(&with))),
+            Decision::Allow
+        );
         assert_eq!(
             p.evaluate(&req(OTHER, "kms:Encrypt", k, cx(&with))),
             Decision::ExplicitDeny(Some("D".into()))
         );
-        assert_eq!(p.evaluate(&req(OTHER, "kms:Encrypt", k, cx(&without))), Decision::Allow);
+        assert_eq!(
+            p.evaluate(&req(OTHER, "kms:Encrypt", k, cx(&without))),
+            Decision::Allow
+        );
         assert_eq!(
             p.evaluate(&req(OTHER, "kms:Encrypt", k, Context::default())),
             Decision::Allow
         );
-        assert_eq!(p.evaluate(&req(OTHER, "kms:Decrypt", k, cx(&with))), Decision::Allow);
+        assert_eq!(
+            p.evaluate(&req(OTHER, "kms:Decrypt", k, cx(&with))),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -782,7 +796,10 @@ mod tests {
             "arn:aws:iam::111122223333:role/bidding-parent"
         );
         assert_eq!(principal_arn_of(ADMIN).unwrap(), ADMIN);
-        assert!(arn_like("arn:aws:iam::*:role/bidding-*", "arn:aws:iam::111122223333:role/bidding-parent"));
+        assert!(arn_like(
+            "arn:aws:iam::*:role/bidding-*",
+            "arn:aws:iam::111122223333:role/bidding-parent"
+        ));
         assert!(!arn_like("arn:aws:iam::1:role/x", "arn:aws:iam::1:user/x"));
     }
 
@@ -806,9 +823,17 @@ mod tests {
         };
         assert_eq!(a("arn:aws:s3:::b/bids/x", Some(&identity)), Decision::Allow);
         assert_eq!(a("arn:aws:s3:::b/bids/x", Some(&[])), Decision::NoAllow);
-        assert_eq!(a("arn:aws:s3:::b/other", Some(&identity)), Decision::NoAllow);
+        assert_eq!(
+            a("arn:aws:s3:::b/other", Some(&identity)),
+            Decision::NoAllow
+        );
         // Within its own account an identity Allow suffices for S3, not for KMS.
-        let own = req(ADMIN, "s3:GetObject", "arn:aws:s3:::b/x", Context::default());
+        let own = req(
+            ADMIN,
+            "s3:GetObject",
+            "arn:aws:s3:::b/x",
+            Context::default(),
+        );
         let all = vec![
             Policy::parse(
                 r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
@@ -816,8 +841,14 @@ mod tests {
             )
             .unwrap(),
         ];
-        assert_eq!(authorize(Some(&bucket), "444455556666", Some(&all), true, &own), Decision::Allow);
-        assert_eq!(authorize(None, "444455556666", Some(&all), false, &own), Decision::NoAllow);
+        assert_eq!(
+            authorize(Some(&bucket), "444455556666", Some(&all), true, &own),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(None, "444455556666", Some(&all), false, &own),
+            Decision::NoAllow
+        );
     }
 
     #[test]

@@ -270,7 +270,11 @@ mod tests {
         let m = Measurements::new(&[(0, &zero)]).unwrap();
         let admin = Administrator::new("arn:aws:iam::111122223333:root").unwrap();
         assert_eq!(warnings(Some(&admin), &role, &m).len(), 2);
-        let doc = document(&admin, &role, &Measurements::new(&[(0, PCR), (8, PCR)]).unwrap());
+        let doc = document(
+            &admin,
+            &role,
+            &Measurements::new(&[(0, PCR), (8, PCR)]).unwrap(),
+        );
         assert_eq!(doc["Statement"].as_array().unwrap().len(), 3);
         assert_eq!(
             doc["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:PCR8"],

@@ -168,7 +168,11 @@ impl S3Server {
 
     /// The identity policies of a user or role (by its ARN; a role's sessions have them):
     /// without any, a principal has full IAM permissions.
-    pub fn set_identity_policies(&self, principal_arn: &str, texts: &[String]) -> Result<(), String> {
+    pub fn set_identity_policies(
+        &self,
+        principal_arn: &str,
+        texts: &[String],
+    ) -> Result<(), String> {
         let list = texts
             .iter()
             .map(|t| iam::Policy::parse(t, iam::Kind::Identity))
@@ -348,7 +352,10 @@ impl AuthzState {
 fn s3_action(op: &str) -> String {
     match op {
         "GetObject" | "HeadObject" => "s3:GetObject".into(),
-        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload"
+        "PutObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "CompleteMultipartUpload"
         | "CopyObject" => "s3:PutObject".into(),
         "AbortMultipartUpload" => "s3:AbortMultipartUpload".into(),
         "DeleteObject" | "DeleteObjects" => "s3:DeleteObject".into(),

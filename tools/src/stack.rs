@@ -12,8 +12,8 @@
 //! one auction's manifest and results; without it S3 lets every stack principal do anything.
 
 use crate::encrypt::{Sealing, envelope_file, plaintext_csv, seal_rows};
-use crate::kms_client::KmsClient;
 use crate::key_policy;
+use crate::kms_client::KmsClient;
 use crate::kms_emulator::{self, FaultRule, Principal};
 use crate::s3_server::S3Server;
 use anyhow::{Context, Result, anyhow, bail};

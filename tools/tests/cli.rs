@@ -536,7 +536,11 @@ fn key_policy_document_keeps_the_key_the_buyers() {
             "Action":"kms:Encrypt","Resource":"*","Condition":{"Null":{"kms:EncryptionContext:manifest":"false"},
             "ArnNotEquals":{"aws:PrincipalArn":admin}}})
     );
-    assert!(text(&o).1.contains("OnlyTheAdministratorSeals"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("OnlyTheAdministratorSeals"),
+        "{:?}",
+        text(&o)
+    );
     for st in &statements[..2] {
         assert_eq!(st["Effect"], "Allow");
         assert_eq!(st["Resource"], "*");

@@ -40,7 +40,9 @@ fn repo() -> PathBuf {
 /// `BIDDING_REQUIRE_PEERS=1`).
 fn python() -> Option<String> {
     let required = std::env::var("BIDDING_REQUIRE_PEERS").as_deref() == Ok("1");
-    let python = std::env::var("BIDDING_PYTHON").ok().filter(|p| !p.is_empty());
+    let python = std::env::var("BIDDING_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty());
     let ok = python.as_ref().is_some_and(|p| {
         Command::new(p)
             .args(["-c", "import cfnlint"])
@@ -105,10 +107,7 @@ fn denied<T: std::fmt::Debug, E: std::fmt::Display>(r: Result<T, E>, what: &str)
         Ok(v) => panic!("{what} was allowed: {v:?}"),
         Err(e) => {
             let e = e.to_string();
-            assert!(
-                e.contains("AccessDenied"),
-                "{what}: not AccessDenied: {e}"
-            );
+            assert!(e.contains("AccessDenied"), "{what}: not AccessDenied: {e}");
             e
         }
     }
@@ -178,13 +177,23 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
                 ),
             ),
             ("--param", format!("BuyerKeyArns={},{}", b1.key, b2.key)),
-            ("--param", format!("BuyerBidObjectArns={}", bid_objects.join(","))),
+            (
+                "--param",
+                format!("BuyerBidObjectArns={}", bid_objects.join(",")),
+            ),
             ("--ref", format!("OutputBucket={OUTPUT_BUCKET}")),
-            ("--attr", format!("OutputBucket.Arn=arn:aws:s3:::{OUTPUT_BUCKET}")),
+            (
+                "--attr",
+                format!("OutputBucket.Arn=arn:aws:s3:::{OUTPUT_BUCKET}"),
+            ),
             ("--ref", "InstanceRole=bidding-parent".into()),
             ("--attr", format!("InstanceRole.Arn={OPERATOR_ROLE}")),
             ("--ref", "InstanceProfile=bidding-parent".into()),
-            ("--attr", "InstanceProfile.Arn=arn:aws:iam::111122223333:instance-profile/bidding-parent".into()),
+            (
+                "--attr",
+                "InstanceProfile.Arn=arn:aws:iam::111122223333:instance-profile/bidding-parent"
+                    .into(),
+            ),
             ("--ref", "SecurityGroup=sg-0123".into()),
             ("--ref", "LaunchTemplate=lt-0123".into()),
         ],
@@ -204,7 +213,10 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     assert!(!role_policies.is_empty());
     s.s3.set_identity_policies(
         OPERATOR_ROLE,
-        &role_policies.iter().map(Value::to_string).collect::<Vec<_>>(),
+        &role_policies
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>(),
     )
     .unwrap();
     state::write_identity_policies(
@@ -253,7 +265,12 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     }
     // Something of Buyer1's outside the prefix the operator was given.
     s.s3_client(&b1.credentials)
-        .put_object(&b1.bucket, "private/notes.csv", b"not for the operator", "text/csv")
+        .put_object(
+            &b1.bucket,
+            "private/notes.csv",
+            b"not for the operator",
+            "text/csv",
+        )
         .unwrap();
 
     // The operator, after the deadline: the manifest, from the files under bids/.
@@ -283,7 +300,13 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     for (b, home) in [b1, b2].into_iter().zip(&homes) {
         ok(
             buyer_cmd(&w, b, home.path())
-                .args(["seal", "--manifest", &manifest_url, "--buyer", b.name.as_str()])
+                .args([
+                    "seal",
+                    "--manifest",
+                    &manifest_url,
+                    "--buyer",
+                    b.name.as_str(),
+                ])
                 .args(["--key-id", b.key.as_str(), "--bids"])
                 .arg(home.path().join("encrypted.csv"))
                 .arg("--upload")
@@ -301,7 +324,12 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     let expected = "Property,Result,Price\n1,Buyer1 Wins,300\n2,Buyer2 Wins,400\n3,\"Tie: Buyer1, Buyer2\",250\n";
     for (b, home) in [b1, b2].into_iter().zip(&homes) {
         let c = s.s3_client(&b.credentials);
-        for key in ["output.csv", "output.json", "output.csv.attestation", "manifest.json"] {
+        for key in [
+            "output.csv",
+            "output.json",
+            "output.csv.attestation",
+            "manifest.json",
+        ] {
             let bytes = c
                 .get_object(OUTPUT_BUCKET, &format!("{AUCTION}/{key}"), 1 << 20)
                 .unwrap_or_else(|e| panic!("{} fetching {key}: {e}", b.name));
@@ -358,12 +386,20 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     );
     // Another auction's results, in the same bucket.
     operator_s3
-        .put_object(OUTPUT_BUCKET, "other-auction/output.csv", b"1,X Wins\n", "text/csv")
+        .put_object(
+            OUTPUT_BUCKET,
+            "other-auction/output.csv",
+            b"1,X Wins\n",
+            "text/csv",
+        )
         .unwrap();
     for b in [b1, b2] {
         denied(
-            s.s3_client(&b.credentials)
-                .get_object(OUTPUT_BUCKET, "other-auction/output.csv", 1 << 20),
+            s.s3_client(&b.credentials).get_object(
+                OUTPUT_BUCKET,
+                "other-auction/output.csv",
+                1 << 20,
+            ),
             &format!("{} reading another auction's results", b.name),
         );
         denied(

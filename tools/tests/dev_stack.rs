@@ -38,7 +38,10 @@ fn start(dir: &Path, args: &[&str]) -> Running {
 impl Running {
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: a signal to the dev-stack this test started, by its PID.
-        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, sig) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
+            0
+        );
     }
     fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -64,7 +67,7 @@ impl Drop for Running {
 fn alive(pid: u64) -> bool {
     // Not a zombie of ours: the enclave's parent is dev-stack, which is gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
 #[test]
@@ -118,7 +121,11 @@ fn a_restart_keeps_the_operators_settings_and_sighup_stops_cleanly() {
     assert_ne!(alice.split(':').nth(4), operator.split(':').nth(4));
     assert_ne!(
         alice.split(':').nth(4),
-        first.info["buyers"][1]["arn"].as_str().unwrap().split(':').nth(4)
+        first.info["buyers"][1]["arn"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .nth(4)
     );
     // A closed terminal: SIGHUP stops it, cleanly.
     first.signal(libc::SIGHUP);
@@ -129,7 +136,10 @@ fn a_restart_keeps_the_operators_settings_and_sighup_stops_cleanly() {
     // The operator puts Alice's own key in auction.toml; the next run keeps it, and the terms.
     let toml = dir.path().join("auction.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
-    let stack_key = first.info["buyers"][0]["key_arn"].as_str().unwrap().to_owned();
+    let stack_key = first.info["buyers"][0]["key_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let own = "arn:aws:kms:us-east-1:200000000001:key/11111111-2222-4333-8444-555555555555";
     std::fs::write(&toml, text.replace(&stack_key, own)).unwrap();
     let mut second = start(dir.path(), &[]);

@@ -82,7 +82,12 @@ fn the_timer_can_stay_on_and_auctions_never_overwrite_each_other() {
         .parent_command_with(&exe(), &["manifest"], &config, &[])
         .output()
         .unwrap();
-    assert_eq!(m.status.code(), Some(0), "{}", String::from_utf8_lossy(&m.stderr));
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&m.stderr)
+    );
     bids(&w, "life-1");
     let m = w
         .stack
@@ -96,7 +101,10 @@ fn the_timer_can_stay_on_and_auctions_never_overwrite_each_other() {
     // The next auction, same output bucket: its own prefix; the first one's bytes stay.
     bids(&w, "life-2");
     let b = Auction::new("life-2", "winning-bid");
-    let enclave2 = w.stack.start_enclave(&exe(), "enclave-life-2", &[]).unwrap();
+    let enclave2 = w
+        .stack
+        .start_enclave(&exe(), "enclave-life-2", &[])
+        .unwrap();
     let config2 = write_config(&w, &b, &enclave2);
     seal_round(&w, &config2);
     let second = run_parent(&w, &b, &enclave2, config2);
@@ -110,10 +118,9 @@ fn the_timer_can_stay_on_and_auctions_never_overwrite_each_other() {
     );
 
     // A configuration that points life-2 at life-1's prefix cannot replace its manifest.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[output]\n",
-        "[output]\nprefix = \"life-2/\"\n",
-    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[output]\n", "[output]\nprefix = \"life-2/\"\n");
     let clash = w.dir.path().join("clash.toml");
     std::fs::write(&clash, text).unwrap();
     let m = w
@@ -181,7 +188,7 @@ fn an_interrupted_run_says_nothing_was_written() {
     // An "enclave" that accepts and never answers: the parent waits for its hello.
     let silent = w.dir.path().join("silent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
-    let mut child = w
+    let child = w
         .stack
         .parent_command(
             &exe(),

@@ -271,7 +271,10 @@ fn bidctl_initramfs_measures_the_limits() {
     let bidctl = env!("CARGO_BIN_EXE_bidctl");
     let make = |out: &Path, limits: Option<&Path>| {
         let mut c = Command::new(bidctl);
-        c.args(["initramfs", "--out"]).arg(out).arg("--enclave-init").arg(&init);
+        c.args(["initramfs", "--out"])
+            .arg(out)
+            .arg("--enclave-init")
+            .arg(&init);
         if let Some(l) = limits {
             c.arg("--limits").arg(l);
         }
@@ -285,8 +288,13 @@ fn bidctl_initramfs_measures_the_limits() {
     let text = std::fs::read(limits).unwrap();
     assert_eq!(
         std::fs::read(&with).unwrap(),
-        initramfs::write_newc(&initramfs::entries_with_limits(&elf, None, None, Some(&text)))
-            .unwrap()
+        initramfs::write_newc(&initramfs::entries_with_limits(
+            &elf,
+            None,
+            None,
+            Some(&text)
+        ))
+        .unwrap()
     );
     let (members, _) = parse_newc(&std::fs::read(&with).unwrap());
     assert!(members.iter().any(|m| m.name == "limits"));
@@ -295,7 +303,10 @@ fn bidctl_initramfs_measures_the_limits() {
     assert_eq!(applied.len(), enclave_init::limits::LIMIT_FLAGS.len());
     let without = dir.join("without.cpio");
     assert!(make(&without, None).status.success());
-    assert_ne!(std::fs::read(&with).unwrap(), std::fs::read(&without).unwrap());
+    assert_ne!(
+        std::fs::read(&with).unwrap(),
+        std::fs::read(&without).unwrap()
+    );
 
     let bad = dir.join("bad-limits");
     std::fs::write(&bad, "--max-lots=10\n--kms-ca=/x\n").unwrap();

@@ -1150,7 +1150,11 @@ fn only_the_administrator_seals() {
     use bidding_tools::key_policy::{Administrator, Measurements, RoleArn, document};
     let emu = Emu::start(None);
     let outsider_arn = "arn:aws:iam::444455556666:user/mallory";
-    let outsider = creds("AKIAMALLORYMALLORY00", "mallory/secret/mallory/secret/000000", None);
+    let outsider = creds(
+        "AKIAMALLORYMALLORY00",
+        "mallory/secret/mallory/secret/000000",
+        None,
+    );
     bidding_tools::kms_emulator::state::add_principal(
         emu.dir.path(),
         principal(
@@ -1173,7 +1177,10 @@ fn only_the_administrator_seals() {
     };
     let a = emu.client(alice());
     let key = a
-        .call("CreateKey", &json!({"Policy": with_encrypt(ALICE_ARN, BOB_ARN)}))
+        .call(
+            "CreateKey",
+            &json!({"Policy": with_encrypt(ALICE_ARN, BOB_ARN)}),
+        )
         .ok()["KeyMetadata"]["Arn"]
         .as_str()
         .unwrap()
@@ -1192,7 +1199,11 @@ fn only_the_administrator_seals() {
     enc(&b, &bid).ok();
     let denied = enc(&b, &seal);
     denied.err(400, "AccessDeniedException");
-    assert!(denied.message().contains("explicit deny"), "{}", denied.message());
+    assert!(
+        denied.message().contains("explicit deny"),
+        "{}",
+        denied.message()
+    );
     // The context key is matched without regard to case, as KMS's condition keys are.
     enc(&b, &json!({"Manifest": "ab"})).err(400, "AccessDeniedException");
 
@@ -1209,14 +1220,20 @@ fn only_the_administrator_seals() {
     enc(&m, &bid).ok();
     let denied = enc(&m, &seal);
     denied.err(400, "AccessDeniedException");
-    assert!(denied.message().contains("explicit deny"), "{}", denied.message());
+    assert!(
+        denied.message().contains("explicit deny"),
+        "{}",
+        denied.message()
+    );
     // Across accounts the caller's own IAM policies must allow it too.
     bidding_tools::kms_emulator::state::write_identity_policies(
         emu.dir.path(),
         &[(
             outsider_arn.to_owned(),
-            vec![json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-                "Action": "kms:Decrypt", "Resource": "*"}]})],
+            vec![
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Action": "kms:Decrypt", "Resource": "*"}]}),
+            ],
         )]
         .into_iter()
         .collect(),

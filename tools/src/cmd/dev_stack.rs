@@ -199,7 +199,10 @@ fn serve(a: RunArgs) -> Result<ExitCode> {
     if temporary {
         say(&format!("dev-stack: stopped; removed {}", dir.display()));
     } else {
-        say(&format!("dev-stack: stopped; state kept in {}", dir.display()));
+        say(&format!(
+            "dev-stack: stopped; state kept in {}",
+            dir.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -67,12 +67,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok::<_, anyhow::Error>(text.into_bytes())
         })
         .transpose()?;
-    let entries = initramfs::entries_with_limits(
-        &init,
-        ko.as_deref(),
-        ca.as_deref(),
-        limits.as_deref(),
-    );
+    let entries =
+        initramfs::entries_with_limits(&init, ko.as_deref(), ca.as_deref(), limits.as_deref());
     let archive = initramfs::write_newc(&entries)?;
 
     // Never leave a half-written archive under the requested name.

@@ -84,7 +84,13 @@ impl Policy {
         identity: Option<&[iam::Policy]>,
         req: &Request,
     ) -> Decision {
-        iam::authorize(Some(&self.inner), key_account, identity, false, &req.iam(key_arn))
+        iam::authorize(
+            Some(&self.inner),
+            key_account,
+            identity,
+            false,
+            &req.iam(key_arn),
+        )
     }
 }
 

@@ -285,15 +285,12 @@ impl Service {
                 printable(key_id)
             )));
         };
-        self.keys()
-            .get(uuid)
-            .cloned()
-            .ok_or_else(|| {
-                KmsError::not_found(format!(
-                    "Key '{}' does not exist",
-                    self.arn(caller.account(), uuid)
-                ))
-            })
+        self.keys().get(uuid).cloned().ok_or_else(|| {
+            KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                self.arn(caller.account(), uuid)
+            ))
+        })
     }
 
     fn policy_of(&self, key: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
@@ -319,7 +316,9 @@ impl Service {
             .identities
             .get(&self.dir.join(state::IDENTITY_FILE), state::identity_map)
             .map_err(|e| {
-                KmsError::internal(format!("the emulator's identity policies are unusable: {e}"))
+                KmsError::internal(format!(
+                    "the emulator's identity policies are unusable: {e}"
+                ))
             })?;
         Ok(map.and_then(|m| {
             crate::iam::principal_arn_of(&caller.arn).and_then(|arn| m.get(&arn).cloned())
