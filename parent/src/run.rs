@@ -171,14 +171,18 @@ fn read_seal(s3: &S3Client, input: &BuyerLocation) -> Result<Result<Vec<u8>, Str
             )
         }),
         Err(e) if e.is_not_found() || e.is_access_denied() => Ok(Err(format!(
-            "buyer `{}`'s seal s3://{}/{} cannot be read ({}). {} The buyer seals with `bidctl seal --upload`.",
-            input.name,
+            "buyer `{name}`'s seal s3://{}/{} cannot be read ({}): either buyer `{name}` has not sealed the manifest yet (`bidctl seal --upload` puts it there), or the operator's role may not read it (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
             input.bucket,
             input.seal_key,
             e.service_error()
                 .and_then(|x| x.code.clone())
                 .unwrap_or_else(|| "not found".into()),
-            missing_or_unreadable("seal", &e)
+            if e.is_access_denied() {
+                "; S3 answers AccessDenied for both when the role may not list the bucket"
+            } else {
+                ""
+            },
+            name = input.name,
         ))),
         Err(e) => Err(fail(
             Exit::S3,

@@ -202,7 +202,15 @@ fn a_garbage_buyer_file_is_set_aside_not_guessed_at() {
         ])
     );
 
-    // Not a bid file at all: set aside whole, nothing of it guessed at.
+    // Not a bid file at all: set aside whole, nothing of it guessed at. The same auction id
+    // again: its published result goes first (the manifest step never orphans one).
+    for key in ["output.csv", "output.json", "output.csv.attestation"] {
+        std::fs::remove_file(w.stack.s3.object_path(
+            bidding_tools::stack::OUTPUT_BUCKET,
+            &w.stack.output_key(key),
+        ))
+        .unwrap();
+    }
     upload(&w, "Buyer2", b"\x00\x01binary garbage\xff\xfe");
     for bids in fates.values_mut() {
         bids.retain(|(b, _)| b == "Buyer1");

@@ -162,7 +162,7 @@ fn every_missing_seal_is_named_with_both_causes() {
                 .find(|l| l.contains(&format!("buyer `{buyer}`'s seal")))
                 .unwrap_or_else(|| panic!("{buyer}: {err}"));
             assert!(line.contains("(AccessDenied)"), "{line}");
-            assert!(line.contains("is not there yet"), "{line}");
+            assert!(line.contains("has not sealed the manifest yet"), "{line}");
             assert!(line.contains("may not read"), "{line}");
         }
         assert!(err.contains("2 seals cannot be read"), "{err}");
