@@ -8,9 +8,12 @@
 #    informational finding.
 # 2. What cfn-lint cannot know: operator.yaml's user data carries exact copies of the units and
 #    the watcher, fits EC2's 16 KiB, lets the vsock-proxy reach only this region's KMS, and the
-#    allocator's CPUs and memory fit what bidding-enclave.service asks for; the launch template
-#    enables enclaves and requires IMDSv2; buyer.yaml gives the operator's role kms:Decrypt
-#    under the PCR0 condition and s3:GetObject, and nothing else; no unit runs --debug-mode.
+#    allocator's CPUs and memory are what bidding-enclave.service asks for (its --memory is
+#    ENCLAVE_MEMORY_MIB, which the user data's drop-in sets to EnclaveMemoryMiB, as
+#    allocator.yaml's memory_mib); the launch template enables enclaves and requires IMDSv2;
+#    buyer.yaml gives the operator's role kms:Decrypt under the PCR0 condition and
+#    s3:GetObject, and nothing else, and denies seals (Encrypt with a manifest context) to all
+#    but the administrator; no unit runs --debug-mode.
 # 3. shellcheck on the deploy and set-up scripts.
 # 4. bidding-enclave-watch against a stand-in nitro-cli: exits 1 when the enclave is gone or
 #    another one has the name, terminates a debug-mode one, exits 0 on SIGTERM.
@@ -117,8 +120,14 @@ if run:
     check(opt("--eif-path") == "/opt/bidding/bidding-enclave.eif", "bidding-enclave.service: --eif-path")
     check(str(alloc.get("cpu_count")) == opt("--cpu-count"), "allocator.yaml's cpu_count differs from the unit's --cpu-count")
     check(alloc.get("memory_mib") == 16384, "allocator.yaml's memory_mib must be the EnclaveMemoryMiB parameter")
-    check(int(op["Parameters"]["EnclaveMemoryMiB"]["MinValue"]) >= int(opt("--memory") or 0),
-          "operator.yaml: EnclaveMemoryMiB may be less than the unit's --memory")
+    check(opt("--memory") == "$ENCLAVE_MEMORY_MIB",
+          "bidding-enclave.service: --memory must be $ENCLAVE_MEMORY_MIB (operator.yaml's EnclaveMemoryMiB)")
+    dropin = files.get("/etc/systemd/system/bidding-enclave.service.d/memory.conf", {}).get("content", "")
+    check("Environment=ENCLAVE_MEMORY_MIB=16384" in dropin.splitlines(),
+          "operator.yaml: the user data must set bidding-enclave.service's ENCLAVE_MEMORY_MIB to EnclaveMemoryMiB")
+    default = re.search(r"^Environment=ENCLAVE_MEMORY_MIB=([0-9]+)$", unit, re.M)
+    check(default is not None and int(default.group(1)) >= int(op["Parameters"]["EnclaveMemoryMiB"]["MinValue"]),
+          "bidding-enclave.service: its default ENCLAVE_MEMORY_MIB must be at least EnclaveMemoryMiB's MinValue")
 for f in pathlib.Path("deploy/systemd").iterdir():
     for line in f.read_text().splitlines():
         check(not (line.startswith("Exec") and "--debug-mode" in line), f"{f}: {line}: never --debug-mode")
@@ -140,6 +149,10 @@ if kms:
 s3 = grants(res["BidBucketPolicy"]["Properties"]["PolicyDocument"])
 check(len(s3) == 1 and s3[0]["Effect"] == "Allow" and s3[0]["Action"] == "s3:GetObject",
       "buyer.yaml: the operator's role may only s3:GetObject on the bid objects")
+seal = [s for s in res["BidKey"]["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "OnlyTheAdministratorSeals"]
+check(len(seal) == 1 and seal[0]["Effect"] == "Deny" and seal[0]["Principal"] == {"AWS": "*"}
+      and seal[0]["Action"] == "kms:Encrypt" and "kms:EncryptionContext:manifest" in str(seal[0].get("Condition")),
+      "buyer.yaml: the key policy must deny kms:Encrypt with a manifest context to all but the administrator")
 zero = "0" * 96
 check(any(zero in str(a.get("Assert")) for a in buyer["Rules"]["Pcr0IsNotAllZero"]["Assertions"]),
       "buyer.yaml: a rule must refuse an all-zero PCR0")
@@ -215,8 +228,9 @@ for unit in nitro-enclaves-allocator nitro-enclaves-vsock-proxy; do
 done
 # The schedule drop-in operator.yaml writes, with its default schedule.
 schedule=$("$venv/bin/python" -c 'from cfnlint.decode import cfn_yaml; print(cfn_yaml.load("deploy/operator.yaml")["Parameters"]["ParentSchedule"]["Default"])')
-mkdir -p "$root/etc/systemd/system/bidding-parent.timer.d"
+mkdir -p "$root/etc/systemd/system/bidding-parent.timer.d" "$root/etc/systemd/system/bidding-enclave.service.d"
 printf '[Timer]\nOnCalendar=\nOnCalendar=%s\n' "$schedule" >"$root/etc/systemd/system/bidding-parent.timer.d/schedule.conf"
+printf '[Service]\nEnvironment=ENCLAVE_MEMORY_MIB=1024\n' >"$root/etc/systemd/system/bidding-enclave.service.d/memory.conf"
 units=()
 for f in deploy/systemd/*.service deploy/systemd/*.timer; do units+=("$(basename "$f")"); done
 if ! out=$(systemd-analyze verify --root="$root" --man=no --generators=no "${units[@]}" 2>&1) || [ -n "$out" ]; then

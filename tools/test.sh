@@ -37,11 +37,13 @@ venv=target/peers-venv
 # aws-encryption-cli follows AWS_ENDPOINT_URL_KMS only with botocore >= 1.31 (boto3 >= 1.28),
 # which it does not require itself: both pinned. The AWS CLI v1 (`awscli`, tools/tests/awscli_v1.rs)
 # carries its own copy of botocore (awscli.botocore), so it does not constrain boto3's.
+# cfn-lint (the version tools/lint-deploy.sh pins): tools/tests/deploy_policies.rs reads
+# deploy/*.yaml with its CloudFormation YAML decoder (tools/cfn_resolve.py).
 peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0'
-  'awscli==1.46.3')
-if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli, awscli' 2>/dev/null \
+  'awscli==1.46.3' 'cfn-lint==1.58.0')
+if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli, awscli, cfnlint' 2>/dev/null \
   || ! [ -x "$venv/bin/aws-encryption-cli" ] || ! [ -x "$venv/bin/aws" ]; then
-  say "installing boto3, moto, aws-encryption-sdk-cli and awscli into $venv (once)"
+  say "installing boto3, moto, aws-encryption-sdk-cli, awscli and cfn-lint into $venv (once)"
   python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${peers[@]}"
 fi

@@ -34,6 +34,9 @@ Options:
   --max-file-bytes BYTES     largest bid file (files are streamed) [default: 1073741824]
   --replay-capacity N        unsealed auctions: ciphertexts remembered per boot, 32 bytes
                              each [default: 2000000]
+  --limits-file PATH         apply the limit flags in PATH (one --NAME=VALUE a line) before
+                             the rest; as PID 1, /limits is applied when present (the image's
+                             measured limits: bidctl initramfs --limits)
   --no-heartbeat             as PID 1: skip the boot heartbeat (tests outside an enclave)
   --nsm-ko PATH              as PID 1: the NSM driver module to load when present
                              [default: /nsm.ko]
@@ -197,6 +200,19 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
         }
         argv = ours;
     }
+    let argv = match crate::limits::apply(argv, pid1, crate::limits::read_file) {
+        Ok((argv, applied)) => {
+            if !applied.is_empty() {
+                log!("limits from the limits file: {}", applied.join(" "));
+            }
+            argv
+        }
+        Err(e) if !pid1 => {
+            eprintln!("enclave-init: {e}");
+            std::process::exit(2);
+        }
+        Err(e) => pid1::finish(&format!("bad limits: {e}"), 2, pid1),
+    };
     let args = match parse(argv) {
         Ok(Parsed::Run(a)) => *a,
         Ok(Parsed::Print(text)) if !pid1 => {
@@ -372,6 +388,38 @@ mod tests {
         )
     }
 
+    /// deploy/enclave-limits says it is the built-in set: an image built with it and one
+    /// built without take the same limits.
+    #[test]
+    fn the_shipped_limits_file_is_the_built_in_defaults() {
+        let text = include_str!("../../deploy/enclave-limits");
+        let flags = crate::limits::parse(text).unwrap();
+        let Ok(Parsed::Run(file)) = args(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+        else {
+            panic!("the limits file parses")
+        };
+        let Ok(Parsed::Run(built_in)) = args(&[]) else {
+            panic!("defaults")
+        };
+        assert_eq!(flags.len(), crate::limits::LIMIT_FLAGS.len(), "{flags:?}");
+        assert_eq!(
+            (
+                file.max_lots,
+                file.max_bids,
+                file.max_file_bytes,
+                file.max_pending_bids,
+                file.replay_capacity
+            ),
+            (
+                built_in.max_lots,
+                built_in.max_bids,
+                built_in.max_file_bytes,
+                built_in.max_pending_bids,
+                built_in.replay_capacity
+            )
+        );
+    }
+
     #[test]
     fn defaults_and_flags() {
         let Ok(Parsed::Run(a)) = args(&[]) else {
@@ -483,7 +531,7 @@ mod tests {
             ..EnclaveSettings::default()
         };
         let now = 1_800_000_000_000;
-        let mut session = EnclaveSession::new(settings, ReplayGuard::new(16), now);
+        let mut session = EnclaveSession::new(settings, ReplayGuard::new(16), now, [1; 16]);
         let mut decoder = FrameDecoder::new(64 * 1024 * 1024);
         let mut frames = 0;
         let mut exchange = |session: &mut EnclaveSession, id: u64, msg: Request| {

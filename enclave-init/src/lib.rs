@@ -6,6 +6,7 @@ pub mod cli;
 pub mod http;
 pub mod keys;
 pub mod kms;
+pub mod limits;
 pub mod logging;
 pub mod nsm;
 pub mod pid1;

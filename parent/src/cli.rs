@@ -63,6 +63,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
         }
     };
     let log = Logger::new(settings.log_format);
+    on_interrupt(&settings);
     if make_manifest {
         return match run::make_manifest(&settings, env, &log) {
             Ok(_) => ExitCode::from(Exit::Success as u8),
@@ -79,4 +80,27 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
             ExitCode::from(e.exit as u8)
         }
     }
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP: one line saying what was written, then exit 130. Results are
+/// written only after the enclave's result is verified, `output.csv` last, so an interrupted
+/// run left no new `output.csv`. (A handler may already be set when bidctl runs the parent in
+/// its own process; then bidctl's stays.)
+fn on_interrupt(settings: &config::Settings) {
+    let format = settings.log_format;
+    let out = format!("s3://{}/{}", settings.output.bucket, settings.output.prefix);
+    let key = settings.output.key.clone();
+    let _ = ctrlc::set_handler(move || {
+        let what = match run::WRITING.load(std::sync::atomic::Ordering::SeqCst) {
+            run::WRITING_RESULTS => format!(
+                "interrupted while writing the results: {key} (written last) is not new, so no new result is published; run again"
+            ),
+            run::WRITING_MANIFEST => format!(
+                "interrupted while writing the manifest to {out}: it may or may not be there; run `bidding-parent manifest` again"
+            ),
+            _ => format!("interrupted; nothing was written to {out}"),
+        };
+        Logger::new(format).error(&what);
+        std::process::exit(130);
+    });
 }

@@ -20,31 +20,39 @@ SEALED AUCTIONS (the default):
      buyer's file, writes manifest.json to the output bucket and prints its SHA-256 (H).
   2. Each buyer checks the manifest and seals it (`bidctl seal`), which writes
      <bid key>.seal next to their bid file.
-  3. `bidding-parent --config auction.toml` runs the auction on exactly that manifest. A rerun
-     gives the same bytes; a different manifest needs every buyer's seal again.
+  3. `bidding-parent --config auction.toml` runs the auction on exactly that manifest. Once
+     its verified result is in the output bucket, a run says so in one line, exits 0 and
+     decrypts nothing (--rerun, or `rerun = true`, runs it again: same bytes). A different
+     manifest needs every buyer's seal again.
   `sealed = false` runs without seals, for buyers who trust the operator: the result says so.
 
 CONFIG FILE (--config, TOML):
   Every flag is also a key of the same name with underscores (auction_id, region, enclave,
   expected_pcr0, reveal, sealed, window, ...). Buyers are [[buyers]] tables with name, bucket,
   key (default encrypted.csv), seal_key (default <key>.seal) and key_arn; the output is an
-  [output] table with bucket, key (default output.csv), attestation_key (default
-  <key>.attestation) and manifest_key (default manifest.json). Unknown keys are errors.
+  [output] table with bucket, prefix (default <auction_id>/), and key (default output.csv),
+  attestation_key (default <key>.attestation) and manifest_key (default manifest.json), each
+  under the prefix. Unknown keys are errors. The environment's AWS_ENDPOINT_URL_S3 (or
+  AWS_ENDPOINT_URL) overrides s3_endpoint from the file, as for the AWS CLI; the log says so.
 
-WRITTEN TO THE OUTPUT BUCKET (only after the enclave's result is verified):
+WRITTEN TO THE OUTPUT BUCKET, under <prefix> (only after the enclave's result is verified):
   <key stem>.json, <key>.config.json (unsealed only; sealed auctions have manifest.json),
-  <key>.attestation, then <key> (output.csv) last.
+  <key>.attestation, then <key> (output.csv) last. Each auction has its own prefix, so one
+  auction never overwrites another's; `bidding-parent manifest` refuses to replace a manifest
+  of another auction, or one whose result is already written.
 
 EXIT CODES:
-  0  success: output.csv and its attestation are written
+  0  success: output.csv and its attestation are written (or were already, verified)
   1  unexpected internal error
   2  configuration error (nothing was read or written)
-  3  input error: a bid file is malformed or inconsistent (nothing was written)
+  3  input error: a bid file is malformed or inconsistent, or a seal is missing (nothing was written)
   4  enclave error: unreachable, refused, failed attestation or vanished mid-auction (nothing was written)
-  5  S3 error reading bids or writing results
-  6  credentials error (AWS credentials unavailable, or refused by KMS inside the enclave)
+  5  S3 error: anything S3 answers reading or writing, AccessDenied and refused credentials
+     included (nothing was written unless it says so)
+  6  credentials error: none could be found, or KMS refused them inside the enclave
   7  another run holds the lock (nothing was done)
-  8  --fail-on-set-aside and bids were set aside (the result was verified; nothing was written)";
+  8  --fail-on-set-aside and bids were set aside (the result was verified; nothing was written)
+  130 interrupted (Ctrl-C or SIGTERM) before anything was written; it says so in one line";
 
 /// Runs one sealed-bid auction: bid files from S3, decisions from the enclave, results to S3.
 ///
@@ -72,7 +80,11 @@ pub struct Cli {
     /// Bucket for output.csv and its attestation.
     #[arg(long)]
     pub output_bucket: Option<String>,
-    /// Object key of the output CSV [default: output.csv].
+    /// Prefix of every object the auction writes to the output bucket [default:
+    /// <auction id>/]; "" for the bucket's top level.
+    #[arg(long)]
+    pub output_prefix: Option<String>,
+    /// Object key of the output CSV, under the prefix [default: output.csv].
     #[arg(long)]
     pub output_key: Option<String>,
     /// Object key of the result attestation [default: <output key>.attestation].
@@ -99,7 +111,7 @@ pub struct Cli {
     /// Run without the buyers' seals (they trust the operator); the result records it.
     #[arg(long)]
     pub unsealed: bool,
-    /// Object key of the manifest in the output bucket [default: manifest.json].
+    /// Object key of the manifest, under the prefix [default: manifest.json].
     #[arg(long)]
     pub manifest_key: Option<String>,
     /// Accept a dev enclave (software NSM). Never for real auctions.
@@ -147,6 +159,10 @@ pub struct Cli {
     /// Check configuration, credentials and inputs without contacting the enclave.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the auction even when its verified result is already in the output bucket (a
+    /// sealed rerun gives the same bytes; it costs the KMS calls again).
+    #[arg(long)]
+    pub rerun: bool,
     /// Exit 8 without writing anything when any bid was set aside (after the enclave's result
     /// is verified; the set-aside lines are logged first).
     #[arg(long)]
@@ -203,6 +219,7 @@ pub struct FileConfig {
     pub lock_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub fail_on_set_aside: Option<bool>,
+    pub rerun: Option<bool>,
     pub output: Option<FileOutput>,
     #[serde(default)]
     pub buyers: Vec<FileBuyer>,
@@ -212,6 +229,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileOutput {
     pub bucket: Option<String>,
+    pub prefix: Option<String>,
     pub key: Option<String>,
     pub attestation_key: Option<String>,
     pub manifest_key: Option<String>,
@@ -239,6 +257,8 @@ pub struct BuyerInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputLocation {
     pub bucket: String,
+    /// Every key below is under it (`<auction id>/` by default).
+    pub prefix: String,
     pub key: String,
     pub attestation_key: String,
     /// The JSON rendering with reason codes.
@@ -275,6 +295,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub dry_run: bool,
     pub fail_on_set_aside: bool,
+    pub rerun: bool,
+    /// Where the S3 endpoint came from when the environment overrode the file's.
+    pub s3_endpoint_note: Option<String>,
 }
 
 /// Reads the file named by `--config` (if any) and resolves everything. `env` is the process
@@ -437,6 +460,23 @@ pub fn resolve(
     let output = {
         let out = file.output.unwrap_or_default();
         let bucket = cli.output_bucket.or(out.bucket);
+        let prefix = cli.output_prefix.or(out.prefix).unwrap_or_else(|| {
+            auction_id
+                .as_ref()
+                .map(|id| format!("{id}/"))
+                .unwrap_or_default()
+        });
+        if prefix.starts_with('/')
+            || prefix
+                .split('/')
+                .rev()
+                .skip(1)
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            errors.push(format!(
+                "output prefix `{prefix}`: must not start with /, or hold an empty, . or .. part"
+            ));
+        }
         let key = cli
             .output_key
             .or(out.key)
@@ -459,11 +499,12 @@ pub fn resolve(
         match bucket {
             Some(bucket) if valid_bucket(&bucket) => Some(OutputLocation {
                 bucket,
-                json_key: format!("{stem}.json"),
-                config_key: format!("{key}.config.json"),
-                manifest_key,
-                key,
-                attestation_key,
+                json_key: format!("{prefix}{stem}.json"),
+                config_key: format!("{prefix}{key}.config.json"),
+                manifest_key: format!("{prefix}{manifest_key}"),
+                key: format!("{prefix}{key}"),
+                attestation_key: format!("{prefix}{attestation_key}"),
+                prefix,
             }),
             Some(bucket) => {
                 errors.push(format!(
@@ -548,10 +589,18 @@ pub fn resolve(
     if enclave_timeout_secs == 0 {
         errors.push("enclave_timeout_secs: must be positive".into());
     }
+    let env_endpoint = env_nonempty("AWS_ENDPOINT_URL_S3")
+        .map(|e| ("AWS_ENDPOINT_URL_S3", e))
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL").map(|e| ("AWS_ENDPOINT_URL", e)));
+    let s3_endpoint_note = match (&cli.s3_endpoint, &env_endpoint, &file.s3_endpoint) {
+        (None, Some((var, e)), Some(f)) if e != f => Some(format!(
+            "S3 endpoint {e} from {var}, which overrides s3_endpoint = \"{f}\" in the config file"
+        )),
+        _ => None,
+    };
     let s3_endpoint = cli
         .s3_endpoint
-        .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
-        .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+        .or(env_endpoint.map(|(_, e)| e))
         .or(file.s3_endpoint);
     if let Some(e) = &s3_endpoint
         && !(e.starts_with("http://") || e.starts_with("https://"))
@@ -609,6 +658,8 @@ pub fn resolve(
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         dry_run: cli.dry_run,
         fail_on_set_aside: cli.fail_on_set_aside || file.fail_on_set_aside.unwrap_or(false),
+        rerun: cli.rerun || file.rerun.unwrap_or(false),
+        s3_endpoint_note,
     })
 }
 
@@ -756,9 +807,34 @@ key_arn = "{ARN2}"
         assert_eq!(s.region.as_str(), "us-east-1");
         assert_eq!(s.inputs[0].key, "encrypted.csv");
         assert_eq!(s.inputs[1].key, "2026/encrypted.csv");
-        assert_eq!(s.output.key, "output.csv");
-        assert_eq!(s.output.attestation_key, "output.csv.attestation");
-        assert_eq!(s.output.json_key, "output.json");
+        // Each auction under its own prefix, so the next auction overwrites nothing.
+        assert_eq!(s.output.prefix, "a-1/");
+        assert_eq!(s.output.key, "a-1/output.csv");
+        assert_eq!(s.output.attestation_key, "a-1/output.csv.attestation");
+        assert_eq!(s.output.json_key, "a-1/output.json");
+        assert_eq!(s.output.manifest_key, "a-1/manifest.json");
+        assert!(!s.rerun);
+        let mut flat = file(&good_toml());
+        flat.output.as_mut().unwrap().prefix = Some(String::new());
+        flat.rerun = Some(true);
+        let f = resolve(Cli::default(), flat, &no_env).unwrap();
+        assert_eq!((f.output.key.as_str(), f.rerun), ("output.csv", true));
+        let mut bad = file(&good_toml());
+        bad.output.as_mut().unwrap().prefix = Some("../x/".into());
+        assert!(resolve(Cli::default(), bad, &no_env).is_err());
+        // The environment's S3 endpoint overrides the file's, and says so.
+        let mut with = file(&good_toml());
+        with.s3_endpoint = Some("http://127.0.0.1:1".into());
+        let env = |k: &str| (k == "AWS_ENDPOINT_URL_S3").then(|| "http://127.0.0.1:2".to_owned());
+        let e = resolve(Cli::default(), with, &env).unwrap();
+        assert_eq!(e.s3_endpoint.as_deref(), Some("http://127.0.0.1:2"));
+        assert!(
+            e.s3_endpoint_note
+                .as_deref()
+                .is_some_and(|n| n.contains("AWS_ENDPOINT_URL_S3") && n.contains("127.0.0.1:1")),
+            "{:?}",
+            e.s3_endpoint_note
+        );
         assert_eq!(
             s.enclave,
             Endpoint::Vsock {
@@ -770,7 +846,7 @@ key_arn = "{ARN2}"
         assert!(!s.s3_path_style);
         assert!(s.sealed);
         assert_eq!(s.inputs[0].seal_key, "encrypted.csv.seal");
-        assert_eq!(s.output.manifest_key, "manifest.json");
+        assert_eq!(s.output.manifest_key, "a-1/manifest.json");
     }
 
     #[test]

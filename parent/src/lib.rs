@@ -6,4 +6,5 @@ pub mod cli;
 pub mod config;
 pub mod enclave;
 pub mod log;
+pub mod published;
 pub mod run;

@@ -9,6 +9,7 @@ use crate::aws::s3::{S3Client, S3Error};
 use crate::config::{BuyerInput as BuyerLocation, Settings};
 use crate::enclave::{self, DriveError, Observer};
 use crate::log::Logger;
+use crate::published::{self, Published};
 use bidding_core::attestation::AWS_NITRO_ROOT_G1_DER;
 use bidding_core::bidfile::{self, Limits};
 use bidding_core::config::Mode;
@@ -57,6 +58,13 @@ fn fail(exit: Exit, message: impl Into<String>) -> RunError {
     }
 }
 
+/// What this process has started writing to S3, for the interrupt handler's one line:
+/// [`NOTHING_WRITTEN`], [`WRITING_MANIFEST`] or [`WRITING_RESULTS`].
+pub static WRITING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub const NOTHING_WRITTEN: u8 = 0;
+pub const WRITING_MANIFEST: u8 = 1;
+pub const WRITING_RESULTS: u8 = 2;
+
 /// What a successful run did.
 #[derive(Debug)]
 pub struct Summary {
@@ -78,6 +86,7 @@ fn connect_aws(
     ),
     RunError,
 > {
+    let ca_bundle = env.get("AWS_CA_BUNDLE").filter(|p| !p.is_empty());
     let mut source = match &settings.profile {
         Some(name) => CredentialSource::profile(env, settings.region.clone(), Some(name.clone())),
         None => CredentialSource::chain(env, settings.region.clone()),
@@ -94,9 +103,20 @@ fn connect_aws(
         settings.auction.auction_id(),
         settings.region
     ));
-    let s3 = S3Client::new(settings.region.clone(), credentials.clone())
+    if let Some(note) = &settings.s3_endpoint_note {
+        log.info(note);
+    }
+    let mut s3 = S3Client::new(settings.region.clone(), credentials.clone())
         .with_endpoint(settings.s3_endpoint.clone())
         .with_force_path_style(settings.s3_path_style);
+    // As for the AWS CLI: AWS_CA_BUNDLE replaces the public roots (a local S3 over TLS).
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(&path)
+            .map_err(|e| fail(Exit::Config, format!("AWS_CA_BUNDLE {path}: {e}")))?;
+        let http = crate::aws::http::HttpClient::with_ca_bundle(&pem)
+            .map_err(|e| fail(Exit::Config, format!("AWS_CA_BUNDLE {path}: {e}")))?;
+        s3 = s3.with_http(http);
+    }
     Ok((source, credentials, s3))
 }
 
@@ -111,11 +131,64 @@ fn read_bid_file(
         settings.max_bid_file_bytes as u64,
     )
     .map_err(|e| {
+        let why = if e.is_not_found() || e.is_access_denied() {
+            format!(" {}", missing_or_unreadable("bid file", &e))
+        } else {
+            String::new()
+        };
         fail(
             Exit::S3,
-            format!("reading buyer `{}`'s bids: {e}", input.name),
+            format!("reading buyer `{}`'s bids: {e}.{why}", input.name),
         )
     })
+}
+
+/// The two causes a missing or refused buyer object can have, in one sentence: on real S3 a
+/// reader without `s3:ListBucket` gets AccessDenied, not NoSuchKey, for a key that is not there.
+pub fn missing_or_unreadable(what: &str, e: &S3Error) -> String {
+    format!(
+        "Either the {what} is not there yet, or the operator's role may not read s3://{}/{} (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
+        e.bucket(),
+        e.key(),
+        if e.is_access_denied() {
+            "; S3 answers AccessDenied for both"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Reads a buyer's seal: `Ok(None)` when it is missing or unreadable (with the sentence why).
+fn read_seal(s3: &S3Client, input: &BuyerLocation) -> Result<Result<Vec<u8>, String>, RunError> {
+    match s3.get_object(&input.bucket, &input.seal_key, 64 * 1024) {
+        Ok(text) => decode_seal(&text).map(Ok).map_err(|e| {
+            fail(
+                Exit::Input,
+                format!(
+                    "buyer `{}`'s seal s3://{}/{}: {e}",
+                    input.name, input.bucket, input.seal_key
+                ),
+            )
+        }),
+        Err(e) if e.is_not_found() || e.is_access_denied() => Ok(Err(format!(
+            "buyer `{name}`'s seal s3://{}/{} cannot be read ({}): either buyer `{name}` has not sealed the manifest yet (`bidctl seal --upload` puts it there), or the operator's role may not read it (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
+            input.bucket,
+            input.seal_key,
+            e.service_error()
+                .and_then(|x| x.code.clone())
+                .unwrap_or_else(|| "not found".into()),
+            if e.is_access_denied() {
+                "; S3 answers AccessDenied for both when the role may not list the bucket"
+            } else {
+                ""
+            },
+            name = input.name,
+        ))),
+        Err(e) => Err(fail(
+            Exit::S3,
+            format!("reading buyer `{}`'s seal: {e}", input.name),
+        )),
+    }
 }
 
 /// What a bid file looks like from outside: what the operator may know (its format and, for
@@ -189,6 +262,8 @@ pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Mani
         .map_err(|e| fail(Exit::Input, e.to_string()))?;
     let bytes = manifest.canonical_bytes();
     let out = &settings.output;
+    check_manifest_replaceable(settings, &s3, &bytes, log)?;
+    WRITING.store(WRITING_MANIFEST, std::sync::atomic::Ordering::SeqCst);
     s3.put_object(&out.bucket, &out.manifest_key, &bytes, "application/json")
         .map_err(|e| fail(Exit::S3, format!("writing the manifest: {e}")))?;
     log.info(&format!(
@@ -207,6 +282,69 @@ pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Mani
     Ok(manifest)
 }
 
+/// One auction never overwrites another: the manifest step refuses to replace a manifest of
+/// another auction at its key, or any manifest whose auction already has a result (a new
+/// manifest would orphan the published result); replacing this auction's own undecided
+/// manifest is allowed, with a warning that every seal must be made again.
+fn check_manifest_replaceable(
+    settings: &Settings,
+    s3: &S3Client,
+    new: &[u8],
+    log: &Logger,
+) -> Result<(), RunError> {
+    let out = &settings.output;
+    let old = match s3.get_object(&out.bucket, &out.manifest_key, MAX_MANIFEST_BYTES as u64) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => {
+            return Err(fail(
+                Exit::S3,
+                format!("checking for an earlier manifest: {e}"),
+            ));
+        }
+    };
+    if old == new {
+        return Ok(());
+    }
+    let id = settings.auction.auction_id();
+    if let Ok(m) = Manifest::parse(&old)
+        && m.terms().auction_id() != id
+    {
+        return Err(fail(
+            Exit::Input,
+            format!(
+                "s3://{}/{} holds the manifest of auction {}, not {id}; nothing was written (give each auction its own [output] prefix: the default is the auction id)",
+                out.bucket,
+                out.manifest_key,
+                m.terms().auction_id()
+            ),
+        ));
+    }
+    match s3.get_object(&out.bucket, &out.key, 1) {
+        Err(e) if e.is_not_found() => {}
+        Ok(_) | Err(S3Error::TooLarge { .. }) => {
+            return Err(fail(
+                Exit::Input,
+                format!(
+                    "auction {id} already has a result at s3://{}/{}, made from the manifest there; a new manifest would orphan it, so nothing was written (a new auction takes a new auction id)",
+                    out.bucket, out.key
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(fail(
+                Exit::S3,
+                format!("checking for an earlier result: {e}"),
+            ));
+        }
+    }
+    log.warn(&format!(
+        "replacing auction {id}'s earlier manifest at s3://{}/{} (its files changed): seals of the earlier one no longer count, every buyer seals the new one",
+        out.bucket, out.manifest_key
+    ));
+    Ok(())
+}
+
 /// Runs the auction `settings` describes. `env` is the process environment.
 pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunError> {
     let started = Instant::now();
@@ -223,12 +361,13 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         let bytes = s3
             .get_object(&out.bucket, &out.manifest_key, MAX_MANIFEST_BYTES as u64)
             .map_err(|e| {
-                fail(
-                    Exit::S3,
-                    format!(
-                        "reading the manifest (make it with `bidding-parent manifest` after the bid deadline, and have every buyer seal it): {e}"
-                    ),
-                )
+                // Advice about making the manifest only when it is not there.
+                let advice = if e.is_not_found() {
+                    " (make it with `bidding-parent manifest` after the bid deadline, and have every buyer seal it)"
+                } else {
+                    ""
+                };
+                fail(Exit::S3, format!("reading the manifest{advice}: {e}"))
             })?;
         let manifest = Manifest::parse(&bytes).map_err(|e| {
             fail(
@@ -243,6 +382,36 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             out.manifest_key,
             hex::encode(manifest.digest())
         ));
+        if !settings.rerun && !settings.dry_run {
+            let trust = published::Trust {
+                root_der: &root_der,
+                expected_pcr0: settings.expected_pcr0.as_deref(),
+                accept_qemu_unsigned: settings.accept_qemu_unsigned_attestation,
+            };
+            match published::check(&s3, out, &manifest, &bytes, &trust)
+                .map_err(|e| fail(Exit::S3, format!("checking for a published result: {e}")))?
+            {
+                Published::Nothing => {}
+                Published::Verified { lots } => {
+                    log.info(&format!(
+                        "auction {} is decided already: s3://{}/{} is its verified result ({}); nothing to do, nothing decrypted (--rerun runs it again)",
+                        settings.auction.auction_id(),
+                        out.bucket,
+                        out.key,
+                        count(lots, "lot", "lots")
+                    ));
+                    return Ok(Summary {
+                        files: 0,
+                        bytes: 0,
+                        finished: None,
+                    });
+                }
+                Published::NotVerified(why) => log.warn(&format!(
+                    "s3://{}/{} is there but is not this manifest's verified result ({why}); running the auction, which replaces it",
+                    out.bucket, out.key
+                )),
+            }
+        }
         Terms::Sealed { manifest, bytes }
     } else {
         log.warn("UNSEALED auction: the buyers did not seal these terms, so nothing stops the operator from running it again with other terms; the result says so");
@@ -252,6 +421,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     let mut inputs = Vec::with_capacity(settings.inputs.len());
     let mut total = 0usize;
     let mut bids = 0usize;
+    let mut missing_seals = Vec::new();
     for input in &settings.inputs {
         let bytes = read_bid_file(settings, &s3, input)?;
         let url = format!("s3://{}/{}", input.bucket, input.key);
@@ -264,31 +434,13 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         }
         total += bytes.len();
         let seal = if settings.sealed {
-            let text = s3
-                .get_object(&input.bucket, &input.seal_key, 64 * 1024)
-                .map_err(|e| {
-                    let exit = if e.is_not_found() {
-                        Exit::Input
-                    } else {
-                        Exit::S3
-                    };
-                    fail(
-                        exit,
-                        format!(
-                            "buyer `{}` has not sealed the manifest (s3://{}/{}): {e}",
-                            input.name, input.bucket, input.seal_key
-                        ),
-                    )
-                })?;
-            Some(decode_seal(&text).map_err(|e| {
-                fail(
-                    Exit::Input,
-                    format!(
-                        "buyer `{}`'s seal s3://{}/{}: {e}",
-                        input.name, input.bucket, input.seal_key
-                    ),
-                )
-            })?)
+            match read_seal(&s3, input)? {
+                Ok(seal) => Some(seal),
+                Err(why) => {
+                    missing_seals.push(why);
+                    None
+                }
+            }
         } else {
             None
         };
@@ -297,6 +449,26 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             file: bytes,
             seal,
         });
+    }
+    // Every missing seal at once: the operator tells each of those buyers.
+    if let Some(last) = missing_seals.pop() {
+        for why in &missing_seals {
+            log.error(why);
+        }
+        return Err(fail(
+            Exit::Input,
+            format!(
+                "{last}{}",
+                if missing_seals.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} seals cannot be read in all; nothing was sent to the enclave)",
+                        missing_seals.len() + 1
+                    )
+                }
+            ),
+        ));
     }
     let inputs = order_inputs(&terms, inputs).map_err(|e| fail(Exit::Input, e.to_string()))?;
     let mut parent = ParentSettings::new(root_der);
@@ -379,6 +551,7 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     ));
     // Last: its presence means the run completed.
     writes.push((&out.key, &finished.output_csv, "text/csv"));
+    WRITING.store(WRITING_RESULTS, std::sync::atomic::Ordering::SeqCst);
     for (key, body, content_type) in writes {
         s3.put_object(&out.bucket, key, body, content_type)
             .map_err(|e| fail(Exit::S3, format!("writing results: {e}")))?;
@@ -496,12 +669,17 @@ fn dry_run_checks(
 /// `buyer `Buyer1`: 3 bids set aside (invalid_amount) on lots 1, 2, 3`: lot ids from the
 /// attested output.json where the enclave listed them (per-bid files only), never amounts.
 pub fn set_aside_line(s: &bidding_core::output::SetAside) -> String {
-    let mut line = format!(
-        "buyer `{}`: {} set aside ({})",
-        s.buyer,
-        count(s.count, "bid", "bids"),
-        s.reason
-    );
+    // A file set aside whole is one file, however many bids it held.
+    let what = if s.reason == bidding_core::auction::Reason::MalformedFile {
+        if s.count == 1 {
+            "the whole file".to_owned()
+        } else {
+            format!("{} whole files", s.count)
+        }
+    } else {
+        count(s.count, "bid", "bids")
+    };
+    let mut line = format!("buyer `{}`: {what} set aside ({})", s.buyer, s.reason);
     if let Some(lots) = &s.lots {
         let on = lots.describe();
         if !on.is_empty() {
@@ -678,4 +856,32 @@ fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
                 path.display()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bidding_core::auction::Reason;
+    use bidding_core::names::BuyerName;
+    use bidding_core::output::SetAside;
+
+    #[test]
+    fn a_file_set_aside_whole_is_called_a_file() {
+        let line = |reason, count| {
+            set_aside_line(&SetAside {
+                buyer: BuyerName::new("B").unwrap(),
+                reason,
+                count,
+                lots: None,
+            })
+        };
+        assert_eq!(
+            line(Reason::MalformedFile, 1),
+            "buyer `B`: the whole file set aside (malformed_file)"
+        );
+        assert_eq!(
+            line(Reason::InvalidAmount, 1),
+            "buyer `B`: 1 bid set aside (invalid_amount)"
+        );
+    }
 }

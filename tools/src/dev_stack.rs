@@ -2,21 +2,35 @@
 //! (or a script) to drive by hand with the AWS CLI, `bidctl` and the parent, the way buyers and
 //! the operator work on AWS.
 //!
-//! It stands on [`Stack`]: a local S3 (s3s-fs, SigV4 checked on every request), the KMS
-//! emulator (trusting the software NSM's dev root, so Recipient requests from the dev enclave
-//! verify with no `--attestation-root` to find), and one dev enclave (`bidctl __enclave`). Each
-//! buyer gets credentials, a bucket and a key whose policy lets only the operator's role, for an
-//! enclave attesting to the dev enclave's PCR0, decrypt. With a kept directory the credentials
-//! and keys are the same on every run (`dev-stack.json`); the ports are new each run, so the
-//! environment and `auction.toml` are written again each time.
+//! It stands on [`Stack`]: a local S3 (s3s-fs over TLS, SigV4 checked on every request, bucket
+//! policies enforced across accounts), the KMS emulator (key policies across accounts; it
+//! trusts the software NSM's dev root, so Recipient requests from the dev enclave verify with no
+//! `--attestation-root` to find), and one dev enclave (`bidctl __enclave`). One AWS account per
+//! role: the operator's, and each buyer's own. Each buyer gets credentials, a bucket the
+//! operator's role may read and a key whose policy (`bidctl key-policy --document`'s) lets only
+//! that role, for an enclave attesting to the dev enclave's PCR0, decrypt; the auction's buyers
+//! may read its manifest and results in the output bucket. With a kept directory the
+//! credentials and keys are the same on every run (`dev-stack.json`), and so are the auction
+//! id, reveal policy, `allow_no_context` and any `key_arn` edited into `auction.toml`, unless a
+//! flag says otherwise; the ports are new each run, so the environment and `auction.toml` are
+//! written again each time.
+//!
+//! One image, one rule set (DESIGN §2): the dev enclave is the sealed image's unless
+//! `--unsealed` asks for the unsealed one, which has a PCR0 of its own; a buyer's keys for the
+//! two are separate keys, each trusting only its image, so a key that made sealed bids never
+//! trusts the unsealed image.
+//!
+//! More accounts fit the same way: a buyer is a name, an account derived from it, credentials,
+//! a bucket and keys; another enclave is another `start_enclave` with its own PCR0.
 
 use crate::kms_emulator;
 use crate::stack::{
     ACCOUNT, Accounts, EnclaveProcess, OPERATOR_ROLE, OPERATOR_SESSION, OUTPUT_BUCKET, REGION,
-    Stack, StackOptions, buyer_arn, buyer_key_policy, new_credentials, sha384_file,
+    Stack, StackOptions, buyer_arn, buyer_key_policy, dev_pcr0, new_credentials,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use bidding_core::auction::RevealPolicy;
+use bidding_core::config::Mode;
 use bidding_core::credentials::{Credentials, Secret};
 use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
 use serde::{Deserialize, Serialize};
@@ -42,16 +56,26 @@ pub struct Options {
     pub temporary: bool,
     /// Buyers; empty: those of the kept directory, or Buyer1 and Buyer2.
     pub buyers: Vec<BuyerName>,
-    pub auction: AuctionId,
-    pub reveal: RevealPolicy,
-    pub allow_no_context: bool,
+    /// `None`: the kept `auction.toml`'s, else `dev-auction`.
+    pub auction: Option<AuctionId>,
+    /// `None`: the kept `auction.toml`'s, else `none`.
+    pub reveal: Option<RevealPolicy>,
+    /// `None`: the kept `auction.toml`'s, else false. Unsealed only.
+    pub allow_no_context: Option<bool>,
+    /// The dev enclave's rule set: the sealed image's, or (asked for) the unsealed one's.
+    pub rules: Mode,
     /// The executable that runs the dev enclave (bidctl itself); its SHA-384 is the PCR0.
     pub exe: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
-    pcr0: String,
+    /// The sealed dev enclave's PCR0 that the buyers' sealed keys name, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pcr0: Option<String>,
+    /// The unsealed dev enclave's, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsealed_pcr0: Option<String>,
     operator: SavedCredentials,
     buyers: Vec<SavedBuyer>,
 }
@@ -67,7 +91,30 @@ struct SavedBuyer {
     name: BuyerName,
     #[serde(flatten)]
     credentials: SavedCredentials,
-    key_arn: KeyArn,
+    /// The buyer's key for the sealed image, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_arn: Option<KeyArn>,
+    /// The buyer's key for the unsealed image, once made: a separate key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsealed_key_arn: Option<KeyArn>,
+}
+
+impl SavedBuyer {
+    fn key(&self, rules: Mode) -> Option<&KeyArn> {
+        match rules {
+            Mode::Sealed => self.key_arn.as_ref(),
+            Mode::Unsealed => self.unsealed_key_arn.as_ref(),
+        }
+    }
+}
+
+impl Saved {
+    fn pcr0(&self, rules: Mode) -> Option<&str> {
+        match rules {
+            Mode::Sealed => self.pcr0.as_deref(),
+            Mode::Unsealed => self.unsealed_pcr0.as_deref(),
+        }
+    }
 }
 
 impl SavedCredentials {
@@ -100,8 +147,16 @@ pub struct DevStack {
 }
 
 impl DevStack {
-    pub fn start(opts: Options) -> Result<DevStack> {
-        let dir = &opts.dir;
+    pub fn start(mut opts: Options) -> Result<DevStack> {
+        check_buyer_names(&opts.buyers)?;
+        let rules = opts.rules;
+        if rules == Mode::Sealed && opts.allow_no_context == Some(true) {
+            bail!(
+                "--allow-no-context needs --unsealed: a sealed auction takes only bids made with rules=sealed in their encryption context (a bid without one opens under every image its key ever trusted)"
+            );
+        }
+        let dir = opts.dir.clone();
+        let dir = &dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Some(pid) = running_dev_stack(dir) {
             bail!(
@@ -110,7 +165,34 @@ impl DevStack {
             );
         }
         let mut notes = Vec::new();
-        let pcr0 = sha384_file(&opts.exe)?;
+        if let Some(pid) = stop_leftover_enclave(dir) {
+            notes.push(format!(
+                "a dev enclave (PID {pid}) of an earlier dev-stack that did not stop cleanly was still running; it was stopped"
+            ));
+        }
+        // What the operator set last time, unless a flag says otherwise now.
+        let kept_toml = kept_config(&dir.join(CONFIG_FILE));
+        let kept_terms = kept_toml.as_ref().map(|k| &k.terms);
+        if opts.auction.is_none() {
+            opts.auction = kept_terms.and_then(|t| t.auction.clone());
+        }
+        if opts.reveal.is_none() {
+            opts.reveal = kept_terms.and_then(|t| t.reveal);
+        }
+        if opts.allow_no_context.is_none() {
+            opts.allow_no_context = kept_terms.and_then(|t| t.allow_no_context);
+            if rules == Mode::Sealed && opts.allow_no_context == Some(true) {
+                opts.allow_no_context = Some(false);
+                notes.push(format!(
+                    "the kept {CONFIG_FILE} allowed bids without a context; a sealed auction takes none, so this one does not (dev-stack --unsealed runs the unsealed image)"
+                ));
+            }
+        }
+        let auction = opts
+            .auction
+            .clone()
+            .unwrap_or_else(|| AuctionId::new("dev-auction").expect("valid"));
+        let pcr0 = dev_pcr0(&opts.exe, rules)?;
         let state_path = dir.join(STATE_FILE);
         let saved: Option<Saved> = match std::fs::read(&state_path) {
             Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
@@ -144,21 +226,32 @@ impl DevStack {
             },
         };
         let pcr0_hex = hex::encode(pcr0);
-        // A buyer's saved key, while the emulator still has it (else it is made again).
-        let kept = |name: &BuyerName| {
+        // A buyer's saved account, and its key for this rule set while the emulator still has
+        // it (else the key is made again).
+        let saved_buyer = |name: &BuyerName| {
             saved
                 .as_ref()
                 .and_then(|s| s.buyers.iter().find(|b| &b.name == name))
-                .filter(|b| kms_emulator::find_key(&kms_dir, b.key_arn.as_str()).is_ok())
         };
-        if let Some(s) = saved.as_ref().filter(|s| s.pcr0 != pcr0_hex) {
+        let kept_key = |name: &BuyerName| {
+            saved_buyer(name)
+                .and_then(|b| b.key(rules))
+                .filter(|k| kms_emulator::find_key(&kms_dir, k.as_str()).is_ok())
+        };
+        if let Some(s) = saved
+            .as_ref()
+            .filter(|s| s.pcr0(rules).is_some_and(|p| p != pcr0_hex))
+        {
             // bidctl was rebuilt: the dev enclave has a new PCR0. A buyer would put the new
-            // policy on their key; the stack does it for its own keys.
+            // policy on their key; the stack does it for its own keys of this rule set.
             let mut repinned = Vec::new();
-            for b in s.buyers.iter().filter(|b| kept(&b.name).is_some()) {
+            for b in &s.buyers {
+                let Some(key) = kept_key(&b.name) else {
+                    continue;
+                };
                 kms_emulator::set_policy(
                     &kms_dir,
-                    b.key_arn.as_str(),
+                    key.as_str(),
                     &buyer_key_policy(&buyer_arn(&b.name), &pcr0),
                 )
                 .map_err(|e| anyhow!(e))?;
@@ -172,27 +265,62 @@ impl DevStack {
             }
         }
         for name in names {
-            match kept(&name) {
-                Some(b) => accounts.buyers.push((
-                    name,
-                    b.credentials.credentials(),
-                    Some(b.key_arn.clone()),
-                )),
-                None => accounts.buyers.push((name, new_credentials()?, None)),
-            }
+            let credentials = match saved_buyer(&name) {
+                Some(b) => b.credentials.credentials(),
+                None => new_credentials()?,
+            };
+            let key = kept_key(&name).cloned();
+            accounts.buyers.push((name, credentials, key));
         }
-        let stack = Stack::start_with(dir, accounts, &opts.exe, StackOptions::default())?;
+        let mut stack = Stack::start_with(
+            dir,
+            accounts,
+            &opts.exe,
+            StackOptions {
+                enforce_policies: true,
+                rules,
+                ..StackOptions::default()
+            },
+        )?;
+        stack.enclave_dies_with_parent = true;
+        stack.share_auction(&auction)?;
+        // This rule set's PCR0 and keys are recorded; the other's stay as they were.
         let old_saved = saved;
+        let other = |name: &BuyerName| {
+            old_saved
+                .as_ref()
+                .and_then(|s| s.buyers.iter().find(|b| &b.name == name))
+        };
         let mut saved = Saved {
-            pcr0: pcr0_hex,
+            pcr0: match rules {
+                Mode::Sealed => Some(pcr0_hex.clone()),
+                Mode::Unsealed => old_saved.as_ref().and_then(|s| s.pcr0.clone()),
+            },
+            unsealed_pcr0: match rules {
+                Mode::Unsealed => Some(pcr0_hex),
+                Mode::Sealed => old_saved.as_ref().and_then(|s| s.unsealed_pcr0.clone()),
+            },
             operator: SavedCredentials::of(&stack.operator),
             buyers: stack
                 .buyers
                 .iter()
-                .map(|b| SavedBuyer {
-                    name: b.name.clone(),
-                    credentials: SavedCredentials::of(&b.credentials),
-                    key_arn: b.key.clone(),
+                .map(|b| {
+                    let before = other(&b.name);
+                    let (sealed, unsealed) = match rules {
+                        Mode::Sealed => (
+                            Some(b.key.clone()),
+                            before.and_then(|o| o.unsealed_key_arn.clone()),
+                        ),
+                        Mode::Unsealed => {
+                            (before.and_then(|o| o.key_arn.clone()), Some(b.key.clone()))
+                        }
+                    };
+                    SavedBuyer {
+                        name: b.name.clone(),
+                        credentials: SavedCredentials::of(&b.credentials),
+                        key_arn: sealed,
+                        unsealed_key_arn: unsealed,
+                    }
                 })
                 .collect(),
         };
@@ -210,13 +338,29 @@ impl DevStack {
         let enclave = stack.start_enclave(&opts.exe, ENCLAVE, &[])?;
         write_pid(&dir.join(ENCLAVE_PID_FILE), enclave.child.id())?;
         let config_path = dir.join(CONFIG_FILE);
-        let config = stack.parent_config_mode(
-            &opts.auction,
+        let mut config = stack.parent_config_mode(
+            &auction,
             &enclave.endpoint,
-            &opts.reveal.to_string(),
-            opts.allow_no_context,
-            true,
+            &opts.reveal.unwrap_or_default().to_string(),
+            opts.allow_no_context.unwrap_or(false),
+            rules == Mode::Sealed,
         );
+        // A key a buyer made and the operator put in auction.toml stays there, for the image it
+        // was made for.
+        let same_image = kept_toml.iter().filter(|k| k.rules == rules);
+        for (name, arn) in same_image.flat_map(|k| &k.key_arns) {
+            if let Some(b) = stack.buyers.iter().find(|b| b.name.as_str() == name)
+                && b.key.as_str() != arn
+            {
+                config = config.replace(
+                    &format!("key_arn = \"{}\"", b.key),
+                    &format!("key_arn = \"{arn}\""),
+                );
+                notes.push(format!(
+                    "{name}'s key_arn in {CONFIG_FILE} is the one you set, {arn}, not the stack's"
+                ));
+            }
+        }
         if let Ok(old) = std::fs::read_to_string(&config_path)
             && old != config
         {
@@ -224,12 +368,13 @@ impl DevStack {
             std::fs::rename(&config_path, &previous)
                 .with_context(|| format!("moving {}", config_path.display()))?;
             notes.push(format!(
-                "the ports change on every run, so {CONFIG_FILE} was written anew; the last one is {} (copy your edits over)",
+                "the ports change on every run, so {CONFIG_FILE} was written anew (auction id, reveal policy, allow_no_context and key_arn kept); the last one is {}",
                 previous.display()
             ));
         }
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
+        opts.auction = Some(auction);
         let ds = DevStack {
             stack,
             enclave,
@@ -245,7 +390,8 @@ impl DevStack {
             files.push((b.name.to_string(), ds.env(&b.credentials)));
         }
         for (who, env) in files {
-            let text: String = exports(&env);
+            // A shell with an assumed role or a profile would sign with those instead.
+            let text = format!("unset AWS_SESSION_TOKEN AWS_PROFILE\n{}", exports(&env));
             kms_emulator::state::write_atomic(
                 &env_dir.join(format!("{who}.sh")),
                 text.as_bytes(),
@@ -320,11 +466,13 @@ impl DevStack {
             "attestation_root": path_string(&self.stack.dev_root_pem),
             "enclave": {
                 "endpoint": self.enclave.endpoint.to_string(),
+                "rules": self.stack.rules.to_string(),
                 "pcr0": self.pcr0_hex(),
                 "pid": self.enclave.child.id(),
                 "log": path_string(&self.enclave.log),
             },
-            "auction_id": self.opts.auction.as_str(),
+            "auction_id": self.auction().as_str(),
+            "manifest_url": self.manifest_url(),
             "auction_toml": path_string(&self.config_path),
             "operator": {
                 "role_arn": OPERATOR_ROLE,
@@ -377,9 +525,13 @@ impl DevStack {
             self.enclave.child.id(),
             self.enclave.log.display()
         ));
-        line(format!("  PCR0      {}", self.pcr0_hex()));
         line(format!(
-            "  restart the enclave (a fresh boot): kill -HUP {pid}   or   bidctl dev-stack restart-enclave --dir {}",
+            "  PCR0      {} ({}; the buyers' keys trust this one alone)",
+            self.pcr0_hex(),
+            self.stack.rules.image()
+        ));
+        line(format!(
+            "  restart the enclave (a fresh boot): kill -USR1 {pid}   or   bidctl dev-stack restart-enclave --dir {}",
             sh_quote(&path_string(dir))
         ));
         for n in &self.notes {
@@ -404,13 +556,19 @@ impl DevStack {
         line("unset AWS_SESSION_TOKEN AWS_PROFILE".into());
         t_push(&mut line, &exports(&self.operator_env()));
         line(String::new());
+        let first = self
+            .stack
+            .buyers
+            .first()
+            .map(|b| b.name.to_string())
+            .unwrap_or_else(|| "operator".into());
         line(format!(
-            "# Or: source {}/env/<Buyer1|operator>.sh",
+            "# Or: source {}/env/<{first}|operator>.sh",
             sh_quote(&path_string(dir))
         ));
         line(format!(
             "# auction.toml (auction {}, the stack's keys; a buyer who makes their own key sends its ARN for key_arn): {}",
-            self.opts.auction,
+            self.auction(),
             self.config_path.display()
         ));
         line(format!(
@@ -426,8 +584,15 @@ impl DevStack {
             )
         ));
         let config = sh_quote(&path_string(&self.config_path));
+        let prefix = format!("s3://{OUTPUT_BUCKET}/{}", self.auction());
         line(format!(
-            "# The operator, after the bids: bidctl __parent manifest --config {config}\n#   every buyer: bidctl seal --manifest s3://{OUTPUT_BUCKET}/manifest.json --buyer <name> --key-id <key ARN> --bids encrypted.csv --upload\n#   then: bidctl __parent --config {config}   (bidctl __parent is bidding-parent; the parent binary works the same)"
+            "# The operator, after the bids: bidctl __parent manifest --config {config}\n#   every buyer: bidctl seal --manifest {} --buyer <name> --key-id <key ARN> --bids encrypted.csv --upload\n#   then: bidctl __parent --config {config}   (bidctl __parent is bidding-parent; the parent binary works the same)",
+            self.manifest_url()
+        ));
+        line(format!(
+            "# Anyone (each buyer adds --buyer <name> --key-id <key ARN> --bids encrypted.csv): for f in manifest.json output.csv output.json output.csv.attestation;\n#   do aws s3 cp {prefix}/$f result/$f; done   (buyers may read these objects, not list the bucket), then\n#   bidctl verify --output result/output.csv --attestation result/output.csv.attestation --manifest result/manifest.json \\\n#     --expect-pcr0 {} --root {}",
+            self.pcr0_hex(),
+            sh_quote(&path_string(&self.stack.dev_root_pem))
         ));
         t
     }
@@ -466,6 +631,19 @@ impl DevStack {
 
     pub fn dir(&self) -> &Path {
         &self.opts.dir
+    }
+
+    /// The auction id `auction.toml` names.
+    pub fn auction(&self) -> AuctionId {
+        self.opts
+            .auction
+            .clone()
+            .unwrap_or_else(|| AuctionId::new("dev-auction").expect("valid"))
+    }
+
+    /// Where the operator's manifest goes and the buyers read it.
+    pub fn manifest_url(&self) -> String {
+        format!("s3://{OUTPUT_BUCKET}/{}/manifest.json", self.auction())
     }
 
     pub fn temporary(&self) -> bool {
@@ -554,7 +732,95 @@ fn running_dev_stack(dir: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
-/// `bidctl dev-stack restart-enclave --dir DIR`: asks the dev-stack running on DIR (SIGHUP to
+/// Two buyers whose names differ only in case would share a bucket and an account.
+fn check_buyer_names(names: &[BuyerName]) -> Result<()> {
+    for (i, a) in names.iter().enumerate() {
+        if let Some(b) = names[..i]
+            .iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(a.as_str()))
+        {
+            if a == b {
+                bail!("--buyer {a} is given twice");
+            }
+            bail!(
+                "--buyer {b} and --buyer {a} differ only in case: they would share the bucket s3://{} (give buyers names that differ in more than case)",
+                crate::stack::buyer_bucket(a)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a kept `auction.toml` says that the operator may have set: the terms, and each buyer's
+/// `key_arn`.
+struct KeptConfig {
+    terms: KeptTerms,
+    key_arns: Vec<(String, String)>,
+    /// The rule set it was written for: its keys are that image's.
+    rules: Mode,
+}
+
+#[derive(Default)]
+struct KeptTerms {
+    auction: Option<AuctionId>,
+    reveal: Option<RevealPolicy>,
+    allow_no_context: Option<bool>,
+}
+
+fn kept_config(path: &Path) -> Option<KeptConfig> {
+    let file = bidding_parent::config::read_file(path).ok()?;
+    Some(KeptConfig {
+        terms: KeptTerms {
+            auction: file.auction_id.and_then(|a| AuctionId::new(a).ok()),
+            reveal: file.reveal,
+            allow_no_context: file.allow_no_context,
+        },
+        key_arns: file
+            .buyers
+            .into_iter()
+            .map(|b| (b.name, b.key_arn))
+            .collect(),
+        rules: if file.sealed.unwrap_or(true) {
+            Mode::Sealed
+        } else {
+            Mode::Unsealed
+        },
+    })
+}
+
+/// A dev enclave that an earlier dev-stack on DIR left running (killed with SIGKILL, say):
+/// the PID in `DIR/enclave.pid`, when that process is a `bidctl __enclave` listening on this
+/// directory's socket. It is stopped (SIGTERM); returns its PID.
+fn stop_leftover_enclave(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(ENCLAVE_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let socket = dir.join(format!("{ENCLAVE}.sock"));
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = words.contains(&&b"__enclave"[..])
+        && words
+            .iter()
+            .any(|w| w.ends_with(socket.as_os_str().as_encoded_bytes()));
+    if !ours {
+        return None;
+    }
+    let target = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: a signal to the enclave process checked above to be this directory's.
+    unsafe {
+        libc::kill(target, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(dir.join(ENCLAVE_PID_FILE));
+    Some(pid)
+}
+
+/// `bidctl dev-stack restart-enclave --dir DIR`: asks the dev-stack running on DIR (SIGUSR1 to
 /// the PID in `DIR/dev-stack.pid`, checked to be a `bidctl dev-stack`) to restart its enclave,
 /// and waits until the new one runs. Returns the new enclave's PID.
 pub fn request_restart(dir: &Path) -> Result<u32> {
@@ -571,8 +837,8 @@ pub fn request_restart(dir: &Path) -> Result<u32> {
     };
     let before = read_pid(ENCLAVE_PID_FILE);
     let target = libc::pid_t::try_from(pid).map_err(|_| anyhow!("bad PID {pid}"))?;
-    // SAFETY: a signal to the dev-stack process checked above; SIGHUP only restarts its enclave.
-    if unsafe { libc::kill(target, libc::SIGHUP) } != 0 {
+    // SAFETY: a signal to the dev-stack process checked above; SIGUSR1 only restarts its enclave.
+    if unsafe { libc::kill(target, libc::SIGUSR1) } != 0 {
         bail!(
             "signalling dev-stack (PID {pid}): {}",
             std::io::Error::last_os_error()

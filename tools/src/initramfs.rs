@@ -10,6 +10,9 @@
 //! | `init`        | enclave-init (static)                                       | 0755 |
 //! | `kms-ca`      | test images only: the KMS emulator's CA (PEM), for a dev    | 0644 |
 //! |               | build's `--kms-ca /kms-ca` (a release build refuses it)     |      |
+//! | `limits`      | the enclave's limits, when given (`--limits`): one limit    | 0644 |
+//! |               | flag a line, which enclave-init as PID 1 applies; PCR0      |      |
+//! |               | measures them with the rest of the image                    |      |
 //! | `nsm.ko`      | the NSM driver, when given; enclave-init loads it at boot   | 0644 |
 //! | `proc/`       | mount point for proc                                        | 0755 |
 //!
@@ -96,6 +99,17 @@ pub fn entries<'a>(
     nsm_ko: Option<&'a [u8]>,
     test_kms_ca: Option<&'a [u8]>,
 ) -> Vec<Entry<'a>> {
+    entries_with_limits(init, nsm_ko, test_kms_ca, None)
+}
+
+/// The same, with the enclave's limits file (already checked with
+/// [`enclave_init::limits::parse`]) as `/limits`.
+pub fn entries_with_limits<'a>(
+    init: &'a [u8],
+    nsm_ko: Option<&'a [u8]>,
+    test_kms_ca: Option<&'a [u8]>,
+    limits: Option<&'a [u8]>,
+) -> Vec<Entry<'a>> {
     let mut v = vec![
         Entry {
             path: "dev",
@@ -123,6 +137,13 @@ pub fn entries<'a>(
             path: "nsm.ko",
             permissions: 0o644,
             kind: Kind::File(ko),
+        });
+    }
+    if let Some(text) = limits {
+        v.push(Entry {
+            path: "limits",
+            permissions: 0o644,
+            kind: Kind::File(text),
         });
     }
     if let Some(pem) = test_kms_ca {

@@ -130,6 +130,18 @@ impl KmsClient {
             .map(|_| ())
     }
 
+    /// GetKeyPolicy: the key's `default` policy (JSON).
+    pub fn get_key_policy(&self, key_id: &str) -> Result<String, KmsError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "Policy")]
+            policy: String,
+        }
+        let request = serde_json::json!({ "KeyId": key_id, "PolicyName": "default" });
+        self.call::<_, Answer>("GetKeyPolicy", &request)
+            .map(|a| a.policy)
+    }
+
     pub fn encrypt(
         &self,
         key_id: &str,

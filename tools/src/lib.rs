@@ -5,6 +5,8 @@ pub mod cleanup;
 pub mod demo;
 pub mod dev_stack;
 pub mod encrypt;
+pub mod iam;
+pub mod key_policy;
 pub mod kms_client;
 pub mod kms_emulator;
 pub mod memory;

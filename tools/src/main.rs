@@ -29,7 +29,7 @@ enum Command {
     /// Open or inspect an AWS Encryption SDK message (an envelope bid file).
     #[command(subcommand)]
     Envelope(cmd::envelope::Command),
-    /// Seal a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
+    /// Encrypt a plaintext bid file (contract,bid) into encrypted.csv with your KMS key.
     Encrypt(cmd::encrypt::EncryptArgs),
     /// Seal a sealed auction's manifest: your consent to exactly its terms and files.
     Seal(cmd::seal::SealArgs),

@@ -1,9 +1,18 @@
 //! The whole local pipeline on one machine: an S3 server, the KMS emulator, the software NSM's
 //! dev root and a dev enclave process, with an operator and buyers that each have their own
-//! credentials, KMS key (with a real-format key policy pinned to the enclave's PCR0) and
-//! bucket. The demo, the end-to-end tests and the benchmarks all stand on it.
+//! AWS account, credentials, KMS key (with the key policy `bidctl key-policy --document`
+//! prints, pinned to the enclave's PCR0) and bucket. The demo, the end-to-end tests and the
+//! benchmarks all stand on it.
+//!
+//! Accounts: the operator's is [`ACCOUNT`] (its role `bidding-parent`); each buyer's is its own,
+//! derived from the buyer's name ([`buyer_account`]), so every Decrypt of a bid is a
+//! cross-account call, as on AWS. With [`StackOptions::enforce_policies`] the S3 server also
+//! serves TLS (the emulator's CA) and enforces bucket policies across accounts: each buyer's
+//! bucket lets the operator's role read it, and [`Stack::share_auction`] lets the buyers read
+//! one auction's manifest and results; without it S3 lets every stack principal do anything.
 
 use crate::encrypt::{Sealing, envelope_file, envelope_plaintext, seal_rows};
+use crate::key_policy;
 use crate::kms_client::KmsClient;
 use crate::kms_emulator::{self, FaultRule, Principal};
 use crate::s3_server::S3Server;
@@ -26,6 +35,8 @@ pub const OUTPUT_BUCKET: &str = "auction-results";
 
 #[derive(Clone, Default)]
 pub struct StackOptions {
+    /// Serve S3 over TLS and enforce bucket (and identity) policies across accounts.
+    pub enforce_policies: bool,
     pub kms_faults: Vec<FaultRule>,
     pub kms_fault_seed: Option<u64>,
     /// Emulator request log (on stderr in process, in `kms.log` as a process).
@@ -176,6 +187,9 @@ pub struct Buyer {
 
 pub struct Stack {
     pub dir: PathBuf,
+    /// The auction of the last configuration written ([`Stack::parent_config_mode`]): whose
+    /// output prefix [`Stack::fetch_output`] reads.
+    current_auction: std::sync::Mutex<Option<AuctionId>>,
     pub s3: S3Server,
     pub kms: KmsHandle,
     pub nsm_dir: PathBuf,
@@ -187,6 +201,10 @@ pub struct Stack {
     pub pcr0: [u8; 48],
     /// The rule set of the dev enclaves this stack starts, which its buyers' keys trust.
     pub rules: Mode,
+    /// Dev enclaves started from now on get SIGTERM when the thread that started them ends
+    /// (`PR_SET_PDEATHSIG`): `bidctl dev-stack`, whose main thread starts them, sets it, so
+    /// a dev-stack killed with SIGKILL leaves no enclave behind.
+    pub enclave_dies_with_parent: bool,
 }
 
 fn random_token(len: usize, alphabet: &[u8]) -> Result<String> {
@@ -220,18 +238,25 @@ pub fn dev_pcr0(exe: &Path, rules: Mode) -> Result<[u8; 48]> {
     Ok(enclave_init::soft_nsm::dev_pcr0(&bytes, rules))
 }
 
-/// The key policy of a buyer's key: the buyer administers it and encrypts with it; the
-/// operator's role may only Decrypt, and only for a Recipient attested with this PCR0.
+/// The key policy of a buyer's key, as `bidctl key-policy --document` prints it: the buyer
+/// administers it and encrypts (and alone seals) with it; the operator's role may only
+/// Decrypt, and only for a Recipient attested with this PCR0.
 pub fn buyer_key_policy(buyer_arn: &str, pcr0: &[u8]) -> String {
+    let admin = key_policy::Administrator::new(buyer_arn).expect("a buyer's IAM ARN");
+    let role = key_policy::RoleArn::new(OPERATOR_ROLE).expect("the operator's role ARN");
+    let pcr0 = hex::encode(pcr0);
+    let pcrs = key_policy::Measurements::new(&[(0, &pcr0)]).expect("48 bytes");
+    key_policy::document(&admin, &role, &pcrs).to_string()
+}
+
+/// The bucket policy of a buyer's bid bucket in the stack: the operator's role may read its
+/// objects (buyer.yaml grants the same under its BidKeyPrefix), and nothing else.
+pub fn buyer_bucket_policy(bucket: &str) -> String {
     json!({
         "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "BuyerAdministersAndEncrypts", "Effect": "Allow", "Principal": {"AWS": buyer_arn},
-             "Action": "kms:*", "Resource": "*"},
-            {"Sid": "AllowDecryptOnlyByTheAttestedSealedBidEnclave", "Effect": "Allow",
-             "Principal": {"AWS": OPERATOR_ROLE}, "Action": "kms:Decrypt", "Resource": "*",
-             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": hex::encode(pcr0)}}}
-        ]
+        "Statement": [{"Sid": "OperatorReadsBidFiles", "Effect": "Allow",
+            "Principal": {"AWS": OPERATOR_ROLE}, "Action": "s3:GetObject",
+            "Resource": format!("arn:aws:s3:::{bucket}/*")}]
     })
     .to_string()
 }
@@ -274,9 +299,20 @@ pub fn new_credentials() -> Result<Credentials> {
     })
 }
 
-/// A buyer's IAM user ARN in the stack's account.
+/// A buyer's own AWS account: 12 digits derived from the name (case-insensitively, as buyer
+/// names are compared), never the operator's.
+pub fn buyer_account(name: &BuyerName) -> String {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        name.as_str().to_ascii_lowercase().as_bytes(),
+    );
+    let n = u64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes"));
+    format!("2{:011}", n % 100_000_000_000)
+}
+
+/// A buyer's IAM user ARN, in the buyer's own account.
 pub fn buyer_arn(name: &BuyerName) -> String {
-    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
+    format!("arn:aws:iam::{}:user/{name}", buyer_account(name))
 }
 
 /// The operator's principal: the parent instance's role session.
@@ -340,11 +376,35 @@ impl Stack {
             .chain(accounts.iter().map(|(_, c, _)| c))
             .map(|c| (c.access_key_id.as_str(), c.secret_access_key.expose()))
             .collect();
-        let s3 = S3Server::start(&dir.join("s3"), &keys)?;
+        let tls = if opts.enforce_policies {
+            // The emulator made its CA before it listened: S3 gets a certificate from it, so
+            // one AWS_CA_BUNDLE serves both.
+            Some(
+                kms_emulator::tls::server_config_as(
+                    &kms_dir,
+                    REGION,
+                    "s3-server.pem",
+                    "s3-server-key.pem",
+                )
+                .map_err(|e| anyhow!("the S3 server's TLS certificate: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let s3 = S3Server::start_with(&dir.join("s3"), &keys, tls)?;
+        s3.set_principal(&operator.access_key_id, OPERATOR_SESSION);
+        for (name, c, _) in &accounts {
+            s3.set_principal(&c.access_key_id, &buyer_arn(name));
+        }
         s3.create_bucket(OUTPUT_BUCKET)?;
+        s3.set_bucket_owner(OUTPUT_BUCKET, ACCOUNT);
+        if opts.enforce_policies {
+            s3.enforce_policies();
+        }
         let pcr0 = dev_pcr0(enclave_exe, opts.rules)?;
         let mut stack = Stack {
             dir: dir.to_owned(),
+            current_auction: std::sync::Mutex::new(None),
             s3,
             kms,
             dev_root_pem: nsm_dir.join("root.pem"),
@@ -353,6 +413,7 @@ impl Stack {
             buyers: Vec::new(),
             pcr0,
             rules: opts.rules,
+            enclave_dies_with_parent: false,
         };
         for (name, credentials, key) in accounts {
             let key = match key {
@@ -370,6 +431,11 @@ impl Stack {
             };
             let bucket = buyer_bucket(&name);
             stack.s3.create_bucket(&bucket)?;
+            stack.s3.set_bucket_owner(&bucket, &buyer_account(&name));
+            stack
+                .s3
+                .put_bucket_policy(&bucket, &buyer_bucket_policy(&bucket))
+                .map_err(|e| anyhow!("{bucket}'s policy: {e}"))?;
             stack.buyers.push(Buyer {
                 name,
                 credentials,
@@ -403,9 +469,32 @@ impl Stack {
     }
 
     pub fn s3_client(&self, credentials: &Credentials) -> S3Client {
-        S3Client::new(credentials.region.clone(), credentials.clone())
+        let client = S3Client::new(credentials.region.clone(), credentials.clone())
             .with_endpoint(Some(self.s3.endpoint().to_owned()))
-            .with_force_path_style(true)
+            .with_force_path_style(true);
+        if self.s3.endpoint().starts_with("https://") {
+            let pem = std::fs::read(self.kms.ca_pem()).unwrap_or_default();
+            if let Ok(http) = bidding_parent::aws::http::HttpClient::with_ca_bundle(&pem) {
+                return client.with_http(http);
+            }
+        }
+        client
+    }
+
+    /// The buyers may read `auction`'s manifest and results (`s3://auction-results/<auction>/`,
+    /// the parent's default prefix) and nothing else of the output bucket, as operator.yaml's
+    /// bucket policy grants them.
+    pub fn share_auction(&self, auction: &AuctionId) -> Result<()> {
+        let buyers: Vec<String> = self.buyers.iter().map(|b| buyer_arn(&b.name)).collect();
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "BuyersReadTheirAuction", "Effect": "Allow",
+                "Principal": {"AWS": buyers}, "Action": "s3:GetObject",
+                "Resource": format!("arn:aws:s3:::{OUTPUT_BUCKET}/{auction}/*")}]
+        });
+        self.s3
+            .put_bucket_policy(OUTPUT_BUCKET, &policy.to_string())
+            .map_err(|e| anyhow!("the output bucket's policy: {e}"))
     }
 
     pub fn buyer(&self, name: &str) -> Result<&Buyer> {
@@ -483,7 +572,20 @@ impl Stack {
         let socket = self.dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if self.enclave_dies_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("__enclave")
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
@@ -546,6 +648,10 @@ impl Stack {
         allow_no_context: bool,
         sealed: bool,
     ) -> String {
+        *self
+            .current_auction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(auction.clone());
         let mut t = format!(
             "auction_id = \"{auction}\"\nregion = \"{REGION}\"\nenclave = \"{enclave}\"\nexpected_pcr0 = \"{}\"\nallow_dev_enclave = true\nattestation_root = \"{}\"\nreveal = \"{reveal}\"\nallow_no_context = {allow_no_context}\nsealed = {sealed}\ns3_endpoint = \"{}\"\nlock_file = \"{}\"\n\n[output]\nbucket = \"{OUTPUT_BUCKET}\"\n",
             hex::encode(self.pcr0),
@@ -575,7 +681,16 @@ impl Stack {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        self.fetch_output("manifest.json")
+        // It prints `H  s3://BUCKET/KEY`.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let url = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("s3://"))
+            .ok_or_else(|| anyhow!("bidding-parent manifest printed no s3:// URL: {stdout}"))?;
+        let (bucket, key) = bidding_parent::config::parse_s3_url(url).map_err(|e| anyhow!(e))?;
+        Ok(self
+            .s3_client(&self.operator)
+            .get_object(&bucket, &key, 256 * 1024 * 1024)?)
     }
 
     /// One buyer seals `manifest` with their own key and uploads the seal next to their bid
@@ -651,17 +766,33 @@ impl Stack {
                 self.operator.secret_access_key.expose(),
             )
             .env("AWS_REGION", REGION)
+            .env("AWS_CA_BUNDLE", self.kms.ca_pem())
             // Nothing here may reach for the real instance metadata service.
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null());
         cmd
     }
 
-    /// Reads an object of the output bucket through S3, as a user would.
+    /// Reads an object of the output bucket through S3, as a user would: `key` under the
+    /// prefix of the auction of the last configuration written (`<auction id>/`).
     pub fn fetch_output(&self, key: &str) -> Result<Vec<u8>> {
-        Ok(self
-            .s3_client(&self.operator)
-            .get_object(OUTPUT_BUCKET, key, 256 * 1024 * 1024)?)
+        Ok(self.s3_client(&self.operator).get_object(
+            OUTPUT_BUCKET,
+            &self.output_key(key),
+            256 * 1024 * 1024,
+        )?)
+    }
+
+    /// `key` under the prefix of the auction of the last configuration written.
+    pub fn output_key(&self, key: &str) -> String {
+        match &*self
+            .current_auction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(a) => format!("{a}/{key}"),
+            None => key.to_owned(),
+        }
     }
 }
 

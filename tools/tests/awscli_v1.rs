@@ -420,7 +420,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
             buyer(i, Path::new(BIDCTL)).args([
                 "seal",
                 "--manifest",
-                "s3://auction-results/manifest.json",
+                &stack.s("/manifest_url"),
                 "--buyer",
                 names[i],
                 "--key-id",
@@ -453,7 +453,7 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
             operator(aws.to_str().unwrap()).args([
                 "s3",
                 "cp",
-                &format!("s3://auction-results/{f}"),
+                &format!("s3://auction-results/{AUCTION}/{f}"),
                 f,
             ]),
         );
@@ -503,13 +503,35 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
         "{}",
         stack.stderr()
     );
+    // The timer's next run: the verified result is there, nothing to do.
     t.ok(
-        "operator: bidding-parent (rerun)",
+        "operator: bidding-parent (decided already)",
         operator(BIDCTL).args(["__parent", "--config", config_arg, "--log-format", "human"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&t.0.last().unwrap().1).contains("is decided already"),
+        "{}",
+        String::from_utf8_lossy(&t.0.last().unwrap().1)
+    );
+    t.ok(
+        "operator: bidding-parent --rerun",
+        operator(BIDCTL).args([
+            "__parent",
+            "--config",
+            config_arg,
+            "--log-format",
+            "human",
+            "--rerun",
+        ]),
     );
     let again = t.ok(
         "operator: aws s3 cp output.csv - (rerun)",
-        operator(aws.to_str().unwrap()).args(["s3", "cp", "s3://auction-results/output.csv", "-"]),
+        operator(aws.to_str().unwrap()).args([
+            "s3",
+            "cp",
+            &format!("s3://auction-results/{AUCTION}/output.csv"),
+            "-",
+        ]),
     );
     assert_eq!(again, output);
 
@@ -609,16 +631,16 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
 }
 
 #[test]
-fn a_temporary_dev_stack_restarts_its_enclave_on_sighup_and_is_removed_at_stop() {
+fn a_temporary_dev_stack_restarts_its_enclave_on_sigusr1_and_is_removed_at_stop() {
     // Needs no AWS CLI.
     let mut stack = DevStack::start(&[]);
     assert_eq!(stack.info["temporary"], true);
     let dir = PathBuf::from(stack.s("/dir"));
     assert!(dir.join("auction.toml").is_file());
     assert!(Path::new(&stack.s("/ca_bundle")).is_file());
-    // SIGHUP restarts the enclave.
+    // SIGUSR1 restarts the enclave (SIGHUP, a closed terminal, stops dev-stack).
     let before = stack.info["enclave"]["pid"].as_u64().unwrap();
-    stack.signal(libc::SIGHUP);
+    stack.signal(libc::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !stack.stderr().contains("the dev enclave was restarted") {
         assert!(Instant::now() < deadline, "no restart: {}", stack.stderr());

@@ -486,7 +486,7 @@ fn key_policy_statement() {
     assert!(text(&o).1.contains("debug-mode enclave"), "{:?}", text(&o));
     assert!(text(&o).1.contains("kms:GenerateDataKey"), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["Statement"].as_array().unwrap().len(), 2);
+    assert_eq!(v["Statement"].as_array().unwrap().len(), 3);
     assert_eq!(
         v["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:PCR2"],
         zero
@@ -527,8 +527,21 @@ fn key_policy_document_keeps_the_key_the_buyers() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let statements = v["Statement"].as_array().unwrap();
-    assert_eq!(statements.len(), 2, "{v:#}");
-    for st in statements {
+    assert_eq!(statements.len(), 3, "{v:#}");
+    // Only the administrator makes seals (KMS Encrypt with a `manifest` context): whoever may
+    // Encrypt under the key could consent in the buyer's name.
+    assert_eq!(
+        statements[2],
+        serde_json::json!({"Sid":"OnlyTheAdministratorSeals","Effect":"Deny","Principal":{"AWS":"*"},
+            "Action":"kms:Encrypt","Resource":"*","Condition":{"Null":{"kms:EncryptionContext:manifest":"false"},
+            "ArnNotEquals":{"aws:PrincipalArn":admin}}})
+    );
+    assert!(
+        text(&o).1.contains("OnlyTheAdministratorSeals"),
+        "{:?}",
+        text(&o)
+    );
+    for st in &statements[..2] {
         assert_eq!(st["Effect"], "Allow");
         assert_eq!(st["Resource"], "*");
         let principal = st["Principal"]["AWS"].as_str().unwrap();
@@ -559,6 +572,12 @@ fn key_policy_document_keeps_the_key_the_buyers() {
     assert!(
         err.contains("WARNING") && err.contains("same AWS account") && err.contains("111122223333"),
         "{err}"
+    );
+    // The account root as administrator: the exception is its account, not an ARN.
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["Statement"][2]["Condition"],
+        serde_json::json!({"Null":{"kms:EncryptionContext:manifest":"false"},"StringNotEquals":{"aws:PrincipalAccount":"111122223333"}})
     );
 
     // --document without --admin-arn: refused by the command line, nothing printed.

@@ -578,6 +578,7 @@ fn finding3_padding_changes_no_result_and_hides_row_counts() {
     );
     let mut results = Vec::new();
     for v_file in [&v_padded, &v_unpadded, &v_lots] {
+        clear_output(&w);
         upload(&w, "V", v_file);
         let out = run(&w, &Auction::new(id, "none"));
         assert_eq!(

@@ -335,11 +335,10 @@ fn rerun_of_a_sealed_manifest_gives_the_same_bytes() {
         ));
         // Nothing left behind for the second run to pick up.
         for key in ["output.csv", "output.json", "output.csv.attestation"] {
-            std::fs::remove_file(
-                w.stack
-                    .s3
-                    .object_path(bidding_tools::stack::OUTPUT_BUCKET, key),
-            )
+            std::fs::remove_file(w.stack.s3.object_path(
+                bidding_tools::stack::OUTPUT_BUCKET,
+                &w.stack.output_key(key),
+            ))
             .unwrap();
         }
     }

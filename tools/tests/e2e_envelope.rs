@@ -385,10 +385,7 @@ fn bad_envelope_files_are_set_aside_whole_before_any_kms_call() {
         .create_key(
             "TwoKeys's second key",
             Some(bidding_tools::stack::buyer_key_policy(
-                &format!(
-                    "arn:aws:iam::{}:user/TwoKeys",
-                    bidding_tools::stack::ACCOUNT
-                ),
+                &bidding_tools::stack::buyer_arn(&b.name),
                 &w.stack.pcr0,
             )),
         )

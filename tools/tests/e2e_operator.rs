@@ -99,7 +99,10 @@ fn set_asides_are_named_by_lot_and_fail_on_set_aside_writes_nothing() {
         "{err}"
     );
     assert!(!output_exists(&w), "{err}");
-    assert_eq!(output_objects(&w), vec!["manifest.json".to_owned()]);
+    assert_eq!(
+        output_objects(&w),
+        vec![w.stack.output_key("manifest.json")]
+    );
     assert_no_amounts("the parent's log", err.as_bytes());
 
     // Without the flag the same lines, then the result; JSON lines carry the lots too.
@@ -166,7 +169,10 @@ fn dry_run_checks_bucket_and_enclave_and_leaves_nothing() {
             ),
         "{err}"
     );
-    assert_eq!(output_objects(&w), vec!["manifest.json".to_owned()]);
+    assert_eq!(
+        output_objects(&w),
+        vec![w.stack.output_key("manifest.json")]
+    );
     assert_no_amounts("the dry run's log", err.as_bytes());
     let log = enclave.log_text();
     assert!(!log.contains("credentials received"), "{log}");
@@ -243,7 +249,7 @@ fn dry_run_names_an_unwritable_bucket_and_a_wrong_pcr0() {
     assert_eq!(run.code, Some(5), "{err}");
     assert!(
         err.contains(&format!(
-            "dry run: these credentials may not write to the output bucket `{OUTPUT_BUCKET}`; the role needs s3:PutObject and s3:AbortMultipartUpload on output.csv (HTTP 403 AccessDenied"
+            "dry run: these credentials may not write to the output bucket `{OUTPUT_BUCKET}`; the role needs s3:PutObject and s3:AbortMultipartUpload on dry-denied/output.csv (HTTP 403 AccessDenied"
         )),
         "{err}"
     );
@@ -265,7 +271,10 @@ fn dry_run_names_an_unwritable_bucket_and_a_wrong_pcr0() {
     );
     let log = enclave.log_text();
     assert!(!log.contains("credentials received"), "{log}");
-    assert_eq!(output_objects(&w), vec!["manifest.json".to_owned()]);
+    assert_eq!(
+        output_objects(&w),
+        vec![w.stack.output_key("manifest.json")]
+    );
 }
 
 /// A new image (the QEMU test image, whose PCR0 is known only once it holds the emulator's CA):

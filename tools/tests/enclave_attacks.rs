@@ -234,7 +234,7 @@ fn attack3b_access_denied_fails_the_auction() {
     let enclave = world.enclave("enclave", &[]);
     // V's key as a careless (or tricked) policy leaves it: only V may use it.
     let v = world.buyer("V");
-    let v_arn = "arn:aws:iam::111122223333:user/V";
+    let v_arn = bidding_tools::stack::buyer_arn(&v.name);
     let locked = world
         .stack
         .kms_client(&v.credentials)

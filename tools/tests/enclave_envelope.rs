@@ -78,7 +78,7 @@ fn access_denied_on_an_envelope_data_key_ends_the_auction() {
     let e = world.buyer("E");
     let client = world.stack.kms_client(&e.credentials).unwrap();
     // A key of E's that the operator's role may not use at all.
-    let e_arn = format!("arn:aws:iam::{}:user/E", bidding_tools::stack::ACCOUNT);
+    let e_arn = bidding_tools::stack::buyer_arn(&e.name);
     let locked = client
         .create_key(
             "E's key, operator not allowed",

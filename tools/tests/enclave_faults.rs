@@ -26,7 +26,7 @@ use bidding_core::names::BuyerName;
 use bidding_core::output::OutputHeader;
 use bidding_core::wire::{ErrorCode, FromEnclave, Request, Response, Seal};
 use bidding_tools::kms_emulator::{self, FaultRule, faults::Faults};
-use bidding_tools::stack::{self, ACCOUNT, StackOptions};
+use bidding_tools::stack::{self, StackOptions};
 use harness::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -486,7 +486,7 @@ fn set_key_policy(world: &World, buyer: &str, policy: &str) {
 }
 
 fn buyer_arn(buyer: &str) -> String {
-    format!("arn:aws:iam::{ACCOUNT}:user/{buyer}")
+    stack::buyer_arn(&bidding_core::names::BuyerName::new(buyer).unwrap())
 }
 
 #[test]

@@ -197,10 +197,8 @@ fn gnu_cpio_lists_extracts_and_rebuilds_our_archive() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn bidctl_initramfs_writes_the_library_archive_and_refuses_dynamic_binaries() {
-    let dir = scratch("initramfs-cli");
-    // A minimal static ELF header: one PT_LOAD program header.
+/// A minimal static ELF header: one PT_LOAD program header.
+fn tiny_static_elf() -> Vec<u8> {
     let mut elf = vec![0u8; 64 + 56];
     elf[..4].copy_from_slice(b"\x7fELF");
     elf[4] = 2;
@@ -211,6 +209,13 @@ fn bidctl_initramfs_writes_the_library_archive_and_refuses_dynamic_binaries() {
     elf[54] = 56;
     elf[56] = 1;
     elf[64] = 1;
+    elf
+}
+
+#[test]
+fn bidctl_initramfs_writes_the_library_archive_and_refuses_dynamic_binaries() {
+    let dir = scratch("initramfs-cli");
+    let elf = tiny_static_elf();
     let init = dir.join("enclave-init");
     std::fs::write(&init, &elf).unwrap();
     let out = dir.join("out.cpio");
@@ -246,6 +251,70 @@ fn bidctl_initramfs_writes_the_library_archive_and_refuses_dynamic_binaries() {
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("dynamically linked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!refused.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The limits are an input PCR0 measures: `--limits` puts the checked file in the archive as
+/// /limits, which changes the image (and so PCR0); a file holding anything but limit flags is
+/// refused and no archive is written.
+#[test]
+fn bidctl_initramfs_measures_the_limits() {
+    let dir = scratch("initramfs-limits");
+    let elf = tiny_static_elf();
+    let init = dir.join("enclave-init");
+    std::fs::write(&init, &elf).unwrap();
+    let limits = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/enclave-limits");
+    let bidctl = env!("CARGO_BIN_EXE_bidctl");
+    let make = |out: &Path, limits: Option<&Path>| {
+        let mut c = Command::new(bidctl);
+        c.args(["initramfs", "--out"])
+            .arg(out)
+            .arg("--enclave-init")
+            .arg(&init);
+        if let Some(l) = limits {
+            c.arg("--limits").arg(l);
+        }
+        c.output().unwrap()
+    };
+    let with = dir.join("with.cpio");
+    let o = make(&with, Some(Path::new(limits)));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("-rw-r--r-- 0:0 /limits "), "{stdout}");
+    let text = std::fs::read(limits).unwrap();
+    assert_eq!(
+        std::fs::read(&with).unwrap(),
+        initramfs::write_newc(&initramfs::entries_with_limits(
+            &elf,
+            None,
+            None,
+            Some(&text)
+        ))
+        .unwrap()
+    );
+    let (members, _) = parse_newc(&std::fs::read(&with).unwrap());
+    assert!(members.iter().any(|m| m.name == "limits"));
+    // Every line of the shipped file is a limit enclave-init accepts, at its built-in default.
+    let applied = enclave_init::limits::parse(std::str::from_utf8(&text).unwrap()).unwrap();
+    assert_eq!(applied.len(), enclave_init::limits::LIMIT_FLAGS.len());
+    let without = dir.join("without.cpio");
+    assert!(make(&without, None).status.success());
+    assert_ne!(
+        std::fs::read(&with).unwrap(),
+        std::fs::read(&without).unwrap()
+    );
+
+    let bad = dir.join("bad-limits");
+    std::fs::write(&bad, "--max-lots=10\n--kms-ca=/x\n").unwrap();
+    let refused = dir.join("refused.cpio");
+    let o = make(&refused, Some(&bad));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("line 2: `--kms-ca` is not a limit"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

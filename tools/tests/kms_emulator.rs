@@ -677,14 +677,14 @@ fn policy_conditions_on_each_pcr() {
 
     // Policies the emulator cannot enforce are refused, not half-applied.
     let like = enclave_policy(&[("ImageSha384", hex::encode(PCR0))])
-        .replace("StringEqualsIgnoreCase", "StringLike");
+        .replace("StringEqualsIgnoreCase", "NumericLessThan");
     admin
         .call("PutKeyPolicy", &json!({"KeyId": key, "Policy": like}))
         .err(400, "MalformedPolicyDocumentException");
     assert!(bidding_tools::kms_emulator::set_policy(emu.dir.path(), &key, &like).is_err());
     let ctx_key = deny.to_string().replace(
         "\"Deny\",",
-        "\"Deny\",\"Condition\":{\"StringEquals\":{\"kms:EncryptionContext:lot\":\"7\"}},",
+        "\"Deny\",\"Condition\":{\"StringEquals\":{\"kms:CallerAccount\":\"7\"}},",
     );
     admin
         .call("PutKeyPolicy", &json!({"KeyId": key, "Policy": ctx_key}))
@@ -969,7 +969,7 @@ fn command_line_serves_and_edits_state() {
     std::fs::write(
         &bad,
         enclave_policy(&[("ImageSha384", "ab".into())])
-            .replace("StringEqualsIgnoreCase", "StringNotEquals"),
+            .replace("StringEqualsIgnoreCase", "NumericLessThan"),
     )
     .unwrap();
     let out = bidctl()
@@ -980,7 +980,7 @@ fn command_line_serves_and_edits_state() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("StringNotEquals"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NumericLessThan"));
     let good = dir.path().join("good.json");
     let deny_alice = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": BOB_ARN}, "Action": "kms:*", "Resource": "*"}});
     std::fs::write(&good, deny_alice.to_string()).unwrap();
@@ -1139,4 +1139,112 @@ fn qemu_unsigned_documents_only_with_the_option_that_names_qemu() {
     parent_client
         .call("Decrypt", &body(&attest(&soft, &RSA.1)))
         .err(400, "ValidationException");
+}
+
+/// `bidctl key-policy --document`'s OnlyTheAdministratorSeals, evaluated as AWS does: the
+/// administrator still encrypts bids and seals; another principal that a statement lets
+/// kms:Encrypt encrypts bids but cannot seal (Encrypt with a `manifest` context, whatever its
+/// case); with the account root as administrator, the exception is the account, and a
+/// principal of another account cannot seal. Across accounts an IAM policy must allow too.
+#[test]
+fn only_the_administrator_seals() {
+    use bidding_tools::key_policy::{Administrator, Measurements, RoleArn, document};
+    let emu = Emu::start(None);
+    let outsider_arn = "arn:aws:iam::444455556666:user/mallory";
+    let outsider = creds(
+        "AKIAMALLORYMALLORY00",
+        "mallory/secret/mallory/secret/000000",
+        None,
+    );
+    bidding_tools::kms_emulator::state::add_principal(
+        emu.dir.path(),
+        principal(
+            "AKIAMALLORYMALLORY00",
+            "mallory/secret/mallory/secret/000000",
+            None,
+            outsider_arn,
+        ),
+    )
+    .unwrap();
+    let pcr0 = hex::encode(PCR0);
+    let role = RoleArn::new(PARENT_ROLE).unwrap();
+    let pcrs = Measurements::new(&[(0, &pcr0)]).unwrap();
+    let with_encrypt = |admin: &str, who: &str| {
+        let mut p = document(&Administrator::new(admin).unwrap(), &role, &pcrs);
+        p["Statement"].as_array_mut().unwrap().push(json!({
+            "Sid": "AlsoEncrypts", "Effect": "Allow", "Principal": {"AWS": who},
+            "Action": "kms:Encrypt", "Resource": "*"}));
+        p.to_string()
+    };
+    let a = emu.client(alice());
+    let key = a
+        .call(
+            "CreateKey",
+            &json!({"Policy": with_encrypt(ALICE_ARN, BOB_ARN)}),
+        )
+        .ok()["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bid = json!({"auction": "a1", "lot": "1", "buyer": "alice"});
+    let seal = json!({"auction": "a1", "buyer": "alice", "manifest": "ab".repeat(32)});
+    let enc = |c: &Client, ctx: &serde_json::Value| {
+        c.call(
+            "Encrypt",
+            &json!({"KeyId": key, "Plaintext": b64(b"x"), "EncryptionContext": ctx}),
+        )
+    };
+    enc(&a, &bid).ok();
+    enc(&a, &seal).ok();
+    let b = emu.client(bob());
+    enc(&b, &bid).ok();
+    let denied = enc(&b, &seal);
+    denied.err(400, "AccessDeniedException");
+    assert!(
+        denied.message().contains("explicit deny"),
+        "{}",
+        denied.message()
+    );
+    // The context key is matched without regard to case, as KMS's condition keys are.
+    enc(&b, &json!({"Manifest": "ab"})).err(400, "AccessDeniedException");
+
+    // The account root administers: anyone of the account (IAM decides) seals; a principal of
+    // another account that a statement lets kms:Encrypt does not.
+    let root = "arn:aws:iam::111122223333:root";
+    a.call(
+        "PutKeyPolicy",
+        &json!({"KeyId": key, "Policy": with_encrypt(root, outsider_arn)}),
+    )
+    .ok();
+    enc(&b, &seal).ok();
+    let m = emu.client(outsider);
+    enc(&m, &bid).ok();
+    let denied = enc(&m, &seal);
+    denied.err(400, "AccessDeniedException");
+    assert!(
+        denied.message().contains("explicit deny"),
+        "{}",
+        denied.message()
+    );
+    // Across accounts the caller's own IAM policies must allow it too.
+    bidding_tools::kms_emulator::state::write_identity_policies(
+        emu.dir.path(),
+        &[(
+            outsider_arn.to_owned(),
+            vec![
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Action": "kms:Decrypt", "Resource": "*"}]}),
+            ],
+        )]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
+    let denied = enc(&m, &bid);
+    denied.err(400, "AccessDeniedException");
+    assert!(
+        denied.message().contains("no identity-based policy"),
+        "{}",
+        denied.message()
+    );
 }

@@ -233,6 +233,13 @@ impl S3Error {
         }
     }
 
+    /// S3 answered AccessDenied: no permission, or (for a reader without `s3:ListBucket` on
+    /// the bucket) an object that does not exist; real S3 does not say which.
+    pub fn is_access_denied(&self) -> bool {
+        self.service_error()
+            .is_some_and(|e| e.code.as_deref() == Some("AccessDenied"))
+    }
+
     /// The object (or its bucket) does not exist, including a bare 404 without a document.
     pub fn is_not_found(&self) -> bool {
         match self {

@@ -12,18 +12,25 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 const AFTER_HELP: &str = "\
-Runs until Ctrl-C or SIGTERM, then stops the enclave, S3 and KMS (exit 0). SIGHUP, or
-`bidctl dev-stack restart-enclave --dir DIR`, restarts the dev enclave: a fresh boot, as after a
-run that used up its per-boot state.
+Runs until Ctrl-C, SIGTERM or SIGHUP (a closed terminal), then stops the enclave, S3 and KMS
+(exit 0). SIGUSR1, or `bidctl dev-stack restart-enclave --dir DIR`, restarts the dev enclave: a
+fresh boot, as after a run that used up its per-boot state. Killed outright (SIGKILL), it leaves
+no enclave running, and the next dev-stack on DIR cleans up after it.
 
-Every buyer gets credentials, a bucket (s3://<name>-bids) and a KMS key whose policy lets only
-the operator's role, for an enclave attesting to the dev enclave's PCR0, decrypt. The output
-holds each role's `export` lines (also in DIR/env/<role>.sh) and DIR/auction.toml, ready for
-`bidctl __parent manifest --config` and `bidctl __parent --config` (the parent). The
-credentials are the local emulators' own, valid nowhere else.
+One AWS account per role: the operator's and each buyer's own. Every buyer gets credentials, a
+bucket (s3://<name>-bids) that the operator's role may read, and a KMS key whose policy lets
+only that role, for an enclave attesting to the dev enclave's PCR0, decrypt. The dev enclave
+is the sealed image's; --unsealed runs the unsealed image's instead (its own PCR0), and every
+buyer gets a second key for it, so no key trusts both. S3 (over TLS, the
+same CA as KMS) enforces the bucket policies across accounts; the auction's buyers may read
+s3://auction-results/<auction>/. The output holds each role's `export` lines (also in
+DIR/env/<role>.sh) and DIR/auction.toml, ready for `bidctl __parent manifest --config` and
+`bidctl __parent --config` (the parent). The credentials are the local emulators' own, valid
+nowhere else.
 
-With --dir the credentials and keys stay the same across runs (DIR/dev-stack.json); the ports
-are new each run, so take the environment and auction.toml again each time.";
+With --dir the credentials and keys stay the same across runs (DIR/dev-stack.json), and so do
+the auction id, reveal policy, allow_no_context and any key_arn in DIR/auction.toml unless a
+flag sets them; the ports are new each run, so take the environment and auction.toml again.";
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, after_help = AFTER_HELP)]
@@ -46,14 +53,21 @@ struct RunArgs {
     /// A buyer (repeat per buyer) [default: those of --dir, else Buyer1 and Buyer2].
     #[arg(long = "buyer", value_name = "NAME")]
     buyers: Vec<String>,
-    /// The auction id in auction.toml (and so in the encryption contexts).
-    #[arg(long, default_value = "dev-auction")]
-    auction: String,
-    /// auction.toml's reveal policy: none, winning-bid or second-price.
-    #[arg(long, default_value = "none")]
-    reveal: RevealPolicy,
-    /// auction.toml accepts bids without an encryption context (plain `aws kms encrypt`).
+    /// The auction id in auction.toml (and so in the encryption contexts) [default: the kept
+    /// auction.toml's, else dev-auction].
     #[arg(long)]
+    auction: Option<String>,
+    /// auction.toml's reveal policy: none, winning-bid or second-price [default: the kept
+    /// auction.toml's, else none].
+    #[arg(long)]
+    reveal: Option<RevealPolicy>,
+    /// Run the unsealed image's dev enclave (the proof of concept's flow, no seal round),
+    /// with a PCR0 of its own; every buyer gets a separate key that trusts it alone.
+    #[arg(long)]
+    unsealed: bool,
+    /// With --unsealed: auction.toml accepts bids without an encryption context (plain `aws
+    /// kms encrypt`).
+    #[arg(long, requires = "unsealed")]
     allow_no_context: bool,
 }
 
@@ -78,21 +92,22 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
 }
 
 static STOP: AtomicI32 = AtomicI32::new(0);
-static HANGUP: AtomicBool = AtomicBool::new(false);
+static RESTART: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only atomic stores: async-signal-safe.
-    if sig == libc::SIGHUP {
-        HANGUP.store(true, Ordering::SeqCst);
+    if sig == libc::SIGUSR1 {
+        RESTART.store(true, Ordering::SeqCst);
     } else {
         STOP.store(sig, Ordering::SeqCst);
     }
 }
 
-/// SIGINT and SIGTERM stop, SIGHUP restarts the enclave; from here on the main loop acts on
-/// them (this replaces bidctl's interrupt handler, which is for commands that just exit).
+/// SIGINT, SIGTERM and SIGHUP (the terminal closed) stop, SIGUSR1 restarts the enclave; from
+/// here on the main loop acts on them (this replaces bidctl's interrupt handler, which is for
+/// commands that just exit).
 fn install_signal_handlers() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
         // SAFETY: a zeroed sigaction is valid; the handler only stores to atomics.
         let rc = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -117,8 +132,11 @@ fn serve(a: RunArgs) -> Result<ExitCode> {
         .iter()
         .map(|b| BuyerName::new(b.as_str()).map_err(|e| anyhow!("--buyer `{b}`: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let auction = AuctionId::new(a.auction.as_str())
-        .map_err(|e| anyhow!("--auction `{}`: {e}", a.auction))?;
+    let auction = a
+        .auction
+        .as_deref()
+        .map(|id| AuctionId::new(id).map_err(|e| anyhow!("--auction `{id}`: {e}")))
+        .transpose()?;
     let (dir, temporary) = match a.dir {
         Some(d) => (std::path::absolute(&d).unwrap_or(d), false),
         None => {
@@ -134,7 +152,12 @@ fn serve(a: RunArgs) -> Result<ExitCode> {
         buyers,
         auction,
         reveal: a.reveal,
-        allow_no_context: a.allow_no_context,
+        allow_no_context: a.allow_no_context.then_some(true),
+        rules: if a.unsealed {
+            bidding_core::config::Mode::Unsealed
+        } else {
+            bidding_core::config::Mode::Sealed
+        },
         exe: std::env::current_exe()?,
     };
     let mut ds = match DevStack::start(opts) {
@@ -162,23 +185,23 @@ fn serve(a: RunArgs) -> Result<ExitCode> {
         if STOP.load(Ordering::SeqCst) != 0 {
             break;
         }
-        if HANGUP.swap(false, Ordering::SeqCst) {
+        if RESTART.swap(false, Ordering::SeqCst) {
             match ds.restart_enclave() {
-                Ok(()) => eprintln!(
+                Ok(()) => say(&format!(
                     "dev-stack: the dev enclave was restarted (PID {}), same endpoint {}",
                     ds.enclave.child.id(),
                     ds.enclave.endpoint
-                ),
-                Err(e) => eprintln!(
-                    "dev-stack: restarting the dev enclave failed: {e:#}\n  (kill -HUP {pid} tries again)"
-                ),
+                )),
+                Err(e) => say(&format!(
+                    "dev-stack: restarting the dev enclave failed: {e:#}\n  (kill -USR1 {pid} tries again)"
+                )),
             }
         }
         if let Some(status) = ds.enclave_exited() {
-            eprintln!(
-                "dev-stack: the dev enclave exited ({status}); its log: {}\n  restart it: kill -HUP {pid}",
+            say(&format!(
+                "dev-stack: the dev enclave exited ({status}); its log: {}\n  restart it: kill -USR1 {pid}",
                 ds.enclave.log.display()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -186,9 +209,18 @@ fn serve(a: RunArgs) -> Result<ExitCode> {
     let dir = ds.dir().to_owned();
     ds.stop();
     if temporary {
-        eprintln!("dev-stack: stopped; removed {}", dir.display());
+        say(&format!("dev-stack: stopped; removed {}", dir.display()));
     } else {
-        eprintln!("dev-stack: stopped; state kept in {}", dir.display());
+        say(&format!(
+            "dev-stack: stopped; state kept in {}",
+            dir.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on stderr; a closed terminal (EIO) must not stop dev-stack before it cleans up,
+/// as `eprintln!`'s panic would.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -111,7 +111,7 @@ pub fn run(a: EncryptArgs) -> Result<ExitCode> {
             aws.s3(&env)
                 .put_object(&bucket, &object, &csv, content_type)?;
             eprintln!(
-                "bidctl: {} sealed bids uploaded to s3://{bucket}/{object}",
+                "bidctl: {} encrypted bids uploaded to s3://{bucket}/{object}",
                 rows.len()
             );
         }

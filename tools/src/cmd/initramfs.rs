@@ -1,6 +1,7 @@
-//! `bidctl initramfs --out FILE [--enclave-init PATH | --unsealed] [--nsm-ko FILE] [--test-kms-ca PEM]`:
-//! the reproducible initramfs for an enclave image in which enclave-init is PID 1: the sealed
-//! release image's by default, the unsealed image's with `--unsealed` (its own PCR0).
+//! `bidctl initramfs --out FILE [--enclave-init PATH | --unsealed] [--nsm-ko FILE]
+//! [--limits FILE] [--test-kms-ca PEM]`: the reproducible initramfs for an enclave image in
+//! which enclave-init is PID 1: the sealed release image's by default, the unsealed image's
+//! with `--unsealed` (its own PCR0); `--limits` builds the image's limits into it.
 
 use anyhow::{Context, Result, anyhow};
 use bidding_tools::initramfs;
@@ -33,6 +34,11 @@ pub struct Args {
     /// refuses --kms-ca, so this file gives a release image nothing to trust.
     #[arg(long, value_name = "PEM")]
     test_kms_ca: Option<PathBuf>,
+    /// The enclave's limits, installed as /limits (one limit flag a line, e.g.
+    /// `--max-lots=500000`; deploy/enclave-limits is the default set). enclave-init as PID 1
+    /// applies them, and PCR0 measures them: a new set of limits is a new image and PCR0.
+    #[arg(long, value_name = "FILE")]
+    limits: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -66,7 +72,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .as_ref()
         .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let entries = initramfs::entries(&init, ko.as_deref(), ca.as_deref());
+    let limits = args
+        .limits
+        .as_ref()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            enclave_init::limits::parse(&text)
+                .map_err(|e| anyhow!("--limits {}: {e}", p.display()))?;
+            Ok::<_, anyhow::Error>(text.into_bytes())
+        })
+        .transpose()?;
+    let entries =
+        initramfs::entries_with_limits(&init, ko.as_deref(), ca.as_deref(), limits.as_deref());
     let archive = initramfs::write_newc(&entries)?;
 
     // Never leave a half-written archive under the requested name.

@@ -43,6 +43,8 @@ pub struct Aws {
     pub region: Region,
     pub credentials: Credentials,
     pub kms: KmsClient,
+    /// `--ca-bundle` / `AWS_CA_BUNDLE`: trusted for S3 too, as the AWS CLI does.
+    ca: Option<Vec<u8>>,
 }
 
 impl Aws {
@@ -76,15 +78,25 @@ impl Aws {
             region,
             credentials,
             kms,
+            ca,
         })
     }
 
     pub fn s3(&self, env: &Env) -> S3Client {
         let endpoint = endpoint_from_env(env);
         let path_style = endpoint.is_some();
-        S3Client::new(self.region.clone(), self.credentials.clone())
+        let client = S3Client::new(self.region.clone(), self.credentials.clone())
             .with_endpoint(endpoint)
-            .with_force_path_style(path_style)
+            .with_force_path_style(path_style);
+        match self
+            .ca
+            .as_deref()
+            .map(bidding_parent::aws::http::HttpClient::with_ca_bundle)
+        {
+            Some(Ok(http)) => client.with_http(http),
+            // The KMS client already refused a bad bundle; S3 then keeps the public roots.
+            _ => client,
+        }
     }
 }
 

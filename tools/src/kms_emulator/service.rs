@@ -41,12 +41,20 @@ pub struct Caller {
     pub access_key_id: String,
 }
 
+impl Caller {
+    /// The 12-digit account of the caller's ARN.
+    pub fn account(&self) -> &str {
+        self.arn.split(':').nth(4).unwrap_or_default()
+    }
+}
+
 pub struct Service {
     pub(super) dir: PathBuf,
     pub(super) region: String,
     pub(super) account: String,
     keys: Mutex<BTreeMap<String, KeyRecord>>,
     principals: FileCache<PrincipalMap>,
+    identities: FileCache<state::IdentityMap>,
     policies: FileCache<Policy>,
     default_policy: Policy,
     pub(super) recipients: RecipientVerifier,
@@ -73,6 +81,7 @@ impl Service {
             account,
             keys: Mutex::new(keys),
             principals: FileCache::default(),
+            identities: FileCache::default(),
             policies: FileCache::default(),
             default_policy,
             recipients: RecipientVerifier::new(attestation_root_der),
@@ -86,8 +95,9 @@ impl Service {
         self.recipients.accept_qemu_unsigned();
     }
 
-    fn arn(&self, key_id: &str) -> String {
-        format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account)
+    /// A key's ARN in `account` (a key belongs to the account of the caller that made it).
+    fn arn(&self, account: &str, key_id: &str) -> String {
+        format!("arn:aws:kms:{}:{account}:key/{key_id}", self.region)
     }
 
     /// Verifies the request's SigV4 signature against the principals file.
@@ -208,7 +218,7 @@ impl Service {
 
     /// Finds the key a `KeyId` parameter names: a key id or key ARN of this region and
     /// account. Aliases are not supported and, like unknown ones, are not found.
-    fn resolve(&self, key_id: &str) -> Result<KeyRecord, KmsError> {
+    fn resolve(&self, caller: &Caller, key_id: &str) -> Result<KeyRecord, KmsError> {
         if key_id.is_empty() {
             return Err(KmsError::constraint(
                 "''",
@@ -227,7 +237,7 @@ impl Service {
             return Err(KmsError::not_found(format!(
                 "Alias arn:aws:kms:{}:{}:alias/{} is not found.",
                 self.region,
-                self.account,
+                caller.account(),
                 printable(alias)
             )));
         } else if key_id.starts_with("arn:") {
@@ -237,9 +247,18 @@ impl Service {
                     printable(key_id)
                 )));
             }
-            let prefix = format!("arn:aws:kms:{}:{}:key/", self.region, self.account);
-            match key_id.strip_prefix(&prefix) {
-                Some(u) if blob::uuid_bytes(u).is_some() => u,
+            // A key ARN names its account: another account's key is found by its ARN.
+            let prefix = format!("arn:aws:kms:{}:", self.region);
+            match key_id
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split_once(":key/"))
+            {
+                Some((account, u))
+                    if blob::uuid_bytes(u).is_some()
+                        && self.keys().get(u).is_some_and(|k| k.account() == account) =>
+                {
+                    u
+                }
                 _ => {
                     return Err(KmsError::not_found(format!(
                         "Key '{}' does not exist",
@@ -248,6 +267,17 @@ impl Service {
                 }
             }
         } else if blob::uuid_bytes(key_id).is_some() {
+            // A bare key id names a key of the caller's own account.
+            if self
+                .keys()
+                .get(key_id)
+                .is_some_and(|k| k.account() != caller.account())
+            {
+                return Err(KmsError::not_found(format!(
+                    "Key '{}' does not exist",
+                    self.arn(caller.account(), key_id)
+                )));
+            }
             key_id
         } else {
             return Err(KmsError::not_found(format!(
@@ -255,10 +285,12 @@ impl Service {
                 printable(key_id)
             )));
         };
-        self.keys()
-            .get(uuid)
-            .cloned()
-            .ok_or_else(|| KmsError::not_found(format!("Key '{}' does not exist", self.arn(uuid))))
+        self.keys().get(uuid).cloned().ok_or_else(|| {
+            KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                self.arn(caller.account(), uuid)
+            ))
+        })
     }
 
     fn policy_of(&self, key: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
@@ -268,11 +300,29 @@ impl Service {
             Policy::parse(text, &key.arn)
         }) {
             Ok(Some(p)) => Ok(p),
-            Ok(None) => Ok(Arc::new(self.default_policy.clone())),
+            Ok(None) if key.account() == self.account => Ok(Arc::new(self.default_policy.clone())),
+            Ok(None) => Policy::parse(&policy::default_policy(key.account()), "*")
+                .map(Arc::new)
+                .map_err(KmsError::internal),
             Err(e) => Err(KmsError::internal(format!(
                 "the key policy file is invalid: {e}"
             ))),
         }
+    }
+
+    /// The caller's identity policies, when the state directory names any for it.
+    fn identity_of(&self, caller: &Caller) -> Result<Option<Vec<crate::iam::Policy>>, KmsError> {
+        let map = self
+            .identities
+            .get(&self.dir.join(state::IDENTITY_FILE), state::identity_map)
+            .map_err(|e| {
+                KmsError::internal(format!(
+                    "the emulator's identity policies are unusable: {e}"
+                ))
+            })?;
+        Ok(map.and_then(|m| {
+            crate::iam::principal_arn_of(&caller.arn).and_then(|arn| m.get(&arn).cloned())
+        }))
     }
 
     fn authorize(
@@ -281,22 +331,32 @@ impl Service {
         key: &KeyRecord,
         action: &str,
         recipient: Option<&DocumentFields>,
+        encryption_context: Option<&BTreeMap<String, String>>,
     ) -> Result<(), KmsError> {
         let policy = self.policy_of(key)?;
+        let identity = self.identity_of(caller)?;
         let req = policy::Request {
             principal_arn: &caller.arn,
             action,
             recipient,
+            encryption_context,
         };
-        match policy.evaluate(&req) {
+        match policy.authorize(&key.arn, key.account(), identity.as_deref(), &req) {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny(_) => Err(KmsError::access_denied(format!(
                 "User: {} is not authorized to perform: {action} on resource: {} with an explicit deny in a resource-based policy",
                 caller.arn, key.arn
             ))),
             Decision::NoAllow => Err(KmsError::access_denied(format!(
-                "User: {} is not authorized to perform: {action} on resource: {} because no resource-based policy allows the {action} action",
-                caller.arn, key.arn
+                "User: {} is not authorized to perform: {action} on resource: {} because no {} policy allows the {action} action",
+                caller.arn,
+                key.arn,
+                // The key policy grants it, so the caller's own IAM policies are what lack it.
+                if policy.evaluate(&req) == Decision::Allow {
+                    "identity-based"
+                } else {
+                    "resource-based"
+                }
             ))),
         }
     }
@@ -313,7 +373,7 @@ impl Service {
     fn metadata(&self, key: &KeyRecord) -> Value {
         json!({
             "KeyMetadata": {
-                "AWSAccountId": self.account,
+                "AWSAccountId": key.account(),
                 "KeyId": key.key_id,
                 "Arn": key.arn,
                 "CreationDate": key.creation_date as f64,
@@ -341,6 +401,7 @@ impl Service {
             principal_arn: &caller.arn,
             action: "kms:PutKeyPolicy",
             recipient: None,
+            encryption_context: None,
         };
         if !bypass && policy.evaluate(&req) != Decision::Allow {
             return Err(KmsError::malformed_policy(
@@ -394,7 +455,7 @@ impl Service {
             ));
         }
         let key_id = blob::new_key_id().map_err(KmsError::internal)?;
-        let arn = self.arn(&key_id);
+        let arn = self.arn(caller.account(), &key_id);
         if let Some(text) = &req.policy {
             let parsed = Policy::parse(text, &arn).map_err(KmsError::malformed_policy)?;
             self.lockout_check(
@@ -414,8 +475,8 @@ impl Service {
     }
 
     fn describe_key(&self, caller: &Caller, req: KeyIdIn) -> Result<Value, KmsError> {
-        let key = self.resolve(&req.key_id)?;
-        self.authorize(caller, &key, "kms:DescribeKey", None)?;
+        let key = self.resolve(caller, &req.key_id)?;
+        self.authorize(caller, &key, "kms:DescribeKey", None, None)?;
         Ok(self.metadata(&key))
     }
 
@@ -430,13 +491,13 @@ impl Service {
 
     fn get_key_policy(&self, caller: &Caller, req: PolicyNameIn) -> Result<Value, KmsError> {
         check_policy_name(req.policy_name.as_deref())?;
-        let key = self.resolve(&req.key_id)?;
-        self.authorize(caller, &key, "kms:GetKeyPolicy", None)?;
+        let key = self.resolve(caller, &req.key_id)?;
+        self.authorize(caller, &key, "kms:GetKeyPolicy", None, None)?;
         let path = state::policy_path(&self.dir, &key.key_id);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                policy::default_policy(&self.account)
+                policy::default_policy(key.account())
             }
             Err(e) => return Err(KmsError::internal(format!("reading the key policy: {e}"))),
         };
@@ -445,8 +506,8 @@ impl Service {
 
     fn put_key_policy(&self, caller: &Caller, req: PutKeyPolicyIn) -> Result<Value, KmsError> {
         check_policy_name(req.policy_name.as_deref())?;
-        let key = self.resolve(&req.key_id)?;
-        self.authorize(caller, &key, "kms:PutKeyPolicy", None)?;
+        let key = self.resolve(caller, &req.key_id)?;
+        self.authorize(caller, &key, "kms:PutKeyPolicy", None, None)?;
         let parsed = Policy::parse(&req.policy, &key.arn).map_err(KmsError::malformed_policy)?;
         self.lockout_check(
             caller,
@@ -459,13 +520,13 @@ impl Service {
     }
 
     fn set_enabled(&self, caller: &Caller, req: KeyIdIn, enabled: bool) -> Result<Value, KmsError> {
-        let key = self.resolve(&req.key_id)?;
+        let key = self.resolve(caller, &req.key_id)?;
         let action = if enabled {
             "kms:EnableKey"
         } else {
             "kms:DisableKey"
         };
-        self.authorize(caller, &key, action, None)?;
+        self.authorize(caller, &key, action, None, None)?;
         let mut keys = self.keys();
         if let Some(k) = keys.get_mut(&key.key_id) {
             k.enabled = enabled;
@@ -479,12 +540,12 @@ impl Service {
         let plaintext = Zeroizing::new(std::mem::take(&mut req.plaintext));
         check_plaintext(&plaintext)?;
         check_algorithm(req.encryption_algorithm.as_deref())?;
-        let key = self.resolve(&req.key_id)?;
-        self.authorize(caller, &key, "kms:Encrypt", None)?;
+        let key = self.resolve(caller, &req.key_id)?;
+        let context = req.encryption_context.unwrap_or_default();
+        self.authorize(caller, &key, "kms:Encrypt", None, Some(&context))?;
         if !key.enabled {
             return Err(KmsError::disabled(&key.arn));
         }
-        let context = req.encryption_context.unwrap_or_default();
         let blob = blob::seal(
             &Self::key_id_bytes(&key)?,
             &*Self::material(&key)?,
@@ -534,7 +595,7 @@ impl Service {
             })?;
         let key = match &req.key_id {
             Some(k) => {
-                let key = self.resolve(k)?;
+                let key = self.resolve(caller, k)?;
                 if key.key_id != blob_key {
                     return Err(KmsError::incorrect_key());
                 }
@@ -547,11 +608,17 @@ impl Service {
                 )
             })?,
         };
-        self.authorize(caller, &key, "kms:Decrypt", recipient.as_deref())?;
+        let context = req.encryption_context.unwrap_or_default();
+        self.authorize(
+            caller,
+            &key,
+            "kms:Decrypt",
+            recipient.as_deref(),
+            Some(&context),
+        )?;
         if !key.enabled {
             return Err(KmsError::disabled(&key.arn));
         }
-        let context = req.encryption_context.unwrap_or_default();
         let plaintext = blob::open(&*Self::material(&key)?, &req.ciphertext_blob, &context)
             .ok_or_else(|| {
                 KmsError::invalid_ciphertext(
@@ -600,8 +667,15 @@ impl Service {
             }
         };
         let recipient = self.check_recipient(req.recipient.as_ref(), now)?;
-        let key = self.resolve(&req.key_id)?;
-        self.authorize(caller, &key, "kms:GenerateDataKey", recipient.as_deref())?;
+        let key = self.resolve(caller, &req.key_id)?;
+        let context = req.encryption_context.unwrap_or_default();
+        self.authorize(
+            caller,
+            &key,
+            "kms:GenerateDataKey",
+            recipient.as_deref(),
+            Some(&context),
+        )?;
         if !key.enabled {
             return Err(KmsError::disabled(&key.arn));
         }
@@ -609,7 +683,6 @@ impl Service {
         self.rng
             .fill(&mut data_key)
             .map_err(|_| KmsError::internal("the random generator failed"))?;
-        let context = req.encryption_context.unwrap_or_default();
         let blob = blob::seal(
             &Self::key_id_bytes(&key)?,
             &*Self::material(&key)?,

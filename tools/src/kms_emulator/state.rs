@@ -5,6 +5,9 @@
 //! DIR/principals.json        who may call: [{access_key_id, secret_access_key, session_token?,
 //!                            expiration?, arn}] (0600); written by `add-principal`
 //! DIR/policies/<key-id>.json a key's policy, when it is not AWS's default one
+//! DIR/identity-policies.json the IAM identity policies of principals, by user or role ARN
+//!                            ({ARN: [policy, …]}); a principal it does not name (or every
+//!                            principal, without the file) has full IAM permissions
 //! DIR/ca.pem, ca-key.pem     the TLS CA clients trust, and its key (0600)
 //! DIR/server.pem, server-key.pem   the TLS server certificate, made at each start
 //! ```
@@ -30,6 +33,41 @@ use zeroize::Zeroizing;
 pub const KEYS_FILE: &str = "keys.json";
 pub const PRINCIPALS_FILE: &str = "principals.json";
 pub const POLICIES_DIR: &str = "policies";
+pub const IDENTITY_FILE: &str = "identity-policies.json";
+
+/// Identity policies by `aws:PrincipalArn` (a user's ARN, or a role's for its sessions).
+pub type IdentityMap = BTreeMap<String, Vec<crate::iam::Policy>>;
+
+/// Parses `DIR/identity-policies.json`: `{ARN: [policy document, …]}`.
+pub fn identity_map(text: &[u8]) -> Result<IdentityMap, String> {
+    let raw: BTreeMap<String, Vec<serde_json::Value>> =
+        serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    raw.into_iter()
+        .map(|(arn, docs)| {
+            if !policy::is_principal_arn(&arn) {
+                return Err(format!("{arn:?} is not an IAM user, role or root ARN"));
+            }
+            let list = docs
+                .iter()
+                .map(|d| {
+                    crate::iam::Policy::parse(&d.to_string(), crate::iam::Kind::Identity)
+                        .map_err(|e| format!("{arn}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((arn, list))
+        })
+        .collect()
+}
+
+/// Writes `DIR/identity-policies.json`.
+pub fn write_identity_policies(
+    dir: &Path,
+    map: &BTreeMap<String, Vec<serde_json::Value>>,
+) -> Result<(), String> {
+    let text = serde_json::to_vec_pretty(map).map_err(|e| e.to_string())?;
+    identity_map(&text)?;
+    write_atomic(&dir.join(IDENTITY_FILE), &text, 0o600)
+}
 
 /// A caller the emulator knows, with its long-term or temporary credentials.
 #[derive(Clone, Serialize, Deserialize)]
@@ -122,6 +160,11 @@ impl KeyRecord {
             enabled: true,
             material: base64::engine::general_purpose::STANDARD.encode(&material[..]),
         }
+    }
+
+    /// The 12-digit account of the key's ARN.
+    pub fn account(&self) -> &str {
+        self.arn.split(':').nth(4).unwrap_or_default()
     }
 
     pub fn material(&self) -> Result<Material, String> {

@@ -78,6 +78,17 @@ fn load_or_create_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>, String> {
 /// Makes (or reuses) the CA, issues a fresh server certificate and returns the rustls
 /// configuration serving it.
 pub fn server_config(dir: &Path, region: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    server_config_as(dir, region, SERVER_CERT, SERVER_KEY)
+}
+
+/// The same, writing the server certificate and key under other names in `dir`: for another
+/// local stand-in (the S3 server) that clients reach with the same CA bundle.
+pub fn server_config_as(
+    dir: &Path,
+    region: &str,
+    cert_name: &str,
+    key_name: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let ca = load_or_create_ca(dir)?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut p = CertificateParams::default();
@@ -105,8 +116,8 @@ pub fn server_config(dir: &Path, region: &str) -> Result<Arc<rustls::ServerConfi
     let cert = p
         .signed_by(&key, &ca)
         .map_err(|e| format!("signing the server certificate: {e}"))?;
-    write_atomic(&dir.join(SERVER_KEY), key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(&dir.join(SERVER_CERT), cert.pem().as_bytes(), 0o644)?;
+    write_atomic(&dir.join(key_name), key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&dir.join(cert_name), cert.pem().as_bytes(), 0o644)?;
 
     let chain = vec![cert.der().clone()];
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

@@ -193,9 +193,28 @@ pub fn output_exists(w: &World) -> bool {
     .any(|k| {
         w.stack
             .s3
-            .object_path(bidding_tools::stack::OUTPUT_BUCKET, k)
+            .object_path(bidding_tools::stack::OUTPUT_BUCKET, &w.stack.output_key(k))
             .exists()
     })
+}
+
+/// Deletes an earlier run's result, as an operator may between two runs of one auction (the
+/// parent refuses a new manifest beside a published result).
+pub fn clear_output(w: &World) {
+    for k in [
+        "output.csv",
+        "output.json",
+        "output.csv.attestation",
+        "output.csv.config.json",
+    ] {
+        let path = w
+            .stack
+            .s3
+            .object_path(bidding_tools::stack::OUTPUT_BUCKET, &w.stack.output_key(k));
+        if path.exists() {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }
 
 /// What the enclave should make of a bid, decided by the test's own rules.

@@ -1467,7 +1467,8 @@ fn read_chunk(
                 return Ok(None);
             }
             start_reading(a, inc)?;
-            let head = std::mem::take(&mut inc.head);
+            // The head stays: it tells the file's format when the summary is written.
+            let head = inc.head.clone();
             read_bytes(a, inc, &head, guard, max_bids)?;
         }
         let r = read_bytes(a, inc, &w.data[w.at..], guard, max_bids)?;
@@ -1849,14 +1850,6 @@ fn finish_file(
             ));
         }
     }
-    let format = match &inc.reader {
-        Reader::PerBid(_) => FileFormat::PerBid,
-        Reader::Envelope(_) => FileFormat::Envelope,
-        _ => a
-            .manifest
-            .as_ref()
-            .map_or(format, |m| m.files()[buyer].format),
-    };
     match &mut inc.reader {
         Reader::Undetected | Reader::Skip => {}
         Reader::PerBid(p) => {
