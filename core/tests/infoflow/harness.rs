@@ -55,8 +55,8 @@ use bidding_core::session::decrypt::{DecryptAttempts, DecryptJob, DecryptOutcome
 use bidding_core::session::enclave::{Action, EnclaveSession, EnclaveSettings, ReplayGuard};
 use bidding_core::verify::{self, BuyerView, Expected};
 use bidding_core::wire::{
-    self, Close, FileChunk, FrameDecoder, FromEnclave, Hello, OpenSealed, Request, Response,
-    Seal, ToEnclave,
+    self, Close, FileChunk, FrameDecoder, FromEnclave, Hello, OpenSealed, Request, Response, Seal,
+    ToEnclave,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -189,7 +189,9 @@ impl Key {
         self as u8
     }
     fn from_index(i: u8) -> Option<Key> {
-        [Key::V, Key::H, Key::S, Key::Spare].get(usize::from(i)).copied()
+        [Key::V, Key::H, Key::S, Key::Spare]
+            .get(usize::from(i))
+            .copied()
     }
     /// Keys whose Encrypt the operator may call (its own).
     pub fn operators(self) -> bool {
@@ -209,8 +211,13 @@ enum Caller {
 }
 
 pub struct ModelKms {
-    /// Each key's material and the images its policy lets the operator's role decrypt for.
-    keys: HashMap<Key, ([u8; 32], Vec<Image>)>,
+    /// The images each key's policy lets the operator's role decrypt for.
+    keys: HashMap<Key, Vec<Image>>,
+    /// Every ciphertext made: its key, its context (as AAD) and its plaintext. A ciphertext
+    /// is an ideal one: bytes that depend on nothing but its length and when it was made, so
+    /// that the two worlds' files are the same bytes and everything the operator computes
+    /// from a ciphertext is the same in both; what differs is only what KMS would return.
+    made: HashMap<Vec<u8>, (Key, Vec<u8>, Vec<u8>)>,
     /// Deterministic nonces: the same in both worlds.
     counter: u64,
     seed: u64,
@@ -241,23 +248,15 @@ fn context_aad(context: Option<&BTreeMap<String, String>>) -> Vec<u8> {
 
 impl ModelKms {
     fn new(seed: u64, victim_trusts: &[Image]) -> ModelKms {
-        let material = |k: u8| {
-            let mut m = [0u8; 32];
-            m[0] = k;
-            m[1..9].copy_from_slice(&seed.to_le_bytes());
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &m)
-                .as_ref()
-                .try_into()
-                .unwrap()
-        };
         let all = vec![Image::Sealed, Image::Unsealed, Image::Legacy];
         ModelKms {
             keys: HashMap::from([
-                (Key::V, (material(0), victim_trusts.to_vec())),
-                (Key::H, (material(1), vec![Image::Sealed])),
-                (Key::S, (material(2), all.clone())),
-                (Key::Spare, (material(3), all)),
+                (Key::V, victim_trusts.to_vec()),
+                (Key::H, vec![Image::Sealed]),
+                (Key::S, all.clone()),
+                (Key::Spare, all),
             ]),
+            made: HashMap::new(),
             counter: 0,
             seed,
         }
@@ -271,11 +270,8 @@ impl ModelKms {
         n
     }
 
-    fn cipher(&self, key: Key) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.keys[&key].0).unwrap())
-    }
-
-    /// Encrypt under `key` (its owner's call): a blob of `MK ‖ key ‖ nonce ‖ AES-GCM`.
+    /// Encrypt under `key` (its owner's call): a blob of `MK ‖ key ‖ nonce ‖ filler`, the
+    /// filler as long as the plaintext and a tag.
     pub fn encrypt(
         &mut self,
         key: Key,
@@ -283,17 +279,21 @@ impl ModelKms {
         context: Option<&BTreeMap<String, String>>,
     ) -> Vec<u8> {
         let nonce = self.nonce();
-        let mut sealed = plaintext.to_vec();
-        self.cipher(key)
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context_aad(context)),
-                &mut sealed,
-            )
-            .unwrap();
         let mut blob = vec![b'M', b'K', key.index()];
         blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&sealed);
+        let mut block = 0u32;
+        while blob.len() < 15 + plaintext.len() + 16 {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            ctx.update(&nonce);
+            ctx.update(&block.to_le_bytes());
+            blob.extend_from_slice(ctx.finish().as_ref());
+            block += 1;
+        }
+        blob.truncate(15 + plaintext.len() + 16);
+        self.made.insert(
+            blob.clone(),
+            (key, context_aad(context), plaintext.to_vec()),
+        );
         blob
     }
 
@@ -318,28 +318,29 @@ impl ModelKms {
         let allowed = match caller {
             Caller::Owner => true,
             Caller::Operator if key.operators() => true,
-            Caller::Operator => recipient.is_some_and(|i| self.keys[&key].1.contains(&i)),
+            Caller::Operator => recipient.is_some_and(|i| self.keys[&key].contains(&i)),
         };
         if !allowed {
             return Err(KmsError::AccessDenied);
         }
-        let nonce: [u8; 12] = blob[3..15].try_into().unwrap();
-        let mut sealed = blob[15..].to_vec();
-        let plain = self
-            .cipher(key)
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context_aad(context)),
-                &mut sealed,
-            )
-            .map_err(|_| KmsError::InvalidCiphertext)?;
-        Ok((key, plain.to_vec()))
+        match self.made.get(blob) {
+            Some((made_key, aad, plain)) if *made_key == key && *aad == context_aad(context) => {
+                Ok((key, plain.clone()))
+            }
+            _ => Err(KmsError::InvalidCiphertext),
+        }
     }
 
     /// A Decrypt request as the enclave's driver sends it (JSON body), answered as KMS
     /// would: status and body. `image` is the Recipient's measurement; `creds_ok` whether the
     /// request was signed with the operator's valid credentials.
-    fn answer(&mut self, body: &[u8], image: Image, creds_ok: bool) -> (u16, Vec<u8>) {
+    fn answer(
+        &mut self,
+        body: &[u8],
+        image: Image,
+        creds_ok: bool,
+        deny: Option<Key>,
+    ) -> (u16, Vec<u8>) {
         let error = |e: KmsError| {
             (
                 400,
@@ -353,6 +354,11 @@ impl ModelKms {
             return (400, br#"{"__type":"ValidationException"}"#.to_vec());
         };
         let recipient = req.recipient.as_ref().map(|_| image);
+        if let Some(denied) = deny
+            && req.ciphertext_blob.get(2) == Some(&denied.index())
+        {
+            return error(KmsError::AccessDenied);
+        }
         match self.decrypt(
             &req.ciphertext_blob,
             req.key_id.as_deref(),
@@ -397,9 +403,13 @@ fn open_cfr(cfr: &[u8]) -> Option<Vec<u8>> {
     let nonce: [u8; 12] = cfr.get(..12)?.try_into().ok()?;
     let mut sealed = cfr[12..].to_vec();
     boot_cipher()
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut sealed,
+        )
         .ok()
-        .map(<[u8]>::to_vec)
+        .map(|p| p.to_vec())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -469,9 +479,11 @@ static CHAIN: LazyLock<Chain> = LazyLock::new(|| {
         .unwrap()
         .der()
         .to_vec();
-    let leaf_key =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &leaf_key.0.serialize_der())
-            .unwrap();
+    let leaf_key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P384_SHA384_FIXED_SIGNING,
+        &leaf_key.0.serialize_der(),
+    )
+    .unwrap();
     Chain {
         root,
         intermediate,
@@ -525,6 +537,10 @@ pub struct WorldSpec {
     pub victim_trusts: Vec<Image>,
     pub reveal: RevealPolicy,
     pub pair: Pair,
+    /// The key the published manifest M registers for the victim: its own, or one the
+    /// operator holds (finding 2). The victim seals M only when it names the victim's key
+    /// (`bidctl seal` refuses otherwise); the honest buyer seals M whatever it says of others.
+    pub victim_key: Key,
     pub seed: u64,
 }
 
@@ -562,8 +578,15 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The manifest every buyer sealed.
-    pub fn sealed_m(reveal: RevealPolicy) -> Terms {
+    /// The manifest the operator publishes for the buyers to seal, with the victim under
+    /// `victim_key`.
+    pub fn m(reveal: RevealPolicy, victim_key: Key) -> Terms {
+        let mut t = Terms::m_honest(reveal);
+        t.slots[0].key = victim_key;
+        t
+    }
+
+    fn m_honest(reveal: RevealPolicy) -> Terms {
         Terms {
             auction: AUCTION,
             reveal,
@@ -586,7 +609,7 @@ pub struct World {
     files: HashMap<FileChoice, Vec<u8>>,
     /// The bids as meant, per buyer: lot → amount.
     bids: HashMap<Who, BTreeMap<&'static str, Amount>>,
-    /// M's canonical bytes, and the genuine seals of M (the victim's and the honest buyer's).
+    /// M's canonical bytes, and the genuine seals of M (every buyer's).
     pub m: Vec<u8>,
     seals: HashMap<Who, Vec<u8>>,
     /// Digest (hex) → name: what the operator holds and can hash itself.
@@ -609,8 +632,12 @@ impl World {
             let i = i as u64;
             let h = 80 + (s.rotate_left(i as u32 * 7) % 19);
             let sy = 50 + (s.rotate_left(i as u32 * 11) % 19);
-            bids.entry(Who::H).or_default().insert(lot, amount(&h.to_string()));
-            bids.entry(Who::S).or_default().insert(lot, amount(&sy.to_string()));
+            bids.entry(Who::H)
+                .or_default()
+                .insert(lot, amount(&h.to_string()));
+            bids.entry(Who::S)
+                .or_default()
+                .insert(lot, amount(&sy.to_string()));
         }
         let victim_lots: &[&'static str] = match (spec.pair, which) {
             (Pair::EnvelopeLots, 0) => &["1", "2"],
@@ -622,17 +649,22 @@ impl World {
                 Pair::Amounts => 1 + (s.rotate_left(3 + i as u32 + 13 * u32::from(which)) % 40),
                 Pair::EnvelopeLots => 10 + i as u64,
             };
-            bids.entry(Who::V).or_default().insert(lot, amount(&format!("{v}.{}", which * 7)));
+            bids.entry(Who::V)
+                .or_default()
+                .insert(lot, amount(&format!("{v}.{}", which * 7)));
         }
         let mut files = HashMap::new();
         for who in [Who::H, Who::S] {
             let key = if who == Who::H { Key::H } else { Key::S };
-            files.insert(FileChoice::Genuine(who), per_bid_file(&mut kms, key, who, &bids[&who]));
+            files.insert(
+                FileChoice::Genuine(who),
+                per_bid_file(&mut kms, key, who, &bids[&who]),
+            );
         }
         let victim = match spec.victim_format {
             FileFormat::PerBid => per_bid_file(&mut kms, Key::V, Who::V, &bids[&Who::V]),
             FileFormat::Envelope => loop {
-                let f = envelope_file(&mut kms, &bids[&Who::V]);
+                let f = envelope_file(&mut kms, s, &bids[&Who::V]);
                 if envelope_len.is_none_or(|n| n == f.len()) {
                     break f;
                 }
@@ -642,16 +674,20 @@ impl World {
         let mut truncated = victim.clone();
         truncated.truncate(victim.len().saturating_sub(9));
         let mut flipped = victim.clone();
-        let at = victim.len() - match spec.victim_format {
-            FileFormat::PerBid => 8,
-            FileFormat::Envelope => 140,
-        };
+        let at = victim.len()
+            - match spec.victim_format {
+                FileFormat::PerBid => 8,
+                FileFormat::Envelope => 140,
+            };
         flipped[at] ^= 0x04;
         let moved = match spec.victim_format {
             FileFormat::PerBid => {
                 let mut rows: Vec<&str> = std::str::from_utf8(&victim).unwrap().lines().collect();
                 let n = rows.len();
-                let (a, b) = (rows[1].split_once(',').unwrap(), rows[n - 1].split_once(',').unwrap());
+                let (a, b) = (
+                    rows[1].split_once(',').unwrap(),
+                    rows[n - 1].split_once(',').unwrap(),
+                );
                 let (r1, r2) = (format!("{},{}", a.0, b.1), format!("{},{}", b.0, a.1));
                 rows[1] = &r1;
                 rows[n - 1] = &r2;
@@ -691,20 +727,35 @@ impl World {
             seals: HashMap::new(),
             names: HashMap::new(),
         };
-        for (choice, bytes) in &w.files {
+        // Files with the same bytes (an envelope file "moved" is the flipped one) get one
+        // name, the same in both worlds.
+        let mut named: Vec<(String, &Vec<u8>)> =
+            w.files.iter().map(|(c, b)| (format!("{c:?}"), b)).collect();
+        named.sort();
+        for (choice, bytes) in named {
             w.names
-                .insert(hex::encode(config::sha256(bytes)), format!("sha({choice:?})"));
+                .entry(hex::encode(config::sha256(bytes)))
+                .or_insert(format!("sha({choice})"));
         }
-        let m = w.manifest(&Terms::sealed_m(spec.reveal)).unwrap();
+        let m = w.manifest(&w.m_terms()).unwrap();
         let h = config::sha256(&m);
-        for who in [Who::V, Who::H] {
-            let key = if who == Who::V { Key::V } else { Key::H };
+        // The sybil is the operator's: it seals M too, as any buyer does. The victim seals
+        // only an M that names its key.
+        for (who, key) in [(Who::V, Key::V), (Who::H, Key::H), (Who::S, Key::S)] {
+            if who == Who::V && spec.victim_key != Key::V {
+                continue;
+            }
             let ctx = manifest::seal_context(&AuctionId::new(AUCTION).unwrap(), &who.name(), &h);
             let seal = w.kms.encrypt(key, SEAL_MARKER, Some(&ctx));
             w.seals.insert(who, seal);
         }
         w.m = m;
         w
+    }
+
+    /// The terms of the published manifest M.
+    pub fn m_terms(&self) -> Terms {
+        Terms::m(self.spec.reveal, self.spec.victim_key)
     }
 
     fn file(&self, f: FileChoice) -> &[u8] {
@@ -758,7 +809,11 @@ impl World {
     /// was given (which opens only for M), or one it makes itself under a key it owns.
     fn seal(&mut self, choice: SealChoice, slot: &Slot, m: &[u8]) -> Vec<u8> {
         match choice {
-            SealChoice::Genuine => self.seals.get(&slot.who).cloned().unwrap_or_else(|| vec![7; 64]),
+            SealChoice::Genuine => self
+                .seals
+                .get(&slot.who)
+                .cloned()
+                .unwrap_or_else(|| vec![7; 64]),
             SealChoice::Forged if slot.key.operators() => {
                 let h = config::sha256(m);
                 let parsed = Manifest::parse(m).unwrap();
@@ -776,10 +831,18 @@ impl World {
         for lot in LOTS {
             let bids: Vec<(BuyerName, Verdict)> = [Who::V, Who::H, Who::S]
                 .iter()
-                .filter_map(|w| self.bids[w].get(lot).map(|a| (w.name(), Verdict::Valid(*a))))
+                .filter_map(|w| {
+                    self.bids[w]
+                        .get(lot)
+                        .map(|a| (w.name(), Verdict::Valid(*a)))
+                })
                 .collect();
             if !bids.is_empty() {
-                results.push(auction::decide(LotId::new(lot).unwrap(), bids, self.spec.reveal));
+                results.push(auction::decide(
+                    LotId::new(lot).unwrap(),
+                    bids,
+                    self.spec.reveal,
+                ));
             }
         }
         output::sort_results(&mut results);
@@ -837,7 +900,7 @@ fn per_bid_file(
     out.into_bytes()
 }
 
-fn envelope_file(kms: &mut ModelKms, bids: &BTreeMap<&'static str, Amount>) -> Vec<u8> {
+fn envelope_file(kms: &mut ModelKms, seed: u64, bids: &BTreeMap<&'static str, Amount>) -> Vec<u8> {
     let rows: Vec<PlaintextRow> = bids
         .iter()
         .enumerate()
@@ -851,11 +914,18 @@ fn envelope_file(kms: &mut ModelKms, bids: &BTreeMap<&'static str, Amount>) -> V
     let context = BTreeMap::from([
         ("auction".to_owned(), AUCTION.to_owned()),
         ("buyer".to_owned(), Who::V.name().to_string()),
-        (kms::RULES_CONTEXT_KEY.to_owned(), kms::SEALED_RULES.to_owned()),
+        (
+            kms::RULES_CONTEXT_KEY.to_owned(),
+            kms::SEALED_RULES.to_owned(),
+        ),
     ]);
     let enc = Encryptor::new(context).unwrap();
-    let mut data_key = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut data_key).unwrap();
+    // The same data key in both worlds, so the header is the same bytes.
+    let data_key: [u8; 32] =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &seed.to_le_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap();
     let edk = kms.encrypt(Key::V, &data_key, Some(enc.context()));
     enc.encrypt(&data_key, &edk, Key::V.arn().as_str(), &plaintext, 4096)
         .unwrap()
@@ -900,6 +970,10 @@ pub enum SessionPlan {
         net: Net,
         /// Stop (close the connection) after this many requests.
         abort_after: Option<usize>,
+        /// An IAM statement on the operator's own role denying Decrypt on this key.
+        deny: Option<Key>,
+        /// A file sent in place of the one a slot names: (slot, file).
+        swap: Option<(usize, FileChoice)>,
     },
     /// The first release's image as a decryption oracle: the victim's per-bid ciphertexts
     /// with contexts of the operator's choosing, and the victim's envelope file.
@@ -908,6 +982,8 @@ pub enum SessionPlan {
 
 #[derive(Debug, Clone)]
 pub enum Open {
+    /// The published manifest M, as the buyers sealed it.
+    M,
     Sealed(Terms),
     Unsealed(Terms),
 }
@@ -937,6 +1013,8 @@ pub enum Seen {
     KmsAnswer(u16, usize),
     Heap(&'static str, isize, isize),
     Ended(usize, String),
+    /// A file the operator holds or makes, by its size.
+    FileSize(String, usize),
     /// What the first release's image would show: an opened plaintext, or a refusal.
     Legacy(String),
 }
@@ -948,6 +1026,8 @@ pub struct Breach(pub String);
 pub struct Run<'w> {
     world: &'w mut World,
     pub seen: Vec<Seen>,
+    /// How many times an honest buyer's check accepted a result.
+    pub accepted: usize,
     guards: HashMap<Image, ReplayGuard>,
 }
 
@@ -989,12 +1069,23 @@ impl<'w> Run<'w> {
         Run {
             world,
             seen: Vec::new(),
+            accepted: 0,
             guards: HashMap::new(),
         }
     }
 
     /// Plays the sessions; returns a breach of integrity, if any.
     pub fn play(&mut self, plans: &[SessionPlan]) -> Result<(), Breach> {
+        // The files are the operator's before any session: their sizes are seen too.
+        let mut sizes: Vec<(String, usize)> = self
+            .world
+            .files
+            .iter()
+            .map(|(f, b)| (format!("{f:?}"), b.len()))
+            .collect();
+        sizes.sort();
+        self.seen
+            .extend(sizes.into_iter().map(|(f, n)| Seen::FileSize(f, n)));
         for plan in plans {
             match plan {
                 SessionPlan::Legacy { queries } => self.legacy(queries),
@@ -1006,13 +1097,15 @@ impl<'w> Run<'w> {
 
     fn legacy(&mut self, queries: &[LegacyQuery]) {
         let rows: Vec<Vec<u8>> = match self.world.spec.victim_format {
-            FileFormat::PerBid => {
-                bidfile::parse_encrypted("v", self.world.file(FileChoice::Genuine(Who::V)), Default::default())
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.ciphertext)
-                    .collect()
-            }
+            FileFormat::PerBid => bidfile::parse_encrypted(
+                "v",
+                self.world.file(FileChoice::Genuine(Who::V)),
+                Default::default(),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.ciphertext)
+            .collect(),
             FileFormat::Envelope => Vec::new(),
         };
         for q in queries {
@@ -1090,6 +1183,8 @@ impl<'w> Run<'w> {
             chunk,
             net,
             abort_after,
+            deny,
+            swap,
         } = plan
         else {
             return Ok(());
@@ -1098,9 +1193,11 @@ impl<'w> Run<'w> {
         if *restart {
             self.guards.remove(&image);
         }
-        let guard = self.guards.remove(&image).unwrap_or_else(|| ReplayGuard::new(64));
-        let (mut s, heap) =
-            measured(|| EnclaveSession::new(settings(image), guard, NOW, [9; 16]));
+        let guard = self
+            .guards
+            .remove(&image)
+            .unwrap_or_else(|| ReplayGuard::new(64));
+        let (mut s, heap) = measured(|| EnclaveSession::new(settings(image), guard, NOW, [9; 16]));
         self.seen.push(Seen::Heap("new", heap.0, heap.1));
         let mut d = Driver {
             image,
@@ -1111,9 +1208,11 @@ impl<'w> Run<'w> {
             result: (Vec::new(), Vec::new()),
             closed: None,
             good_credentials: *good_credentials,
+            deny: *deny,
             recipient: EncodedRecipient::new(&attest(image, b"recipient".to_vec(), vec![1; 32])),
         };
         let (terms, sealed) = match open {
+            Open::M => (self.world.m_terms(), true),
             Open::Sealed(t) => (t.clone(), true),
             Open::Unsealed(t) => (t.clone(), false),
         };
@@ -1153,7 +1252,11 @@ impl<'w> Run<'w> {
             let Some(slot) = terms.slots.get(i) else {
                 continue;
             };
-            let data = self.world.file(slot.file).to_vec();
+            let sent = match swap {
+                Some((j, f)) if *j == i => *f,
+                _ => slot.file,
+            };
+            let data = self.world.file(sent).to_vec();
             let step = (*chunk).max(1);
             let mut parts: Vec<&[u8]> = data.chunks(step).collect();
             if parts.is_empty() {
@@ -1207,7 +1310,7 @@ impl<'w> Run<'w> {
     /// Each honest buyer's own check of a closed session's result: accepted only for M's
     /// result, with the buyer's rows counted as written.
     fn integrity(
-        &self,
+        &mut self,
         image: Image,
         m: &[u8],
         attestation: &[u8],
@@ -1236,12 +1339,17 @@ impl<'w> Run<'w> {
         let real_m = Manifest::parse(&self.world.m).unwrap();
         for (who, key) in [(Who::V, Key::V), (Who::H, Key::H)] {
             let file = self.world.file(FileChoice::Genuine(who));
-            let mut record = SealRecord::default();
-            record.add(SealEntry {
-                auction: real_m.terms().auction_id().clone(),
-                buyer: who.name(),
-                manifest: real_m.digest(),
-                file: config::sha256(file),
+            // A buyer who sealed M has its record; one who did not checks without one.
+            let sealed = self.world.seals.contains_key(&who);
+            let record = sealed.then(|| {
+                let mut record = SealRecord::default();
+                record.add(SealEntry {
+                    auction: real_m.terms().auction_id().clone(),
+                    buyer: who.name(),
+                    manifest: real_m.digest(),
+                    file: config::sha256(file),
+                });
+                record
             });
             let accepted = verify::check_buyer(
                 &checked,
@@ -1250,15 +1358,21 @@ impl<'w> Run<'w> {
                     buyer: &who.name(),
                     key: &key.arn(),
                     file,
-                    record: Some(&record),
+                    record: record.as_ref(),
                 },
             );
             if accepted.is_ok() {
+                self.accepted += 1;
                 let (ref_csv, ref_json) = self.world.reference();
-                if m != self.world.m.as_slice() || csv != ref_csv || json != ref_json {
+                if !sealed || m != self.world.m.as_slice() || csv != ref_csv || json != ref_json {
                     return Err(Breach(format!(
-                        "{who:?}'s own check accepted a result that is not the sealed auction's: manifest {}, output.csv\n{}",
-                        if m == self.world.m.as_slice() { "M" } else { "another" },
+                        "{who:?}'s own check accepted a result that is not of an auction it sealed, as it sealed it: manifest {}{}, output.csv\n{}",
+                        if m == self.world.m.as_slice() {
+                            "M"
+                        } else {
+                            "another"
+                        },
+                        if sealed { "" } else { " (it sealed none)" },
                         String::from_utf8_lossy(csv)
                     )));
                 }
@@ -1278,6 +1392,7 @@ struct Driver {
     result: (Vec<u8>, Vec<u8>),
     closed: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     good_credentials: bool,
+    deny: Option<Key>,
     recipient: EncodedRecipient,
 }
 
@@ -1308,7 +1423,9 @@ impl Driver {
                         measured(|| attempts.answered(&job, 400, answer, NOW, jitter))
                     }
                     _ => {
-                        let (status, answer) = w.kms.answer(&body, self.image, self.good_credentials);
+                        let (status, answer) =
+                            w.kms
+                                .answer(&body, self.image, self.good_credentials, self.deny);
                         seen.push(Seen::KmsAnswer(status, answer.len()));
                         measured(|| attempts.answered(&job, status, &answer, NOW, jitter))
                     }
@@ -1408,7 +1525,7 @@ impl Driver {
                             self.closed = Some((c.attestation, csv, json));
                             shown
                         }
-                        other => w.normalize(&format!("{other:?}")),
+                        other => w.normalize(&hex_arrays(&format!("{other:?}"))),
                     };
                     format!("{id:?} {what}")
                 }
@@ -1416,6 +1533,35 @@ impl Driver {
             seen.push(Seen::Frame(shown));
         }
     }
+}
+
+/// Debug output with every byte array of 16 or more (a digest) written as hex, so that the
+/// names of digests the operator can compute replace them.
+fn hex_arrays(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let bytes: Option<Vec<u8>> = after.find(']').and_then(|close| {
+            after[..close]
+                .split(", ")
+                .map(|n| n.parse::<u8>().ok())
+                .collect()
+        });
+        match bytes {
+            Some(b) if b.len() >= 16 => {
+                out.push_str(&hex::encode(&b));
+                rest = &after[after.find(']').unwrap() + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An attestation document as the operator reads it: its fields, its user data normalized
@@ -1461,11 +1607,37 @@ pub fn both_worlds(
     (seen0, seen1, b0.and(b1))
 }
 
+/// How each session of world 0 ended (the enclave's end reason; empty for a clean close),
+/// and what each query of the first release showed.
+pub fn endings(spec: &WorldSpec, plans: &[SessionPlan]) -> Vec<String> {
+    let mut w0 = World::new(spec, 0, None);
+    let mut r0 = Run::new(&mut w0);
+    let _ = r0.play(plans);
+    r0.seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Ended(_, why) => Some(why.clone()),
+            Seen::Legacy(shown) => Some(format!("legacy: {shown}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many times the honest buyers' checks accept a result in world 0 of `spec`.
+pub fn accepted_results(spec: &WorldSpec, plans: &[SessionPlan]) -> usize {
+    let mut w0 = World::new(spec, 0, None);
+    let mut r0 = Run::new(&mut w0);
+    let _ = r0.play(plans);
+    r0.accepted
+}
+
 /// The first place the two records differ, with a little context.
 pub fn first_difference(a: &[Seen], b: &[Seen]) -> Option<String> {
-    let i = a.iter().zip(b).position(|(x, y)| x != y).or_else(|| {
-        (a.len() != b.len()).then(|| a.len().min(b.len()))
-    })?;
+    let i = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))?;
     let from = i.saturating_sub(3);
     Some(format!(
         "at event {i}:\n world 0: {:#?}\n world 1: {:#?}",
