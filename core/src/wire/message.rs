@@ -337,16 +337,36 @@ pub fn encode_response(msg: &FromEnclave) -> Vec<u8> {
 pub mod b64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(v))
     }
+    /// Decodes the string where it lies in the frame: as bytes, since base64 is ASCII and a
+    /// string that is not fails as base64 anyway, so serde_json neither copies it nor checks
+    /// it as UTF-8 first (file chunks are most of what the enclave reads).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD
-            .decode(s.as_bytes())
-            .map_err(|e| serde::de::Error::custom(format_args!("invalid base64: {e}")))
+        d.deserialize_bytes(Base64)
+    }
+
+    struct Base64;
+
+    impl<'de> serde::de::Visitor<'de> for Base64 {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a base64 string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            STANDARD
+                .decode(v)
+                .map_err(|e| E::custom(format_args!("invalid base64: {e}")))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            self.visit_bytes(v.as_bytes())
+        }
     }
 }
 

@@ -42,6 +42,7 @@
 //! - Time is milliseconds since the Unix epoch, passed in. If it goes backwards, deadlines
 //!   simply come later; nothing else depends on it.
 
+mod batch;
 mod lots;
 mod render;
 mod replay;
@@ -71,6 +72,7 @@ use crate::wire::{
     encode_response,
 };
 use aws_lc_rs::digest;
+use batch::RowBatch;
 use lots::{Pending, Tally};
 use render::Output;
 use std::collections::{BTreeMap, VecDeque};
@@ -212,6 +214,8 @@ struct Envelope {
     after_padding: bool,
     /// A row reached the lots: from here a broken frame cannot be set aside.
     counted: bool,
+    /// Rows on their way to the lots.
+    batch: RowBatch,
 }
 
 /// A file being received.
@@ -1513,6 +1517,7 @@ fn start_reading(a: &mut Auction, inc: &mut Incoming) -> Result<(), Failure> {
             padding: false,
             after_padding: false,
             counted: false,
+            batch: RowBatch::new(),
         })),
     };
     Ok(())
@@ -1561,6 +1566,7 @@ fn read_bytes(
                 padding,
                 after_padding,
                 counted,
+                batch,
                 ..
             } = &mut **env;
             let tally = &mut a.tally;
@@ -1568,11 +1574,14 @@ fn read_bytes(
                 plaintext(
                     tally,
                     buyer,
-                    rows,
-                    header,
+                    Text {
+                        rows,
+                        header,
+                        batch,
+                        counted,
+                    },
                     padding,
                     after_padding,
-                    counted,
                     plain,
                 )
             };
@@ -1753,21 +1762,26 @@ fn per_bid_row(
 fn plaintext(
     tally: &mut Tally,
     buyer: usize,
-    rows: &mut RowReader,
-    header: &mut HeaderRow,
+    t: Text<'_>,
     padding: &mut bool,
     after_padding: &mut bool,
-    counted: &mut bool,
     mut plain: &[u8],
 ) {
+    let Text {
+        rows,
+        header,
+        batch,
+        counted,
+    } = t;
     if !*padding {
         let end = plain.iter().position(|&b| b == PADDING_BYTE);
         let text = &plain[..end.unwrap_or(plain.len())];
         rows.feed(text, |row| {
             if header.take(row, PLAINTEXT_HEADER) {
-                envelope_row(tally, buyer, row, header, counted);
+                envelope_row(tally, buyer, row, header, batch, counted);
             }
         });
+        batch.apply(tally, buyer, counted);
         match end {
             None => return,
             Some(at) => {
@@ -1783,14 +1797,23 @@ fn plaintext(
     }
 }
 
-/// One row of an envelope file's plaintext (not its header). Set-aside rows are only counted,
-/// never recorded with their lot: the operator must not learn which lots an envelope file
-/// names.
+/// An envelope file's row reader and what its rows go to.
+struct Text<'a> {
+    rows: &'a mut RowReader,
+    header: &'a mut HeaderRow,
+    batch: &'a mut RowBatch,
+    counted: &'a mut bool,
+}
+
+/// One row of an envelope file's plaintext (not its header): a malformed one is counted now, a
+/// well-formed one goes to the lots through `batch`. Set-aside rows are only counted, never
+/// recorded with their lot: the operator must not learn which lots an envelope file names.
 fn envelope_row(
     tally: &mut Tally,
     buyer: usize,
     row: Row<'_>,
     header: &mut HeaderRow,
+    batch: &mut RowBatch,
     counted: &mut bool,
 ) {
     let RowFields::Two(lot, bid) = row.fields else {
@@ -1805,18 +1828,7 @@ fn envelope_row(
         header.malformed += 1;
         return;
     }
-    let Some(slot) = tally.lots.slot(lot) else {
-        return;
-    };
-    *counted = true;
-    if tally.pending(slot, buyer) != Pending::None {
-        tally.named_again(slot, buyer);
-        return;
-    }
-    match Amount::parse(bid.as_bytes()) {
-        Ok(amount) => tally.set_valid(slot, buyer, amount),
-        Err(_) => tally.set_pending(slot, buyer, Pending::SetAside(Reason::InvalidAmount)),
-    }
+    batch.push(tally, buyer, lot, bid, counted);
 }
 
 /// The file's last chunk is read: its digest must be the manifest's, and its reader must end
@@ -1882,13 +1894,15 @@ fn finish_file(
                     rows,
                     header,
                     counted,
+                    batch,
                     ..
                 } = &mut **env;
                 rows.finish(|row| {
                     if header.take(row, PLAINTEXT_HEADER) {
-                        envelope_row(&mut a.tally, buyer, row, header, counted);
+                        envelope_row(&mut a.tally, buyer, row, header, batch, counted);
                     }
                 });
+                batch.apply(&mut a.tally, buyer, counted);
                 header.count_malformed(&mut a.tally, buyer);
                 if !header.seen || header.bad {
                     a.tally.count(buyer, Reason::MalformedFile, 1);
