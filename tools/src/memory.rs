@@ -1,14 +1,15 @@
-//! How much memory the enclave's auction state takes at its limits: the real session state
-//! machine (the one enclave-init runs) fed a sealed auction of synthetic per-bid files at the
-//! configured maximums, every ciphertext "opened" at once to a fixed amount. KMS, TLS and the
-//! driver's threads add a few MiB beside it (see `bidctl bench`); the bid files, the lot table,
-//! the verdicts and the rendered result are what grow.
+//! How much memory the enclave's auction state takes at a set of limits: the real session
+//! state machine (the one enclave-init runs), with `--max-lots` and `--max-bids` set to the
+//! auction's lots and bids, fed a sealed auction of synthetic per-bid files that fills them,
+//! every ciphertext "opened" at once to a fixed amount. What the limits reserve at open (the
+//! lot table, the per-bid records) is most of it; the file being read is streamed, never held.
+//! KMS, TLS and the driver's threads add a few MiB beside it (see `bidctl bench`).
 
 use anyhow::{Result, anyhow, bail};
 use base64::Engine;
 use bidding_core::auction::RevealPolicy;
 use bidding_core::cms::Plaintext;
-use bidding_core::config::{AuctionConfig, BuyerSpec, sha256};
+use bidding_core::config::{AuctionConfig, BuyerSpec};
 use bidding_core::credentials::{Credentials, Secret};
 use bidding_core::manifest::{FileEntry, FileFormat, Manifest};
 use bidding_core::names::{AuctionId, BuyerName, KeyArn, Region};
@@ -69,31 +70,47 @@ pub fn measure(
     // buyer names a lot twice, and every lot gets bids from `bids / lots` buyers.
     let per_buyer = (bids / buyers as u64).min(lots);
     let ct = base64::engine::general_purpose::STANDARD.encode(vec![0x5au8; ciphertext_len]);
-    let file = |i: usize| -> Vec<u8> {
-        let mut f = String::from("[].contract,[].bid\n");
+    // A file is made a piece at a time, each piece handed to `each` and dropped, so that the
+    // figures are the session's and not a copy of the file held here.
+    let file = |i: usize, each: &mut dyn FnMut(&[u8])| {
+        let mut piece = String::from("[].contract,[].bid\n");
         for k in 0..per_buyer {
             let lot = (i as u64 * per_buyer + k) % lots;
-            f.push_str(&format!("L{lot},{ct}\n"));
+            piece.push_str(&format!("L{lot},{ct}\n"));
+            if piece.len() >= 64 * 1024 {
+                each(piece.as_bytes());
+                piece.clear();
+            }
         }
-        f.into_bytes()
+        each(piece.as_bytes());
     };
-    // Files are made one at a time as the parent would stream them; their digests first.
+    // The files' digests first, as the manifest needs them.
     let mut entries = Vec::new();
     let mut largest = 0u64;
     for (i, s) in specs.iter().enumerate() {
-        let f = file(i);
-        largest = largest.max(f.len() as u64);
+        let (mut size, mut digest) = (
+            0u64,
+            aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        );
+        file(i, &mut |piece| {
+            size += piece.len() as u64;
+            digest.update(piece);
+        });
+        largest = largest.max(size);
         entries.push(FileEntry {
             buyer: s.name.clone(),
             bucket: "bids".into(),
             key: format!("{}/encrypted.csv", s.name),
-            size: f.len() as u64,
-            sha256: sha256(&f),
+            size,
+            sha256: digest.finish().as_ref().try_into().expect("32 bytes"),
             format: FileFormat::PerBid,
         });
     }
     let manifest = Manifest::new(config, entries)?.canonical_bytes();
+    // Limits of exactly this auction's size: what an image built with these limits reserves.
     let settings = EnclaveSettings {
+        max_lots: lots as usize,
+        max_bids: (per_buyer * buyers as u64) as usize,
         max_file_bytes: largest.max(EnclaveSettings::default().max_file_bytes),
         ..EnclaveSettings::default()
     };
@@ -178,24 +195,31 @@ pub fn measure(
     serve(&mut s, false)?;
     let chunk = chunk_len_for(settings.max_frame);
     for (i, spec) in specs.iter().enumerate() {
-        let f = file(i);
-        let mut start = 0;
-        loop {
-            let end = (start + chunk).min(f.len());
+        // Chunks as the parent sends them; one is held back until the next shows it is not
+        // the last.
+        let mut held: Vec<u8> = Vec::with_capacity(2 * chunk);
+        let mut result = Ok(());
+        let mut send = |s: &mut EnclaveSession, data: Vec<u8>, last: bool| {
             feed(
-                &mut s,
+                s,
                 Request::FileChunk(FileChunk {
                     buyer: spec.name.clone(),
-                    data: f[start..end].to_vec(),
-                    last: end == f.len(),
+                    data,
+                    last,
                 }),
             );
-            serve(&mut s, false)?;
-            if end == f.len() {
-                break;
+            serve(s, false)
+        };
+        file(i, &mut |piece| {
+            held.extend_from_slice(piece);
+            while held.len() > chunk && result.is_ok() {
+                let rest = held.split_off(chunk);
+                let data = std::mem::replace(&mut held, rest);
+                result = send(&mut s, data, false);
             }
-            start = end;
-        }
+        });
+        result?;
+        send(&mut s, held, true)?;
     }
     feed(&mut s, Request::Close(Default::default()));
     serve(&mut s, true)?;

@@ -31,9 +31,9 @@ pub struct BenchArgs {
     /// latency, memory at 10,000 lots, and linear cost from 1,000 to 100,000 lots.
     #[arg(long)]
     pub targets: bool,
-    /// Instead: the enclave's auction state at its limits (the real session state machine,
-    /// ciphertexts opened instantly): peak memory for --lots lots, --buyers buyers and
-    /// --bids bids of per-bid files.
+    /// Instead: the enclave's auction state at a set of limits (the real session state
+    /// machine, ciphertexts opened instantly): peak memory with --max-lots = --lots and
+    /// --max-bids = --bids, filled by --buyers buyers' per-bid files.
     #[arg(long)]
     pub memory: bool,
     /// With --memory: bids in all [default: 2 × lots].
@@ -60,7 +60,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.memory {
         let bids = a.bids.unwrap_or(a.lots * 2);
         eprintln!(
-            "enclave state at its limits: {} lots, {} buyers, {bids} bids of ~400-byte KMS ciphertexts…",
+            "enclave state at limits of {} lots and {bids} per-bid rows, filled by {} buyers' ~400-byte KMS ciphertexts…",
             a.lots, a.buyers
         );
         let f = bidding_tools::memory::measure(a.lots, a.buyers, bids, 300)?;
