@@ -6,11 +6,14 @@
 #
 # 1. cfn-lint (PyPI, pinned, in target/deploy-venv) on deploy/*.yaml: no error, warning or
 #    informational finding.
-# 2. What cfn-lint cannot know: operator.yaml's user data carries exact copies of the units and
-#    the watcher, fits EC2's 16 KiB, lets the vsock-proxy reach only this region's KMS, and the
+# 2. What cfn-lint cannot know: operator.yaml's user data carries exact copies of the units,
+#    the sysusers and tmpfiles files and the watcher, creates the lock's directory at first
+#    boot, fits EC2's 16 KiB, lets the vsock-proxy reach only this region's KMS, and the
 #    allocator's CPUs and memory are what bidding-enclave.service asks for (its --memory is
 #    ENCLAVE_MEMORY_MIB, which the user data's drop-in sets to EnclaveMemoryMiB, as
 #    allocator.yaml's memory_mib); the launch template enables enclaves and requires IMDSv2;
+#    routine per-auction updates cannot replace the instance (the launch template uses no
+#    per-auction parameter, and ImageId is a pinned AMI, not an SSM parameter);
 #    buyer.yaml gives the operator's role kms:Decrypt under the PCR0 condition and
 #    s3:GetObject, and nothing else, and denies seals (Encrypt with a manifest context) to all
 #    but the administrator; no unit runs --debug-mode.
@@ -23,7 +26,8 @@
 #    parent binary (built elsewhere), and the real watcher script, at the paths the units name:
 #    a unit naming a wrong path fails, as do unknown keys, bad values and bad calendar
 #    expressions (verify only warns about those, so any output fails); systemd-sysusers on the
-#    sysusers file; `systemd-analyze security --offline` holds bidding-parent.service to an
+#    sysusers file, systemd-tmpfiles on the tmpfiles file (the lock's directory, owned by
+#    bidding); `systemd-analyze security --offline` holds bidding-parent.service to an
 #    exposure of at most 2.0.
 # 6. deploy/auction.toml.example passes bidding-parent's configuration checks (BIDDING_PARENT=
 #    names a built binary; otherwise it is built).
@@ -56,6 +60,7 @@ text = p.read_text()
 begin = "            # BEGIN copies of deploy/ files (tools/lint-deploy.sh --sync writes them)\n"
 end = "            # END copies of deploy/ files\n"
 files = [("/etc/sysusers.d/bidding.conf", "deploy/systemd/bidding-sysusers.conf", "0644"),
+         ("/etc/tmpfiles.d/bidding.conf", "deploy/systemd/bidding-tmpfiles.conf", "0644"),
          ("/usr/local/sbin/bidding-enclave-watch", "deploy/bidding-enclave-watch", "0755")]
 files += [(f"/etc/systemd/system/{u.name}", str(u), "0644")
           for u in sorted(pathlib.Path("deploy/systemd").iterdir()) if u.suffix in (".service", ".timer")]
@@ -75,7 +80,7 @@ say "cfn-lint $cfn_lint_version: deploy/*.yaml"
 
 say "what cfn-lint cannot know"
 "$venv/bin/python" - <<'EOF' || fail "the checks above"
-import pathlib, re, sys, yaml
+import json, pathlib, re, sys, yaml
 from cfnlint.decode import cfn_yaml
 
 problems = []
@@ -100,6 +105,7 @@ check(len(rendered.encode()) <= 16384, f"operator.yaml: user data is {len(render
 cc = yaml.safe_load(rendered)
 files = {f["path"]: f for f in cc.get("write_files", [])}
 expected = {"/etc/sysusers.d/bidding.conf": "deploy/systemd/bidding-sysusers.conf",
+            "/etc/tmpfiles.d/bidding.conf": "deploy/systemd/bidding-tmpfiles.conf",
             "/usr/local/sbin/bidding-enclave-watch": "deploy/bidding-enclave-watch"}
 for u in pathlib.Path("deploy/systemd").iterdir():
     if u.suffix in (".service", ".timer"):
@@ -107,6 +113,15 @@ for u in pathlib.Path("deploy/systemd").iterdir():
 for dest, src in sorted(expected.items()):
     check(dest in files and files[dest]["content"] == pathlib.Path(src).read_text(),
           f"operator.yaml: the user data's {dest} is not an exact copy of {src} (tools/lint-deploy.sh --sync)")
+check("systemd-tmpfiles --create /etc/tmpfiles.d/bidding.conf" in cc.get("runcmd", []),
+      "operator.yaml: the user data must create /var/lib/bidding at first boot (systemd-tmpfiles), for runs by hand")
+# Routine updates never replace the instance: the per-auction parameters stay out of the launch
+# template, and the AMI is pinned (an SSM parameter is resolved again on every update).
+for name in ("AuctionId", "BuyerPrincipals", "BuyerKeyArns", "BuyerBidObjectArns"):
+    check(name not in json.dumps(lt), f"operator.yaml: the launch template must not use {name} (an update of it would replace the instance)")
+image = op["Parameters"]["ImageId"]
+check(image.get("Type") == "AWS::EC2::Image::Id" and "Default" not in image,
+      "operator.yaml: ImageId must be a pinned AMI id without a default, never an SSM parameter resolved again on every update")
 proxy = yaml.safe_load(files.get("/etc/nitro_enclaves/vsock-proxy.yaml", {}).get("content", "{}"))
 check(proxy == {"allowlist": [{"address": "kms.ap-southeast-5.amazonaws.com", "port": 443}]},
       f"operator.yaml: the vsock-proxy allowlist must be this region's KMS alone, not {proxy}")
@@ -245,6 +260,15 @@ out=$(systemd-sysusers --root="$root" 2>&1) \
   || { printf '%s\n' "$out" >&2; fail "systemd-sysusers deploy/systemd/bidding-sysusers.conf"; }
 grep -q '^bidding:x:[0-9]*:[0-9]*:Sealed-bid auction parent:/var/lib/bidding:/usr/sbin/nologin$' "$root/etc/passwd" \
   || fail "systemd-sysusers did not make the bidding user: $(cat "$root/etc/passwd")"
+
+say "systemd-tmpfiles"
+mkdir -p "$root/etc/tmpfiles.d"
+cp deploy/systemd/bidding-tmpfiles.conf "$root/etc/tmpfiles.d/bidding.conf"
+out=$(systemd-tmpfiles --root="$root" --create 2>&1) \
+  || { printf '%s\n' "$out" >&2; fail "systemd-tmpfiles deploy/systemd/bidding-tmpfiles.conf"; }
+uid=$(awk -F: '$1 == "bidding" { print $3 }' "$root/etc/passwd")
+[ "$(stat -c '%a %u' "$root/var/lib/bidding")" = "750 $uid" ] \
+  || fail "deploy/systemd/bidding-tmpfiles.conf did not make /var/lib/bidding 0750, owned by bidding"
 
 say "systemd-analyze security bidding-parent.service"
 if ! out=$(systemd-analyze security --offline=true --root="$root" --threshold=20 --no-pager \

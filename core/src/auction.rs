@@ -90,6 +90,23 @@ impl Reason {
             Reason::MalformedFile => "malformed_file",
         }
     }
+
+    /// Whether a set-aside count for this reason counts files rather than bids: a file that is
+    /// not a bid file at all is set aside whole, as one, however many bids it held.
+    pub fn is_whole_file(self) -> bool {
+        self == Reason::MalformedFile
+    }
+
+    /// What `n` set aside for this reason are, in words: `1 bid`, `3 bids`, or for files set
+    /// aside whole `the whole file` (`2 whole files`). Every log line and report that counts
+    /// set-aside records words them with this, so a whole file is never called a bid.
+    pub fn counted(self, n: u64) -> String {
+        match (self.is_whole_file(), n) {
+            (true, 1) => "the whole file".to_owned(),
+            (true, n) => format!("{n} whole files"),
+            (false, n) => crate::count(n, "bid", "bids"),
+        }
+    }
 }
 
 impl fmt::Display for Reason {
@@ -258,6 +275,14 @@ mod tests {
     }
     fn lot() -> LotId {
         LotId::new("1").unwrap()
+    }
+
+    #[test]
+    fn a_whole_file_is_counted_as_a_file() {
+        assert_eq!(Reason::MalformedFile.counted(1), "the whole file");
+        assert_eq!(Reason::MalformedFile.counted(2), "2 whole files");
+        assert_eq!(Reason::InvalidAmount.counted(1), "1 bid");
+        assert_eq!(Reason::MalformedRow.counted(3), "3 bids");
     }
 
     #[test]

@@ -253,7 +253,8 @@ pub enum BuyerCheckError {
         your_sha256: String,
     },
     #[error(
-        "{count} of `{buyer}`'s bids were set aside as {reason}: terms that do not fit your file can cause that, so this result does not count your bids as you wrote them"
+        "`{buyer}`: {} set aside as {reason}: terms that do not fit your file can cause that, so this result does not count your bids as you wrote them",
+        reason.counted(*count)
     )]
     SetAside {
         buyer: BuyerName,

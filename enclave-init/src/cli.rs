@@ -420,6 +420,35 @@ mod tests {
         );
     }
 
+    /// Way 2's image (enclave-init/Dockerfile) runs under AWS's init, which reads no /limits:
+    /// its CMD passes the limits itself, and they must be exactly deploy/enclave-limits' lines
+    /// (the README says the two ways take the same limits), after the production endpoints.
+    #[test]
+    fn the_dockerfile_cmd_passes_the_shipped_limits() {
+        let dockerfile = include_str!("../Dockerfile");
+        let cmd: Vec<String> = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix("CMD "))
+            .map(|json| serde_json::from_str(json).expect("CMD in exec form (a JSON array)"))
+            .expect("the Dockerfile has a CMD");
+        let limits = crate::limits::parse(include_str!("../../deploy/enclave-limits")).unwrap();
+        let (program, rest) = cmd.split_first().expect("a program");
+        assert_eq!(program, "/enclave-init");
+        let (endpoints, flags) = rest.split_at(rest.len() - limits.len());
+        assert_eq!(
+            endpoints,
+            ["--listen", "vsock:any:5005", "--kms-proxy", "vsock:3:8000"]
+        );
+        assert_eq!(
+            flags,
+            limits.as_slice(),
+            "the CMD's limits are not deploy/enclave-limits'"
+        );
+        let Ok(Parsed::Run(_)) = args(&rest.iter().map(String::as_str).collect::<Vec<_>>()) else {
+            panic!("the CMD parses as enclave-init's command line")
+        };
+    }
+
     #[test]
     fn defaults_and_flags() {
         let Ok(Parsed::Run(a)) = args(&[]) else {

@@ -83,17 +83,20 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>, env: Env) -
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP: one line saying what was written, then exit 130. Results are
-/// written only after the enclave's result is verified, `output.csv` last, so an interrupted
-/// run left no new `output.csv`. (A handler may already be set when bidctl runs the parent in
-/// its own process; then bidctl's stays.)
+/// written only after the enclave's result is verified, `output.csv` last, so a run
+/// interrupted before then wrote nothing, and one interrupted while writing left either the
+/// whole result (`output.csv` written) or none published: the next run checks which. (A
+/// handler may already be set when bidctl runs the parent in its own process; then bidctl's
+/// stays.)
 fn on_interrupt(settings: &config::Settings) {
     let format = settings.log_format;
     let out = format!("s3://{}/{}", settings.output.bucket, settings.output.prefix);
     let key = settings.output.key.clone();
     let _ = ctrlc::set_handler(move || {
         let what = match run::WRITING.load(std::sync::atomic::Ordering::SeqCst) {
+            // The last write may have reached S3 before the signal: say so, not "nothing".
             run::WRITING_RESULTS => format!(
-                "interrupted while writing the results: {key} (written last) is not new, so no new result is published; run again"
+                "interrupted while writing the results to {out}: {key} is written last, so either the whole result is published (the next run checks, and says the auction is decided) or no new one is; run again"
             ),
             run::WRITING_MANIFEST => format!(
                 "interrupted while writing the manifest to {out}: it may or may not be there; run `bidding-parent manifest` again"

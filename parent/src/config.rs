@@ -18,22 +18,27 @@ const EXIT_CODES: &str = "\
 SEALED AUCTIONS (the default):
   1. After the bid deadline: `bidding-parent manifest --config auction.toml` reads every
      buyer's file, writes manifest.json to the output bucket and prints its SHA-256 (H).
-  2. Each buyer checks the manifest and seals it (`bidctl seal`), which writes
-     <bid key>.seal next to their bid file.
+     Until then a run finds no manifest, says so in one line and exits 0 (a dry run checks
+     everything else and says what it could not check yet).
+  2. Each buyer checks the manifest and seals it (`bidctl seal --upload`), which writes
+     <bid key>.seal next to their bid file. Until every seal is in, a run names each missing
+     one and exits 3, having sent nothing to the enclave.
   3. `bidding-parent --config auction.toml` runs the auction on exactly that manifest. Once
      its verified result is in the output bucket, a run says so in one line, exits 0 and
      decrypts nothing (--rerun, or `rerun = true`, runs it again: same bytes). A different
      manifest needs every buyer's seal again.
   `sealed = false` runs without seals, for buyers who trust the operator: the result says so.
+  Such an auction too is decided once: a run that finds its verified result exits 0 at once.
 
 CONFIG FILE (--config, TOML):
   Every flag is also a key of the same name with underscores (auction_id, region, enclave,
   expected_pcr0, reveal, sealed, window, ...). Buyers are [[buyers]] tables with name, bucket,
-  key (default encrypted.csv), seal_key (default <key>.seal) and key_arn; the output is an
-  [output] table with bucket, prefix (default <auction_id>/), and key (default output.csv),
-  attestation_key (default <key>.attestation) and manifest_key (default manifest.json), each
-  under the prefix. Unknown keys are errors. The environment's AWS_ENDPOINT_URL_S3 (or
-  AWS_ENDPOINT_URL) overrides s3_endpoint from the file, as for the AWS CLI; the log says so.
+  key (default encrypted.csv; give each auction its own, e.g. bids/<auction id>/encrypted.csv),
+  seal_key (default <key>.seal) and key_arn; the output is an [output] table with bucket,
+  prefix (default <auction_id>/), and key (default output.csv), attestation_key (default
+  <key>.attestation) and manifest_key (default manifest.json), each under the prefix. Unknown
+  keys are errors. The environment's AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) overrides
+  s3_endpoint from the file, as for the AWS CLI; the log says so.
 
 WRITTEN TO THE OUTPUT BUCKET, under <prefix> (only after the enclave's result is verified):
   <key stem>.json, <key>.config.json (unsealed only; sealed auctions have manifest.json),
@@ -41,18 +46,24 @@ WRITTEN TO THE OUTPUT BUCKET, under <prefix> (only after the enclave's result is
   auction never overwrites another's; `bidding-parent manifest` refuses to replace a manifest
   of another auction, or one whose result is already written.
 
-EXIT CODES:
-  0  success: output.csv and its attestation are written (or were already, verified)
+EXIT CODES (one rule: a buyer's missing input is 3, every other S3 failure 5):
+  0  success: output.csv and its attestation are written (or were already, verified), or a
+     sealed auction has no manifest yet (nothing to do before the bid deadline)
   1  unexpected internal error
   2  configuration error (nothing was read or written)
-  3  input error: a bid file is malformed or inconsistent, or a seal is missing (nothing was written)
+  3  input error: a buyer's bid file or seal is not there or may not be read (NoSuchKey or
+     AccessDenied on that object: on S3 the two look the same), a file changed since the
+     manifest, a seal of another manifest, a malformed manifest or seal, or the enclave
+     refused an input (nothing was written)
   4  enclave error: unreachable, refused, failed attestation or vanished mid-auction (nothing was written)
-  5  S3 error: anything S3 answers reading or writing, AccessDenied and refused credentials
-     included (nothing was written unless it says so)
+  5  S3 error: any other S3 failure, reading or writing: the manifest or the output bucket,
+     refused credentials, throttling, no answer (nothing was written unless it says so)
   6  credentials error: none could be found, or KMS refused them inside the enclave
   7  another run holds the lock (nothing was done)
   8  --fail-on-set-aside and bids were set aside (the result was verified; nothing was written)
-  130 interrupted (Ctrl-C or SIGTERM) before anything was written; it says so in one line";
+  130 interrupted (Ctrl-C, SIGTERM or SIGHUP); one line says what was written: nothing,
+      unless the manifest or the results were being written (it says which; output.csv is
+      written last, so a result is never half published)";
 
 /// Runs one sealed-bid auction: bid files from S3, decisions from the enclave, results to S3.
 ///

@@ -1,14 +1,16 @@
-//! What a sealed run finds already published at its output keys. A verified result of exactly
-//! this manifest means the auction is decided: the run says so and decrypts nothing, so the
-//! timer can stay on (DESIGN §2: a rerun of the same manifest gives the same bytes, and is only
-//! a cost). A result that does not verify against the manifest is not taken for one.
+//! What a run finds already published at its output keys. A verified result of exactly these
+//! terms (a sealed auction's manifest, or an unsealed auction's configuration) means the
+//! auction is decided: the run says so and decrypts nothing, so the timer can stay on (DESIGN
+//! §2: a rerun of the same manifest gives the same bytes, and is only a cost; an unsealed
+//! auction's rerun would even fail, its ciphertexts being refused as replayed until the enclave
+//! restarts). A result that does not verify against the terms is not taken for one.
 
 use crate::aws::s3::{S3Client, S3Error};
 use crate::config::OutputLocation;
 use bidding_core::attestation::{self, VerifyAt, VerifyOptions};
-use bidding_core::config::{Mode, ResultCommitment, sha256};
-use bidding_core::manifest::Manifest;
+use bidding_core::config::{ResultCommitment, sha256};
 use bidding_core::output::OutputHeader;
+use bidding_core::session::parent::Terms;
 
 /// Largest output object read back for the check.
 const MAX_OUTPUT_BYTES: u64 = 1 << 30;
@@ -18,7 +20,7 @@ const MAX_OUTPUT_BYTES: u64 = 1 << 30;
 pub enum Published {
     /// No `output.csv`: the auction has not been decided (or its run did not finish).
     Nothing,
-    /// The result of exactly this manifest, attested by an enclave with the expected PCR0.
+    /// The result of exactly these terms, attested by an enclave with the expected PCR0.
     Verified { lots: u64 },
     /// Something is there, but it is not that: why, in one sentence.
     NotVerified(String),
@@ -34,12 +36,11 @@ pub struct Trust<'a> {
 }
 
 /// Reads `output.csv`, `output.json` and the attestation at `out` and checks them against the
-/// manifest. An S3 error other than "not found" on `output.csv` is returned as it is.
+/// terms. An S3 error other than "not found" on `output.csv` is returned as it is.
 pub fn check(
     s3: &S3Client,
     out: &OutputLocation,
-    manifest: &Manifest,
-    manifest_bytes: &[u8],
+    terms: &Terms,
     trust: &Trust,
 ) -> Result<Published, S3Error> {
     let csv = match s3.get_object(&out.bucket, &out.key, MAX_OUTPUT_BYTES) {
@@ -53,7 +54,7 @@ pub fn check(
     };
     let verdict = read(&out.json_key).and_then(|json| {
         let doc = read(&out.attestation_key)?;
-        verify(&csv, &json, &doc, manifest, manifest_bytes, trust)
+        verify(&csv, &json, &doc, terms, trust)
     });
     Ok(match verdict {
         Ok(lots) => Published::Verified { lots },
@@ -65,8 +66,7 @@ fn verify(
     csv: &[u8],
     json: &[u8],
     doc: &[u8],
-    manifest: &Manifest,
-    manifest_bytes: &[u8],
+    terms: &Terms,
     trust: &Trust,
 ) -> Result<u64, String> {
     let fields = match attestation::verify(
@@ -93,8 +93,14 @@ fn verify(
         .user_data()
         .and_then(ResultCommitment::parse)
         .ok_or("the attestation is not a result attestation")?;
-    if c.mode != Mode::Sealed || c.terms_sha256 != sha256(manifest_bytes) {
-        return Err("the attestation commits to other terms than this manifest".into());
+    if c.mode != terms.mode() || c.terms_sha256 != terms.digest() {
+        return Err(format!(
+            "the attestation commits to other terms than {}",
+            match terms {
+                Terms::Sealed { .. } => "this manifest",
+                Terms::Unsealed(_) => "this configuration",
+            }
+        ));
     }
     if c.csv_sha256 != sha256(csv) || c.json_sha256 != sha256(json) {
         return Err(
@@ -102,7 +108,7 @@ fn verify(
         );
     }
     let header = OutputHeader::parse(json)?;
-    if &header.auction_id != manifest.terms().auction_id() {
+    if &header.auction_id != terms.config().auction_id() {
         return Err(format!("output.json is for auction {}", header.auction_id));
     }
     Ok(header.lot_count)

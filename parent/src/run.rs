@@ -15,6 +15,7 @@ use bidding_core::bidfile::{self, Limits};
 use bidding_core::config::Mode;
 use bidding_core::count;
 use bidding_core::manifest::{FileEntry, FileFormat, MAX_MANIFEST_BYTES, Manifest};
+use bidding_core::names::{AuctionId, BuyerName};
 use bidding_core::session::parent::{
     BuyerInput, EnclaveInfo, Finished, ParentSettings, SessionError, Terms, order_inputs,
 };
@@ -26,11 +27,18 @@ use std::time::Instant;
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// The result is written (or was already, verified), or there is nothing to do yet: a
+    /// sealed auction without its manifest.
     Success = 0,
     Internal = 1,
     Config = 2,
+    /// A buyer's input is missing or wrong: a bid file or seal not there or not readable
+    /// (NoSuchKey or AccessDenied on that object, which real S3 does not tell apart), a seal
+    /// of another manifest, a file changed since the manifest, an input the enclave refused.
     Input = 3,
     Enclave = 4,
+    /// Every other S3 failure: the manifest or the output bucket, refused credentials,
+    /// throttling, no answer.
     S3 = 5,
     Credentials = 6,
     Locked = 7,
@@ -73,11 +81,13 @@ pub struct Summary {
     pub finished: Option<Finished>,
 }
 
-/// Credentials and an S3 client, as both commands need them.
+/// Credentials and an S3 client, as both commands need them. The lines that say how the run is
+/// set up (where the credentials came from, an S3 endpoint taken from the environment) go to
+/// `setup`, for the caller to log once it is clear there is something to do.
 fn connect_aws(
     settings: &Settings,
     env: Env,
-    log: &Logger,
+    setup: &mut Vec<String>,
 ) -> Result<
     (
         CredentialSource,
@@ -98,13 +108,13 @@ fn connect_aws(
     let (credentials, provider) = source
         .fetch_with_provider()
         .map_err(|e| fail(Exit::Credentials, e.to_string()))?;
-    log.info(&format!(
+    setup.push(format!(
         "auction {}: credentials from {provider}, region {}",
         settings.auction.auction_id(),
         settings.region
     ));
     if let Some(note) = &settings.s3_endpoint_note {
-        log.info(note);
+        setup.push(note.clone());
     }
     let mut s3 = S3Client::new(settings.region.clone(), credentials.clone())
         .with_endpoint(settings.s3_endpoint.clone())
@@ -120,75 +130,173 @@ fn connect_aws(
     Ok((source, credentials, s3))
 }
 
-fn read_bid_file(
-    settings: &Settings,
-    s3: &S3Client,
-    input: &BuyerLocation,
-) -> Result<Vec<u8>, RunError> {
-    s3.get_object(
-        &input.bucket,
-        &input.key,
-        settings.max_bid_file_bytes as u64,
-    )
-    .map_err(|e| {
-        let why = if e.is_not_found() || e.is_access_denied() {
-            format!(" {}", missing_or_unreadable("bid file", &e))
-        } else {
-            String::new()
-        };
-        fail(
-            Exit::S3,
-            format!("reading buyer `{}`'s bids: {e}.{why}", input.name),
-        )
-    })
+/// Whether S3's answer for a buyer's object means it is not there or may not be read: an
+/// input the auction lacks (exit 3), not a failure of S3 (exit 5). Real S3 answers
+/// AccessDenied, not NoSuchKey, for a missing key when the reader may not list the bucket, so
+/// the two cannot be told apart and are treated alike.
+fn is_missing(e: &S3Error) -> bool {
+    e.is_not_found() || e.is_access_denied()
 }
 
-/// The two causes a missing or refused buyer object can have, in one sentence: on real S3 a
-/// reader without `s3:ListBucket` gets AccessDenied, not NoSuchKey, for a key that is not there.
-pub fn missing_or_unreadable(what: &str, e: &S3Error) -> String {
+/// The sentence for a buyer's bid file or seal that cannot be read: where it should be, what
+/// S3 said, and both possible causes, `not_there` (what the buyer still has to do) and the
+/// operator's role not being allowed to read it.
+fn unreadable(
+    buyer: &BuyerName,
+    what: &str,
+    bucket: &str,
+    key: &str,
+    e: &S3Error,
+    not_there: &str,
+) -> String {
+    let code = e
+        .service_error()
+        .and_then(|x| x.code.clone())
+        .unwrap_or_else(|| "not found".into());
+    if matches!(e, S3Error::NoSuchBucket { .. }) {
+        return format!(
+            "buyer `{buyer}`'s {what} s3://{bucket}/{key} cannot be read: the bucket `{bucket}` does not exist ({code}); check buyer `{buyer}`'s bucket in the configuration"
+        );
+    }
     format!(
-        "Either the {what} is not there yet, or the operator's role may not read s3://{}/{} (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
-        e.bucket(),
-        e.key(),
+        "buyer `{buyer}`'s {what} s3://{bucket}/{key} cannot be read ({code}): either {not_there}, or the operator's role may not read it (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
         if e.is_access_denied() {
-            "; S3 answers AccessDenied for both"
+            "; S3 answers AccessDenied for both when the role may not list the bucket"
         } else {
             ""
         }
     )
 }
 
-/// Reads a buyer's seal: `Ok(None)` when it is missing or unreadable (with the sentence why).
-fn read_seal(s3: &S3Client, input: &BuyerLocation) -> Result<Result<Vec<u8>, String>, RunError> {
-    match s3.get_object(&input.bucket, &input.seal_key, 64 * 1024) {
-        Ok(text) => decode_seal(&text).map(Ok).map_err(|e| {
-            fail(
-                Exit::Input,
-                format!(
-                    "buyer `{}`'s seal s3://{}/{}: {e}",
-                    input.name, input.bucket, input.seal_key
-                ),
-            )
-        }),
-        Err(e) if e.is_not_found() || e.is_access_denied() => Ok(Err(format!(
-            "buyer `{name}`'s seal s3://{}/{} cannot be read ({}): either buyer `{name}` has not sealed the manifest yet (`bidctl seal --upload` puts it there), or the operator's role may not read it (the buyer's bucket policy and this role's IAM policy must both allow s3:GetObject on it{})",
-            input.bucket,
-            input.seal_key,
-            e.service_error()
-                .and_then(|x| x.code.clone())
-                .unwrap_or_else(|| "not found".into()),
-            if e.is_access_denied() {
-                "; S3 answers AccessDenied for both when the role may not list the bucket"
-            } else {
-                ""
-            },
-            name = input.name,
+/// Reads a buyer's bid file: `Ok(Err(sentence))` when it is not there or may not be read
+/// ([`unreadable`]), so that every such file can be named at once.
+fn read_bid_file(
+    settings: &Settings,
+    s3: &S3Client,
+    input: &BuyerLocation,
+) -> Result<Result<Vec<u8>, String>, RunError> {
+    match s3.get_object(
+        &input.bucket,
+        &input.key,
+        settings.max_bid_file_bytes as u64,
+    ) {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(e) if is_missing(&e) => Ok(Err(unreadable(
+            &input.name,
+            "bid file",
+            &input.bucket,
+            &input.key,
+            &e,
+            &format!(
+                "it is not there yet (buyer `{}` uploads it before the bid deadline)",
+                input.name
+            ),
         ))),
         Err(e) => Err(fail(
             Exit::S3,
-            format!("reading buyer `{}`'s seal: {e}", input.name),
+            format!("reading buyer `{}`'s bids: {e}", input.name),
         )),
     }
+}
+
+/// The user metadata `bidctl seal --upload` gives a seal object: the SHA-256 (hex) of the
+/// manifest it seals, and that manifest's auction id. It lets the parent tell, before it sends
+/// anything to the enclave and with no KMS call, a seal that is not for this manifest (an
+/// earlier auction's at the same key, or one made before this auction's manifest was made
+/// again). Only a hint: a seal without it (uploaded with `aws s3 cp`) is sent as it is, and
+/// the enclave's own check (the seal must open under this manifest's context) decides.
+pub const SEAL_METADATA_MANIFEST: &str = "bidding-manifest-sha256";
+/// See [`SEAL_METADATA_MANIFEST`].
+pub const SEAL_METADATA_AUCTION: &str = "bidding-auction";
+
+/// Reads a buyer's seal of `manifest`: `Ok(Err(sentence))` when it is not there, may not be
+/// read, or says it seals another manifest, so that every such seal can be named at once.
+fn read_seal(
+    s3: &S3Client,
+    input: &BuyerLocation,
+    manifest: &Manifest,
+) -> Result<Result<Vec<u8>, String>, RunError> {
+    let name = &input.name;
+    match s3.get_object_with_metadata(&input.bucket, &input.seal_key, 64 * 1024) {
+        Ok(object) => {
+            let this = hex::encode(manifest.digest());
+            // Only a well-formed digest is judged (and shown): the metadata is the buyer's.
+            if let Some(other) = object
+                .metadata(SEAL_METADATA_MANIFEST)
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .filter(|h| !h.eq_ignore_ascii_case(&this))
+            {
+                let of = object
+                    .metadata(SEAL_METADATA_AUCTION)
+                    .and_then(|a| AuctionId::new(a).ok())
+                    .map(|a| format!(" of auction {a}"))
+                    .unwrap_or_default();
+                return Ok(Err(format!(
+                    "buyer `{name}`'s seal s3://{}/{} seals another manifest{of} (SHA-256 {}, its object metadata says), not this one ({this}): buyer `{name}` has not sealed this manifest yet (`bidctl seal --upload` replaces it)",
+                    input.bucket,
+                    input.seal_key,
+                    other.to_ascii_lowercase()
+                )));
+            }
+            decode_seal(&object.body).map(Ok).map_err(|e| {
+                fail(
+                    Exit::Input,
+                    format!(
+                        "buyer `{name}`'s seal s3://{}/{}: {e}",
+                        input.bucket, input.seal_key
+                    ),
+                )
+            })
+        }
+        Err(e) if is_missing(&e) => Ok(Err(unreadable(
+            name,
+            "seal",
+            &input.bucket,
+            &input.seal_key,
+            &e,
+            &format!(
+                "buyer `{name}` has not sealed the manifest yet (`bidctl seal --upload` puts it there)"
+            ),
+        ))),
+        Err(e) => Err(fail(
+            Exit::S3,
+            format!("reading buyer `{name}`'s seal: {e}"),
+        )),
+    }
+}
+
+/// Every buyer object that cannot be read, at once: each sentence but the last logged as an
+/// error, the last the command's error (exit 3), saying how many in all and `outcome` (what
+/// was not done).
+fn unreadable_inputs(
+    log: &Logger,
+    mut sentences: Vec<String>,
+    files: usize,
+    seals: usize,
+    outcome: &str,
+) -> RunError {
+    let last = sentences.pop().expect("at least one");
+    for why in &sentences {
+        log.error(why);
+    }
+    let mut what = Vec::new();
+    if files > 0 {
+        what.push(count(files as u64, "bid file", "bid files"));
+    }
+    if seals > 0 {
+        what.push(count(seals as u64, "seal", "seals"));
+    }
+    fail(
+        Exit::Input,
+        if sentences.is_empty() {
+            format!("{last}; {outcome}")
+        } else {
+            format!(
+                "{last} ({} cannot be read in all; {outcome})",
+                what.join(" and ")
+            )
+        },
+    )
 }
 
 /// What a bid file looks like from outside: what the operator may know (its format and, for
@@ -238,10 +346,21 @@ fn describe_file(name: &str, bytes: &[u8], settings: &Settings) -> (FileFormat, 
 /// `bidding-parent manifest`: after the bid deadline, reads every buyer's file and writes the
 /// manifest the buyers will seal. Prints its digest, H, on stdout.
 pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Manifest, RunError> {
-    let (_, _, s3) = connect_aws(settings, env, log)?;
+    let mut setup = Vec::new();
+    let (_, _, s3) = connect_aws(settings, env, &mut setup)?;
+    for line in &setup {
+        log.info(line);
+    }
     let mut files = Vec::with_capacity(settings.inputs.len());
+    let mut missing = Vec::new();
     for input in &settings.inputs {
-        let bytes = read_bid_file(settings, &s3, input)?;
+        let bytes = match read_bid_file(settings, &s3, input)? {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                missing.push(why);
+                continue;
+            }
+        };
         let url = format!("s3://{}/{}", input.bucket, input.key);
         let (format, what, _) = describe_file(&url, &bytes, settings);
         if what.contains("NO BIDS") || what.contains("NOT A BID FILE") {
@@ -257,6 +376,16 @@ pub fn make_manifest(settings: &Settings, env: Env, log: &Logger) -> Result<Mani
             sha256: bidding_core::config::sha256(&bytes),
             format,
         });
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        return Err(unreadable_inputs(
+            log,
+            missing,
+            n,
+            0,
+            "no manifest was written",
+        ));
     }
     let manifest = Manifest::new(settings.auction.clone(), files)
         .map_err(|e| fail(Exit::Input, e.to_string()))?;
@@ -345,7 +474,68 @@ fn check_manifest_replaceable(
     Ok(())
 }
 
+/// The manifest at the output keys: `None` when there is none yet, which for a sealed auction
+/// means its bid deadline has not passed (`bidding-parent manifest` makes it then). Any other
+/// failure to read it is an S3 error (exit 5), with no advice about making one: it may well be
+/// there.
+fn read_manifest(
+    settings: &Settings,
+    s3: &S3Client,
+) -> Result<Option<(Manifest, Vec<u8>)>, RunError> {
+    let out = &settings.output;
+    let bytes = match s3.get_object(&out.bucket, &out.manifest_key, MAX_MANIFEST_BYTES as u64) {
+        Ok(bytes) => bytes,
+        // A missing bucket is a configuration to fix, not an auction still taking bids.
+        Err(e) if e.is_not_found() && !matches!(e, S3Error::NoSuchBucket { .. }) => {
+            return Ok(None);
+        }
+        Err(e) => {
+            let hint = if e.is_access_denied() {
+                " (the role needs s3:GetObject on the output bucket's objects, and s3:ListBucket on the bucket so that a manifest not made yet reads as missing rather than AccessDenied)"
+            } else {
+                ""
+            };
+            return Err(fail(Exit::S3, format!("reading the manifest: {e}{hint}")));
+        }
+    };
+    let manifest = Manifest::parse(&bytes).map_err(|e| {
+        fail(
+            Exit::Input,
+            format!("s3://{}/{}: {e}", out.bucket, out.manifest_key),
+        )
+    })?;
+    check_manifest_matches(settings, &manifest)?;
+    Ok(Some((manifest, bytes)))
+}
+
+/// Stand-in terms for a dry run before the manifest exists: the configured auction and file
+/// locations, with no sizes or digests. Only the enclave's hello sees their rule set (sealed);
+/// nothing is opened, decided or sent under them.
+fn terms_before_the_manifest(settings: &Settings) -> Result<Terms, RunError> {
+    let files = settings
+        .inputs
+        .iter()
+        .map(|i| FileEntry {
+            buyer: i.name.clone(),
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            size: 0,
+            sha256: [0; 32],
+            format: FileFormat::PerBid,
+        })
+        .collect();
+    let manifest = Manifest::new(settings.auction.clone(), files)
+        .map_err(|e| fail(Exit::Config, e.to_string()))?;
+    let bytes = manifest.canonical_bytes();
+    Ok(Terms::Sealed { manifest, bytes })
+}
+
 /// Runs the auction `settings` describes. `env` is the process environment.
+///
+/// A run with nothing to do logs one line and exits 0, so the timer can stay on for an
+/// auction's whole life: before the bid deadline (a sealed auction with no manifest yet), and
+/// once the auction is decided (a verified result of these terms is published; `--rerun` runs
+/// it again). The lines that describe the run's setup are held back until there is work.
 pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunError> {
     let started = Instant::now();
     let _lock = lock(settings)?;
@@ -354,76 +544,110 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
         None => AWS_NITRO_ROOT_G1_DER.to_vec(),
         Some(p) => read_root(p).map_err(|e| fail(Exit::Config, e))?,
     };
-    let (source, credentials, s3) = connect_aws(settings, env, log)?;
+    let mut setup = Vec::new();
+    let (source, credentials, s3) = connect_aws(settings, env, &mut setup)?;
     let out = &settings.output;
+    let id = settings.auction.auction_id();
+    let nothing_to_do = || Summary {
+        files: 0,
+        bytes: 0,
+        finished: None,
+    };
 
+    // The terms: the manifest the buyers sealed, or (unsealed) the configuration.
+    let mut before_manifest = false;
     let terms = if settings.sealed {
-        let bytes = s3
-            .get_object(&out.bucket, &out.manifest_key, MAX_MANIFEST_BYTES as u64)
-            .map_err(|e| {
-                // Advice about making the manifest only when it is not there.
-                let advice = if e.is_not_found() {
-                    " (make it with `bidding-parent manifest` after the bid deadline, and have every buyer seal it)"
-                } else {
-                    ""
-                };
-                fail(Exit::S3, format!("reading the manifest{advice}: {e}"))
-            })?;
-        let manifest = Manifest::parse(&bytes).map_err(|e| {
-            fail(
-                Exit::Input,
-                format!("s3://{}/{}: {e}", out.bucket, out.manifest_key),
-            )
-        })?;
-        check_manifest_matches(settings, &manifest)?;
-        log.info(&format!(
-            "sealed auction: manifest s3://{}/{} SHA-256 {}",
-            out.bucket,
-            out.manifest_key,
-            hex::encode(manifest.digest())
-        ));
-        if !settings.rerun && !settings.dry_run {
-            let trust = published::Trust {
-                root_der: &root_der,
-                expected_pcr0: settings.expected_pcr0.as_deref(),
-                accept_qemu_unsigned: settings.accept_qemu_unsigned_attestation,
-            };
-            match published::check(&s3, out, &manifest, &bytes, &trust)
-                .map_err(|e| fail(Exit::S3, format!("checking for a published result: {e}")))?
-            {
-                Published::Nothing => {}
-                Published::Verified { lots } => {
-                    log.info(&format!(
-                        "auction {} is decided already: s3://{}/{} is its verified result ({}); nothing to do, nothing decrypted (--rerun runs it again)",
-                        settings.auction.auction_id(),
-                        out.bucket,
-                        out.key,
-                        count(lots, "lot", "lots")
-                    ));
-                    return Ok(Summary {
-                        files: 0,
-                        bytes: 0,
-                        finished: None,
-                    });
-                }
-                Published::NotVerified(why) => log.warn(&format!(
-                    "s3://{}/{} is there but is not this manifest's verified result ({why}); running the auction, which replaces it",
-                    out.bucket, out.key
-                )),
+        match read_manifest(settings, &s3)? {
+            Some((manifest, bytes)) => {
+                setup.push(format!(
+                    "sealed auction: manifest s3://{}/{} SHA-256 {}",
+                    out.bucket,
+                    out.manifest_key,
+                    hex::encode(manifest.digest())
+                ));
+                Terms::Sealed { manifest, bytes }
+            }
+            None if settings.dry_run => {
+                before_manifest = true;
+                terms_before_the_manifest(settings)?
+            }
+            None => {
+                log.info(&format!(
+                    "auction {id} has no manifest at s3://{}/{} yet: nothing to do until the bid deadline, when `bidding-parent manifest` makes it and every buyer seals it; nothing else was read, nothing decrypted",
+                    out.bucket, out.manifest_key
+                ));
+                return Ok(nothing_to_do());
             }
         }
-        Terms::Sealed { manifest, bytes }
     } else {
-        log.warn("UNSEALED auction: the buyers did not seal these terms, so nothing stops the operator from running it again with other terms; the result says so");
         Terms::Unsealed(settings.auction.clone())
     };
+
+    let mut replacing = None;
+    if !settings.rerun && !settings.dry_run {
+        let trust = published::Trust {
+            root_der: &root_der,
+            expected_pcr0: settings.expected_pcr0.as_deref(),
+            accept_qemu_unsigned: settings.accept_qemu_unsigned_attestation,
+        };
+        match published::check(&s3, out, &terms, &trust)
+            .map_err(|e| fail(Exit::S3, format!("checking for a published result: {e}")))?
+        {
+            Published::Nothing => {}
+            Published::Verified { lots } => {
+                log.info(&format!(
+                    "auction {id} is decided already: s3://{}/{} is its verified result ({}); nothing to do, nothing decrypted (--rerun runs it again{})",
+                    out.bucket,
+                    out.key,
+                    count(lots, "lot", "lots"),
+                    if settings.sealed {
+                        ""
+                    } else {
+                        "; an unsealed auction's rerun also needs a freshly started enclave"
+                    }
+                ));
+                return Ok(nothing_to_do());
+            }
+            Published::NotVerified(why) => {
+                replacing = Some(format!(
+                    "s3://{}/{} is there but is not the verified result of these terms ({why}); running the auction, which replaces it",
+                    out.bucket, out.key
+                ));
+            }
+        }
+    }
+    for line in &setup {
+        log.info(line);
+    }
+    if !settings.sealed {
+        log.warn("UNSEALED auction: the buyers did not seal these terms, so nothing stops the operator from running it again with other terms; the result says so");
+    }
+    if let Some(line) = &replacing {
+        log.warn(line);
+    }
 
     let mut inputs = Vec::with_capacity(settings.inputs.len());
     let mut total = 0usize;
     let mut bids = 0usize;
-    let mut missing_seals = Vec::new();
+    let mut unread = Vec::new();
+    let (mut unread_files, mut unread_seals, mut not_yet) = (0usize, 0usize, 0u64);
     for input in &settings.inputs {
-        let bytes = read_bid_file(settings, &s3, input)?;
+        let bytes = match read_bid_file(settings, &s3, input)? {
+            Ok(bytes) => bytes,
+            // Before the bid deadline a bid file may well not be there yet.
+            Err(why) if before_manifest => {
+                log.warn(&format!(
+                    "dry run: {why}. Not an error before the manifest: `bidding-parent manifest` needs it after the bid deadline"
+                ));
+                not_yet += 1;
+                continue;
+            }
+            Err(why) => {
+                unread.push(why);
+                unread_files += 1;
+                continue;
+            }
+        };
         let url = format!("s3://{}/{}", input.bucket, input.key);
         let (_, what, n) = describe_file(&url, &bytes, settings);
         bids += n;
@@ -433,16 +657,18 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             log.info(&format!("buyer `{}`: {url}: {what}", input.name));
         }
         total += bytes.len();
-        let seal = if settings.sealed {
-            match read_seal(&s3, input)? {
-                Ok(seal) => Some(seal),
-                Err(why) => {
-                    missing_seals.push(why);
-                    None
+        let seal = match &terms {
+            Terms::Sealed { manifest, .. } if !before_manifest => {
+                match read_seal(&s3, input, manifest)? {
+                    Ok(seal) => Some(seal),
+                    Err(why) => {
+                        unread.push(why);
+                        unread_seals += 1;
+                        None
+                    }
                 }
             }
-        } else {
-            None
+            _ => None,
         };
         inputs.push(BuyerInput {
             buyer: input.name.clone(),
@@ -450,27 +676,21 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
             seal,
         });
     }
-    // Every missing seal at once: the operator tells each of those buyers.
-    if let Some(last) = missing_seals.pop() {
-        for why in &missing_seals {
-            log.error(why);
-        }
-        return Err(fail(
-            Exit::Input,
-            format!(
-                "{last}{}",
-                if missing_seals.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({} seals cannot be read in all; nothing was sent to the enclave)",
-                        missing_seals.len() + 1
-                    )
-                }
-            ),
+    // Every missing file and seal at once: the operator tells each of those buyers.
+    if !unread.is_empty() {
+        return Err(unreadable_inputs(
+            log,
+            unread,
+            unread_files,
+            unread_seals,
+            "nothing was sent to the enclave",
         ));
     }
-    let inputs = order_inputs(&terms, inputs).map_err(|e| fail(Exit::Input, e.to_string()))?;
+    let inputs = if before_manifest {
+        inputs
+    } else {
+        order_inputs(&terms, inputs).map_err(|e| fail(Exit::Input, e.to_string()))?
+    };
     let mut parent = ParentSettings::new(root_der);
     parent.window = settings.window;
     parent.allow_dev = settings.allow_dev_enclave;
@@ -482,11 +702,31 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     parent.refresh_margin = settings.credentials_refresh_secs * 1000;
     if settings.dry_run {
         dry_run_checks(settings, &s3, parent, terms, log)?;
-        log.info(&format!(
-            "dry run: configuration, credentials, {}, {} ({total} bytes), the output bucket and the enclave are fine; nothing was written and the enclave got no credentials",
-            if settings.sealed { "the manifest, every seal" } else { "the terms" },
-            count(settings.inputs.len() as u64, "bid file", "bid files"),
-        ));
+        let files = count(inputs.len() as u64, "bid file", "bid files");
+        if before_manifest {
+            log.info(&format!(
+                "dry run: configuration, credentials, {files} ({total} bytes), the output bucket and the enclave are fine; not checked yet: the manifest (none at s3://{}/{} until `bidding-parent manifest` after the bid deadline), the seals{}; nothing was written and the enclave got no credentials",
+                out.bucket,
+                out.manifest_key,
+                if not_yet > 0 {
+                    format!(
+                        ", and {} not there yet or not readable (above)",
+                        count(not_yet, "bid file", "bid files")
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        } else {
+            log.info(&format!(
+                "dry run: configuration, credentials, {}, {files} ({total} bytes), the output bucket and the enclave are fine; nothing was written and the enclave got no credentials",
+                if settings.sealed {
+                    "the manifest, every seal"
+                } else {
+                    "the terms"
+                },
+            ));
+        }
         return Ok(Summary {
             files: inputs.len(),
             bytes: total,
@@ -527,13 +767,12 @@ pub fn run(settings: &Settings, env: Env, log: &Logger) -> Result<Summary, RunEr
     for s in &h.set_aside {
         log.warn(&set_aside_line(s));
     }
-    let set_aside_bids: u64 = h.set_aside.iter().map(|s| s.count).sum();
-    if settings.fail_on_set_aside && set_aside_bids > 0 {
+    if settings.fail_on_set_aside && !h.set_aside.is_empty() {
         return Err(fail(
             Exit::SetAside,
             format!(
                 "{} set aside and --fail-on-set-aside is given, so nothing was written to s3://{}; the enclave's result was verified",
-                count(set_aside_bids, "bid", "bids"),
+                set_aside_total(&h.set_aside),
                 out.bucket
             ),
         ));
@@ -669,17 +908,13 @@ fn dry_run_checks(
 /// `buyer `Buyer1`: 3 bids set aside (invalid_amount) on lots 1, 2, 3`: lot ids from the
 /// attested output.json where the enclave listed them (per-bid files only), never amounts.
 pub fn set_aside_line(s: &bidding_core::output::SetAside) -> String {
-    // A file set aside whole is one file, however many bids it held.
-    let what = if s.reason == bidding_core::auction::Reason::MalformedFile {
-        if s.count == 1 {
-            "the whole file".to_owned()
-        } else {
-            format!("{} whole files", s.count)
-        }
-    } else {
-        count(s.count, "bid", "bids")
-    };
-    let mut line = format!("buyer `{}`: {what} set aside ({})", s.buyer, s.reason);
+    // A file set aside whole is one file, however many bids it held (`Reason::counted`).
+    let mut line = format!(
+        "buyer `{}`: {} set aside ({})",
+        s.buyer,
+        s.reason.counted(s.count),
+        s.reason
+    );
     if let Some(lots) = &s.lots {
         let on = lots.describe();
         if !on.is_empty() {
@@ -688,6 +923,26 @@ pub fn set_aside_line(s: &bidding_core::output::SetAside) -> String {
         }
     }
     line
+}
+
+/// Everything set aside, in one phrase: `29 bids`, `3 bids and the whole file` (files set aside
+/// whole are counted as files, [`Reason::counted`](bidding_core::auction::Reason::counted)).
+fn set_aside_total(list: &[bidding_core::output::SetAside]) -> String {
+    let (files, bids): (Vec<_>, Vec<_>) = list.iter().partition(|s| s.reason.is_whole_file());
+    let mut parts = Vec::new();
+    let bids: u64 = bids.iter().map(|s| s.count).sum();
+    if bids > 0 {
+        parts.push(count(bids, "bid", "bids"));
+    }
+    let files: u64 = files.iter().map(|s| s.count).sum();
+    if files > 0 {
+        parts.push(if files == 1 {
+            "a whole file".to_owned()
+        } else {
+            format!("{files} whole files")
+        });
+    }
+    parts.join(" and ")
 }
 
 /// The manifest must be for exactly the configured auction: the same terms, and each buyer's
@@ -882,6 +1137,25 @@ mod tests {
         assert_eq!(
             line(Reason::InvalidAmount, 1),
             "buyer `B`: 1 bid set aside (invalid_amount)"
+        );
+        // --fail-on-set-aside's total counts files as files too.
+        let s = |reason, count| SetAside {
+            buyer: BuyerName::new("B").unwrap(),
+            reason,
+            count,
+            lots: None,
+        };
+        assert_eq!(
+            set_aside_total(&[s(Reason::InvalidAmount, 3), s(Reason::MalformedRow, 1)]),
+            "4 bids"
+        );
+        assert_eq!(
+            set_aside_total(&[s(Reason::MalformedFile, 1), s(Reason::InvalidAmount, 2)]),
+            "2 bids and a whole file"
+        );
+        assert_eq!(
+            set_aside_total(&[s(Reason::MalformedFile, 1), s(Reason::MalformedFile, 1)]),
+            "2 whole files"
         );
     }
 }

@@ -138,6 +138,33 @@ fn put_then_get_round_trips_awkward_keys() {
     assert_eq!(s3.get_object(BUCKET, "plain.csv", 2).unwrap(), b"v2");
 }
 
+/// User metadata goes out signed (`x-amz-meta-*` headers) and comes back on GET, as a seal's
+/// does (`bidctl seal --upload` names the manifest it seals there); an object written without
+/// any has none.
+#[test]
+fn user_metadata_round_trips() {
+    let server = S3sServer::start();
+    let s3 = server.client(SECRET);
+    let h = "ab".repeat(32);
+    s3.put_object_with_metadata(
+        BUCKET,
+        "bids/a-1/encrypted.csv.seal",
+        b"c2VhbA==\n",
+        "text/plain",
+        &[("bidding-manifest-sha256", &h), ("bidding-auction", "a-1")],
+    )
+    .unwrap();
+    let o = s3
+        .get_object_with_metadata(BUCKET, "bids/a-1/encrypted.csv.seal", 1 << 10)
+        .unwrap();
+    assert_eq!(o.body, b"c2VhbA==\n");
+    assert_eq!(o.metadata("bidding-manifest-sha256"), Some(h.as_str()));
+    assert_eq!(o.metadata("bidding-auction"), Some("a-1"));
+    s3.put_object(BUCKET, "plain", b"x", "text/plain").unwrap();
+    let o = s3.get_object_with_metadata(BUCKET, "plain", 1).unwrap();
+    assert!(o.metadata.is_empty(), "{:?}", o.metadata);
+}
+
 #[test]
 fn wrong_secret_is_a_credentials_error_naming_bucket_key_code_and_request_id() {
     let server = S3sServer::start();

@@ -694,9 +694,13 @@ impl Stack {
     }
 
     /// One buyer seals `manifest` with their own key and uploads the seal next to their bid
-    /// file, as `bidctl seal --upload` does.
+    /// file as the manifest names it (`<key>.seal`), with the metadata naming the manifest, as
+    /// `bidctl seal --upload` does.
     pub fn seal(&self, buyer: &Buyer, manifest: &[u8]) -> Result<Vec<u8>> {
         let m = bidding_core::manifest::Manifest::parse(manifest).map_err(|e| anyhow!("{e}"))?;
+        let file = m
+            .file(&buyer.name)
+            .ok_or_else(|| anyhow!("{} is not in the manifest", buyer.name))?;
         let context =
             bidding_core::manifest::seal_context(m.terms().auction_id(), &buyer.name, &m.digest());
         let seal = self.kms_client(&buyer.credentials)?.encrypt(
@@ -708,12 +712,19 @@ impl Stack {
             "{}\n",
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &seal)
         );
-        self.s3_client(&buyer.credentials).put_object(
-            &buyer.bucket,
-            "encrypted.csv.seal",
-            text.as_bytes(),
-            "text/plain",
-        )?;
+        let digest = hex::encode(m.digest());
+        let auction = m.terms().auction_id().to_string();
+        self.s3_client(&buyer.credentials)
+            .put_object_with_metadata(
+                &file.bucket,
+                &format!("{}.seal", file.key),
+                text.as_bytes(),
+                "text/plain",
+                &[
+                    (bidding_parent::run::SEAL_METADATA_MANIFEST, &digest),
+                    (bidding_parent::run::SEAL_METADATA_AUCTION, &auction),
+                ],
+            )?;
         Ok(seal)
     }
 

@@ -10,7 +10,9 @@
 //!   `--plaintext fileb://bid.txt`; writes
 //!   `encrypted.csv` by hand with the base64 ciphertexts and `aws s3 cp`s it to their bucket;
 //! - the operator makes the manifest, each buyer seals it (`bidctl seal --upload`), the parent
-//!   runs the auction, `aws s3 cp` fetches the result, `bidctl verify` checks it;
+//!   runs the auction, `aws s3 cp` fetches the result, `bidctl verify` checks it; Buyer1 runs
+//!   the README's own fetch-and-verify block (read from README.md, placeholders filled in),
+//!   which ends with the buyer's check `bidctl verify --buyer NAME --key-id ARN --bids FILE`;
 //! - `bidctl dev-stack restart-enclave` gives a fresh enclave, and the rerun gives the same bytes;
 //! - SIGINT stops dev-stack cleanly (exit 0); without `--dir` its directory is removed;
 //! - no amount appears in any output, log or file outside the buyers' own working directories.
@@ -220,6 +222,27 @@ fn find_amount(text: &[u8], amount: &str) -> Option<usize> {
     let whole = a.len() / 3 * 3;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&a[..whole]);
     text.windows(b64.len()).position(|w| w == b64.as_bytes())
+}
+
+/// The README's ```sh block that holds `needle`, so that a test runs the commands as the
+/// README prints them.
+fn readme_block(needle: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("README.md has no line with {needle:?}"));
+    let start = (0..at)
+        .rev()
+        .find(|&i| lines[i].starts_with("```"))
+        .expect("the line is in a code block");
+    assert_eq!(lines[start], "```sh", "{needle:?} is not in a sh block");
+    let end = (at..lines.len())
+        .find(|&i| lines[i].starts_with("```"))
+        .expect("the block ends");
+    lines[start + 1..end].join("\n") + "\n"
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -480,6 +503,42 @@ fn proof_of_concept_buyer_steps_with_aws_cli_v1() {
         ]),
     );
     assert!(!verified.is_empty());
+
+    // Buyer1, as the README's walkthrough shows it: fetch the result object by object with the
+    // AWS CLI, then the buyer's own check with their key and bid file.
+    let script = readme_block("bidctl verify --output result/output.csv")
+        .replace("<PCR0 printed by dev-stack>", &pcr0)
+        .replace("dev/nsm/root.pem", &stack.s("/attestation_root"))
+        .replace("dev-auction", AUCTION);
+    assert!(
+        script.contains("--buyer Buyer1 --key-id \"$KEY\" --bids encrypted.csv")
+            && !script.contains('<'),
+        "{script}"
+    );
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(BIDCTL, bin.join("bidctl")).unwrap();
+    std::fs::write(homes[0].join("verify.sh"), &script).unwrap();
+    let mut c = buyer(0, Path::new("sh"));
+    c.args(["-e", "verify.sh"]).env("KEY", &key1).env(
+        "PATH",
+        format!(
+            "{}:{}:{}",
+            bin.display(),
+            aws.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let mine = t.ok(
+        "Buyer1: the README's fetch and bidctl verify --buyer",
+        &mut c,
+    );
+    assert!(
+        mine.contains("is the one counted for `Buyer1`, under your key")
+            && mine.contains("your bids    none set aside")
+            && mine.contains("names this manifest: it is the one you sealed"),
+        "{mine}"
+    );
 
     // A fresh enclave, by the subcommand; the rerun of the same manifest gives the same bytes.
     let old_enclave = stack.info["enclave"]["pid"].as_u64().unwrap();

@@ -6,13 +6,14 @@
 //! and the operator role's IAM policy, the KMS emulator the key policies and the same IAM
 //! policy. Buyer1 names a user as its administrator, Buyer2 leaves it to its account root.
 //!
-//! The buyers' steps (`bidctl encrypt`, `bidctl seal --upload` from the operator's bucket),
-//! the operator's (`bidding-parent manifest`, the run) and the buyers fetching and verifying
-//! their results all go through; and each denial that must happen does: the operator's role
-//! reading a bid object it was not given, or calling kms:Encrypt on a buyer's key; a buyer
-//! reading another's bids, or another auction's results, or writing to the output bucket;
-//! a principal of Buyer1's account granted kms:Encrypt making a seal (it may still encrypt
-//! bids); and a buyer's own result before it exists is AccessDenied, not NoSuchKey.
+//! The buyers' steps (`bidctl encrypt` to this auction's own key, `bidctl seal --upload` from
+//! the operator's bucket, which puts the seal beside it), the operator's (`bidding-parent
+//! manifest`, the run) and the buyers fetching and verifying their results all go through; and
+//! each denial that must happen does: the operator's role reading a bid object it was not
+//! given, decrypting a bid outside the attested enclave, or calling kms:Encrypt on a buyer's
+//! key; a buyer reading another's bids, or another auction's results, or writing to the output
+//! bucket; a principal of Buyer1's account granted kms:Encrypt making a seal (it may still
+//! encrypt bids); and a buyer's own result before it exists is AccessDenied, not NoSuchKey.
 //!
 //! Needs Python with cfn-lint (tools/test.sh installs it in target/peers-venv).
 
@@ -31,6 +32,9 @@ use std::process::Command;
 use support::*;
 
 const AUCTION: &str = "deploy-2026";
+/// Where each buyer's bid file goes, as the README and auction.toml.example lay it out: under
+/// buyer.yaml's BidKeyPrefix, one key per auction (the seal beside it).
+const BID_KEY: &str = "bids/deploy-2026/encrypted.csv";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -167,6 +171,7 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
         ACCOUNT,
         &[
             ("--param", "VpcId=vpc-0123".into()),
+            ("--param", "ImageId=ami-0123456789abcdef0".into()),
             ("--param", format!("AuctionId={AUCTION}")),
             (
                 "--param",
@@ -251,7 +256,7 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
                 .args(["--buyer", b.name.as_str()])
                 .arg(&bids)
                 .arg("--upload")
-                .arg(format!("s3://{}/bids/encrypted.csv", b.bucket))
+                .arg(format!("s3://{}/{BID_KEY}", b.bucket))
                 .output()
                 .unwrap(),
             "bidctl encrypt --upload",
@@ -259,7 +264,7 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
         // The uploaded file is the one sealed below: keep what S3 holds.
         let held = s
             .s3_client(&b.credentials)
-            .get_object(&b.bucket, "bids/encrypted.csv", 1 << 20)
+            .get_object(&b.bucket, BID_KEY, 1 << 20)
             .unwrap();
         std::fs::write(&enc, held).unwrap();
     }
@@ -280,7 +285,7 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
     std::fs::write(
         &config,
         s.parent_config(&id, &enclave.endpoint, "winning-bid", false)
-            .replace("key = \"encrypted.csv\"", "key = \"bids/encrypted.csv\""),
+            .replace("key = \"encrypted.csv\"", &format!("key = \"{BID_KEY}\"")),
     )
     .unwrap();
     // Before anything exists a buyer's result is AccessDenied, not NoSuchKey: no ListBucket.
@@ -316,7 +321,16 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
         );
     }
 
-    // The operator's run: bids and seals across accounts, KMS through the enclave.
+    // The operator's run: bids and seals across accounts, KMS through the enclave. Each seal
+    // is where bidctl put it, beside the bid file under this auction's key.
+    for b in [b1, b2] {
+        assert!(
+            s.s3.object_path(&b.bucket, &format!("{BID_KEY}.seal"))
+                .is_file(),
+            "{}'s seal",
+            b.name
+        );
+    }
     let run = s.run_parent(&exe(), &config, &[]).unwrap();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
@@ -375,14 +389,34 @@ fn a_sealed_auction_under_the_deployments_own_policies() {
         );
         assert!(e.contains(OPERATOR_ROLE.rsplit('/').next().unwrap()), "{e}");
     }
+    // The operator's role opening a bid itself, outside the enclave (no attestation): the
+    // key policy's only grant to the role requires the pinned PCR0.
+    for (b, home) in [b1, b2].into_iter().zip(&homes) {
+        use base64::Engine;
+        let text = std::fs::read_to_string(home.path().join("encrypted.csv")).unwrap();
+        let (lot, blob) = text.lines().nth(1).unwrap().split_once(',').unwrap();
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .unwrap();
+        let context = bidding_core::kms::bid_context(
+            bidding_core::config::Mode::Sealed,
+            &id,
+            &bidding_core::names::LotId::new(lot).unwrap(),
+            &b.name,
+        );
+        denied(
+            operator_kms.decrypt_check(b.key.as_str(), &blob, Some(context)),
+            "the operator's role decrypting a bid outside the enclave",
+        );
+    }
     denied(
         s.s3_client(&b2.credentials)
-            .get_object(&b1.bucket, "bids/encrypted.csv", 1 << 20),
+            .get_object(&b1.bucket, BID_KEY, 1 << 20),
         "Buyer2 reading Buyer1's bids",
     );
     denied(
         s.s3_client(&b1.credentials)
-            .get_object(&b2.bucket, "bids/encrypted.csv.seal", 1 << 20),
+            .get_object(&b2.bucket, &format!("{BID_KEY}.seal"), 1 << 20),
         "Buyer1 reading Buyer2's seal",
     );
     // Another auction's results, in the same bucket.

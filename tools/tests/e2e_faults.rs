@@ -586,15 +586,86 @@ fn dry_run_and_missing_inputs() {
     );
     assert!(!output_exists(&w));
 
+    // A buyer's input that is not there is an input error (3), not an S3 failure (5).
     std::fs::remove_file(w.stack.s3.object_path("buyer2-bids", "encrypted.csv")).unwrap();
     let run = w.stack.run_parent(&exe(), &config, &["--dry-run"]).unwrap();
-    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
     assert!(
-        run.stderr.contains("buyer2-bids") && run.stderr.contains("encrypted.csv"),
+        run.stderr.contains(
+            "buyer `Buyer2`'s bid file s3://buyer2-bids/encrypted.csv cannot be read (NoSuchKey)"
+        ),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("NoSuchKey"), "{}", run.stderr);
+}
+
+/// S3 refusing the operator's credentials is an S3 error, exit 5 (as `--help` and the README
+/// say), whichever step meets it first: the manifest step, the run, the dry run. Nothing is
+/// written and the enclave gets nothing.
+#[test]
+fn s3_refusing_the_credentials_exits_5() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    two_buyers(&w, "refused", 2);
+    let (_, enclave, config) = sealed(&w, "refused", "none");
+    let wrong = |words: &[&str], extra: &[&str]| {
+        let out = w
+            .stack
+            .parent_command_with(&exe(), words, &config, extra)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (words, extra) in [
+        (&["manifest"][..], &[][..]),
+        (&[][..], &[][..]),
+        (&[][..], &["--dry-run"][..]),
+    ] {
+        let (code, err) = wrong(words, extra);
+        assert_eq!(code, Some(5), "{words:?} {extra:?}: {err}");
+        assert!(err.contains("credentials refused"), "{err}");
+        assert!(!err.contains("bidding-parent manifest`"), "{err}");
+    }
+    assert!(!enclave.log_text().contains("parent connected"));
+    assert!(!output_exists(&w));
+}
+
+/// S3 not answering at all is exit 5 too, and the error says only that: no advice to make a
+/// manifest, which may well be there.
+#[test]
+fn s3_unreachable_exits_5_without_manifest_advice() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    two_buyers(&w, "nos3", 2);
+    let (_, enclave, config) = sealed(&w, "nos3", "none");
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["--s3-endpoint", endpoint.as_str()];
+        args.extend_from_slice(extra);
+        let run = w.stack.run_parent(&exe(), &config, &args).unwrap();
+        assert_eq!(run.code, Some(5), "{extra:?}: {}", run.stderr);
+        let err = run.stderr.to_lowercase();
+        assert!(
+            err.contains("reading the manifest") && err.contains("no answer"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("bidding-parent manifest") && !err.contains("make it"),
+            "{err}"
+        );
+    }
+    assert!(!enclave.log_text().contains("parent connected"));
 }
 
 /// A sealed auction ready to run: bids uploaded, enclave started, configuration written, the
@@ -675,8 +746,10 @@ fn a_missing_seal_is_refused() {
 }
 
 /// A buyer's seal of another manifest of the same auction (the operator changed the reveal
-/// policy after Buyer2 sealed; only Buyer1 sealed the new manifest): the enclave refuses
-/// Buyer2's seal, exit 3, nothing written.
+/// policy after Buyer2 sealed; only Buyer1 sealed the new manifest). As `bidctl seal --upload`
+/// left it, its object metadata names the other manifest: the parent names it and stops
+/// before the enclave gets anything. Uploaded without that metadata (`aws s3 cp`), it goes to
+/// the enclave, which refuses it. Exit 3 both times, nothing written.
 #[test]
 fn a_seal_of_another_manifest_is_refused_by_the_enclave() {
     let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
@@ -687,6 +760,24 @@ fn a_seal_of_another_manifest_is_refused_by_the_enclave() {
     let manifest = w.stack.make_manifest(&exe(), &config).unwrap();
     w.stack
         .seal(w.stack.buyer("Buyer1").unwrap(), &manifest)
+        .unwrap();
+    let out = run_parent(&w, &a, &enclave, config.clone());
+    refused(
+        &out,
+        3,
+        &[
+            "buyer `Buyer2`'s seal s3://buyer2-bids/encrypted.csv.seal seals another manifest of auction other",
+            "nothing was sent to the enclave",
+        ],
+    );
+    assert!(!out.enclave_log.contains("parent connected"));
+    let b2 = w.stack.buyer("Buyer2").unwrap();
+    let client = w.stack.s3_client(&b2.credentials);
+    let seal = client
+        .get_object(&b2.bucket, "encrypted.csv.seal", 1 << 16)
+        .unwrap();
+    client
+        .put_object(&b2.bucket, "encrypted.csv.seal", &seal, "text/plain")
         .unwrap();
     let out = run_parent(&w, &a, &enclave, config);
     // Refused by the enclave, whose KMS Decrypt with this manifest's context fails.

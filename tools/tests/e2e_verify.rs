@@ -604,3 +604,85 @@ fn a_buyer_checks_their_own_file_was_counted() {
     let (ok, _) = cli(&p, PUBLISHED, &p.pcr0, &[m[0], m[1], "--buyer", "Buyer1"]);
     assert!(!ok);
 }
+
+/// A file set aside whole is one file, not "1 bid", wherever it is reported: in the parent's
+/// log, in `bidctl verify`'s set-aside list, and in the buyer's own check, which refuses it.
+#[test]
+fn a_file_set_aside_whole_is_called_a_file() {
+    let w = world(&["Buyer1", "Buyer2"], StackOptions::default());
+    upload(
+        &w,
+        "Buyer1",
+        &csv(&seal(&w, "Buyer1", "whole", &[bid(1, "100000")])),
+    );
+    let garbage: &[u8] = b"\x00\x01not a bid file\xff\xfe";
+    upload(&w, "Buyer2", garbage);
+    let out = run(&w, &Auction::new("whole", "none"));
+    assert_eq!(out.run.code, Some(0), "{}", out.run.stderr);
+    assert!(
+        out.run
+            .stderr
+            .contains("buyer `Buyer2`: the whole file set aside (malformed_file)"),
+        "{}",
+        out.run.stderr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keep(&w, d, "output", true);
+    std::fs::write(
+        d.join("root.pem"),
+        std::fs::read(&w.stack.dev_root_pem).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.join("buyer2-encrypted.csv"), garbage).unwrap();
+    std::fs::create_dir_all(d.join("state")).unwrap();
+    let verify = |extra: &[&str]| {
+        let o = Command::new(exe())
+            .arg("verify")
+            .arg("--output")
+            .arg(d.join("output.csv"))
+            .arg("--attestation")
+            .arg(d.join("output.attestation"))
+            .arg("--manifest")
+            .arg(d.join("output.manifest.json"))
+            .arg("--root")
+            .arg(d.join("root.pem"))
+            .args(["--expect-pcr0", &hex::encode(w.stack.pcr0)])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, text) = verify(&[]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("(malformed_file)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["Buyer2", "the", "whole", "file", "(malformed_file)"]
+    );
+    assert!(!text.contains("bid (malformed_file)"), "{text}");
+    let key = w.stack.buyer("Buyer2").unwrap().key.to_string();
+    let bids = d.join("buyer2-encrypted.csv");
+    let state = d.join("state");
+    let (ok, text) = verify(&[
+        "--buyer",
+        "Buyer2",
+        "--key-id",
+        &key,
+        "--bids",
+        bids.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("`Buyer2`: the whole file set aside as malformed_file"),
+        "{text}"
+    );
+}

@@ -274,6 +274,27 @@ impl S3Error {
     }
 }
 
+/// How S3 carries user metadata: one `x-amz-meta-NAME` header per entry.
+const USER_METADATA_PREFIX: &str = "x-amz-meta-";
+
+/// An object as read, with its user metadata.
+#[derive(Debug)]
+pub struct Object {
+    pub body: Vec<u8>,
+    /// `x-amz-meta-*` entries, names without the prefix, in lower case.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Object {
+    /// The value of the user metadata entry `name` (lower case, without `x-amz-meta-`).
+    pub fn metadata(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// An S3 client for one region and one set of credentials (replaceable when they are
 /// refreshed).
 #[derive(Debug)]
@@ -373,6 +394,28 @@ impl S3Client {
         Ok(resp.body)
     }
 
+    /// The whole object, as [`S3Client::get_object`], with its user metadata.
+    pub fn get_object_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Object, S3Error> {
+        let resp = self.execute("GET", bucket, key, &[], b"", max_bytes)?;
+        let metadata = resp
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(USER_METADATA_PREFIX)
+                    .map(|name| (name.to_owned(), v.clone()))
+            })
+            .collect();
+        Ok(Object {
+            body: resp.body,
+            metadata,
+        })
+    }
+
     /// Writes the whole object.
     pub fn put_object(
         &self,
@@ -381,7 +424,30 @@ impl S3Client {
         body: &[u8],
         content_type: &str,
     ) -> Result<(), S3Error> {
-        let headers = [("content-type", content_type)];
+        self.put_object_with_metadata(bucket, key, body, content_type, &[])
+    }
+
+    /// Writes the whole object with user metadata (`x-amz-meta-NAME: VALUE`; names in lower
+    /// case, values in ASCII, as S3 keeps them).
+    pub fn put_object_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), S3Error> {
+        let names: Vec<String> = metadata
+            .iter()
+            .map(|(name, _)| format!("{USER_METADATA_PREFIX}{name}"))
+            .collect();
+        let mut headers = vec![("content-type", content_type)];
+        headers.extend(
+            names
+                .iter()
+                .map(String::as_str)
+                .zip(metadata.iter().map(|(_, v)| *v)),
+        );
         self.execute("PUT", bucket, key, &headers, body, PUT_RESPONSE_LIMIT)?;
         Ok(())
     }

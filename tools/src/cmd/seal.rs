@@ -114,8 +114,22 @@ pub fn run(a: SealArgs) -> Result<ExitCode> {
         } else {
             parse_s3_url(target).map_err(|e| anyhow!("--upload: {e}"))?
         };
+        // The object says which manifest it seals, so the operator's run can tell a seal of
+        // another manifest at this key before it sends anything (the parent's
+        // SEAL_METADATA_MANIFEST); the seal itself is what the enclave checks.
+        let digest = hex::encode(sealed.manifest_sha256);
+        let auction = m.terms().auction_id().to_string();
         aws.s3(&env)
-            .put_object(&bucket, &object, text.as_bytes(), "text/plain")
+            .put_object_with_metadata(
+                &bucket,
+                &object,
+                text.as_bytes(),
+                "text/plain",
+                &[
+                    (bidding_parent::run::SEAL_METADATA_MANIFEST, &digest),
+                    (bidding_parent::run::SEAL_METADATA_AUCTION, &auction),
+                ],
+            )
             .with_context(|| format!("uploading the seal to s3://{bucket}/{object}"))?;
         eprintln!("bidctl: seal uploaded to s3://{bucket}/{object}");
     }

@@ -247,11 +247,11 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
         println!("  set aside");
         for s in &h.set_aside {
             let on = s.lots.as_ref().map(|l| l.describe()).unwrap_or_default();
+            // A file set aside whole is counted as a file, as in the parent's log.
             println!(
-                "    {:<16} {} {} ({}){}{on}",
+                "    {:<16} {} ({}){}{on}",
                 s.buyer.as_str(),
-                s.count,
-                if s.count == 1 { "bid" } else { "bids" },
+                s.reason.counted(s.count),
                 s.reason,
                 if on.is_empty() { "" } else { " " },
             );
@@ -271,7 +271,7 @@ pub fn run(a: VerifyArgs) -> Result<ExitCode> {
                 println!(
                     "    {:<16} {}",
                     s.reason.to_string(),
-                    bidding_core::count(s.count, "bid", "bids")
+                    s.reason.counted(s.count)
                 );
             }
         }
