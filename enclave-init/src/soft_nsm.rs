@@ -1,8 +1,7 @@
 //! A software Nitro Secure Module for dev builds and tests (cargo feature `dev`; never in the
 //! enclave image).
 //!
-//! It answers the NSM request/response API (`aws-nitro-enclaves-nsm-api`) the way the real
-//! module does, limits and error codes included, and its attestation documents have the real
+//! It answers the NSM's requests (bidding-core's `nsm` types) the way the real module does, limits and error codes included, and its attestation documents have the real
 //! structure byte for byte: untagged COSE_Sign1 signed with ES384, the nine payload fields in
 //! the NSM's order, PCRs 0 to 15 of 48 bytes each, a cabundle of four certificates ordered
 //! root first, and a short-lived leaf. Only the trust anchor differs: the chain ends at a dev
@@ -23,8 +22,8 @@ use crate::nsm::Nsm;
 use aws_lc_rs::digest::{SHA384, digest};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
-use aws_nitro_enclaves_nsm_api::api::{Digest, ErrorCode, Request, Response};
 use bidding_core::attestation::{DocumentFields, SIGNATURE_LEN, encode_document};
+use bidding_core::nsm::{Digest, ErrorCode, Request, Response};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -322,11 +321,7 @@ impl Nsm for SoftNsm {
                 user_data,
                 nonce,
                 public_key,
-            } => self.attestation(
-                user_data.map(|b| b.into_vec()),
-                nonce.map(|b| b.into_vec()),
-                public_key.map(|b| b.into_vec()),
-            ),
+            } => self.attestation(user_data, nonce, public_key),
             Request::GetRandom => {
                 let mut random = vec![0u8; RANDOM_LEN];
                 match self.rng.fill(&mut random) {
@@ -360,11 +355,9 @@ impl Nsm for SoftNsm {
                     module_id: self.module_id.clone(),
                     max_pcrs: MAX_PCRS,
                     locked_pcrs,
-                    digest: Digest::SHA384,
+                    digest: Digest::Sha384,
                 }
             }
-            // Requests added to the API after 0.5.2: a module that lacks a capability says so.
-            _ => Response::Error(ErrorCode::InvalidOperation),
         }
     }
 }
@@ -622,7 +615,6 @@ fn issue_leaf(
 mod tests {
     use super::*;
     use bidding_core::attestation::{VerifyAt, VerifyOptions, verify};
-    use serde_bytes::ByteBuf;
 
     fn tempdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -641,9 +633,9 @@ mod tests {
         pk: Option<Vec<u8>>,
     ) -> Response {
         nsm.process(Request::Attestation {
-            user_data: user_data.map(ByteBuf::from),
-            nonce: nonce.map(ByteBuf::from),
-            public_key: pk.map(ByteBuf::from),
+            user_data,
+            nonce,
+            public_key: pk,
         })
     }
 
@@ -774,7 +766,7 @@ mod tests {
             } => {
                 assert_eq!((version_major, max_pcrs), (1, 32));
                 assert_eq!(locked_pcrs, (0..=16).collect());
-                assert_eq!(digest, Digest::SHA384);
+                assert_eq!(digest, Digest::Sha384);
                 assert_eq!(module_id, nsm.module_id());
             }
             other => panic!("{other:?}"),

@@ -30,7 +30,7 @@ fn attest(nsm: &SoftNsm, public_key: &[u8]) -> Vec<u8> {
     match nsm.process(NsmRequest::Attestation {
         user_data: None,
         nonce: None,
-        public_key: Some(serde_bytes::ByteBuf::from(public_key.to_vec())),
+        public_key: Some(public_key.to_vec()),
     }) {
         NsmResponse::Attestation { document } => document,
         other => panic!("{other:?}"),

@@ -1,6 +1,10 @@
-//! The COSE_Sign1 envelope (RFC 9052 §4.2) as the NSM writes it, and the few CBOR heads we emit.
+//! The COSE_Sign1 envelope (RFC 9052 §4.2) as the NSM writes it. The CBOR heads it emits come
+//! from `crate::cbor`, which the NSM messages share.
 
 use super::AttestationError;
+pub(super) use crate::cbor::{
+    MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_UINT, NULL, bytes, head, text,
+};
 use ciborium::value::Value;
 
 /// The protected header the NSM writes: `{1: -35}` (alg: ES384), as the bstr's content.
@@ -134,65 +138,9 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(super) const MAJOR_UINT: u8 = 0;
-pub(super) const MAJOR_BYTES: u8 = 2;
-pub(super) const MAJOR_TEXT: u8 = 3;
-pub(super) const MAJOR_ARRAY: u8 = 4;
-pub(super) const MAJOR_MAP: u8 = 5;
-pub(super) const NULL: u8 = 0xf6;
-
-/// A CBOR head in its shortest form, as the NSM (and RFC 8949 deterministic encoding) writes.
-pub(super) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let major = major << 5;
-    let be = n.to_be_bytes();
-    match n {
-        0..=23 => out.push(major | be[7]),
-        24..=0xff => out.extend_from_slice(&[major | 24, be[7]]),
-        0x100..=0xffff => {
-            out.push(major | 25);
-            out.extend_from_slice(&be[6..]);
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(major | 26);
-            out.extend_from_slice(&be[4..]);
-        }
-        _ => {
-            out.push(major | 27);
-            out.extend_from_slice(&be);
-        }
-    }
-}
-
-pub(super) fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-    head(out, MAJOR_BYTES, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-pub(super) fn text(out: &mut Vec<u8>, s: &str) {
-    head(out, MAJOR_TEXT, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heads_are_shortest_form() {
-        for (n, want) in [
-            (0u64, &[0x40][..]),
-            (23, &[0x57]),
-            (24, &[0x58, 24]),
-            (255, &[0x58, 0xff]),
-            (256, &[0x59, 1, 0]),
-            (65536, &[0x5a, 0, 1, 0, 0]),
-            (1 << 32, &[0x5b, 0, 0, 0, 1, 0, 0, 0, 0]),
-        ] {
-            let mut out = Vec::new();
-            head(&mut out, MAJOR_BYTES, n);
-            assert_eq!(out, want, "{n}");
-        }
-    }
 
     #[test]
     fn sig_structure_matches_rfc_shape() {
