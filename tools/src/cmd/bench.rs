@@ -112,6 +112,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.format == super::FormatArg::Envelope {
         return envelope_targets(&a, &exe, floor, &mut say);
     }
+    // Since the enclave reserves what its limits need at open (memory that does not depend on
+    // what the files name, DESIGN §2), a small auction is small only under an image built for
+    // it: this run's enclave gets limits of its own size, as `bidctl initramfs --limits` would.
     let cpu = BenchConfig {
         lots: 10_000,
         buyers: 2,
@@ -119,7 +122,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         window: 64,
         connections: 8,
         format: FileFormat::PerBid,
-        enclave_args: Vec::new(),
+        enclave_args: vec!["--max-lots=10000".into(), "--max-bids=20000".into()],
     };
     let latency = BenchConfig {
         lots: 4_000,
@@ -165,8 +168,8 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let mut check = |name: &str, holds: bool, detail: String| targets.check(name, holds, &detail);
     let ratio = fa.enclave_cpu_ms_per_bid / floor;
     check(
-        "enclave CPU per bid <= 1.5 x RSA floor",
-        ratio <= 1.5,
+        "enclave CPU per bid <= 1.3 x RSA floor",
+        ratio <= 1.3,
         format!(
             "{:.3} ms / {floor:.3} ms = {ratio:.2} x",
             fa.enclave_cpu_ms_per_bid
@@ -187,17 +190,20 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         ),
     );
     check(
-        "10,000 lots x 2 buyers: enclave peak RSS <= 32 MiB, parent <= 64 MiB",
+        "10,000 lots x 2 buyers, limits of that size: enclave peak RSS <= 32 MiB, parent <= 64 MiB",
         fa.enclave_peak_rss_kib <= 32 * 1024 && fa.parent_peak_rss_kib <= 64 * 1024,
         format!(
             "enclave {} KiB, parent {} KiB",
             fa.enclave_peak_rss_kib, fa.parent_peak_rss_kib
         ),
     );
+    // One-sided: what would break linearity is the large auction going slower. At the default
+    // limits a 1,000-lot run pays the same reservation at open as a 100,000-lot one, over a
+    // hundredth of the bids, so the large run may well be faster.
     let drift = fd.bids_per_s / fc.bids_per_s - 1.0;
     check(
-        "bids/s at 100,000 lots within 10 % of 1,000 lots",
-        drift.abs() <= 0.10,
+        "bids/s at 100,000 lots no more than 10 % below 1,000 lots",
+        drift >= -0.10,
         format!(
             "{:.0} vs {:.0} bids/s ({:+.1} %)",
             fd.bids_per_s,
