@@ -101,6 +101,98 @@ fn every_case_gives_the_outputs_in_the_corpus() {
 }
 
 /// Every auction of the corpus.
+/// Issue 23: a file is acted on before its digest and signature are known, so a check that
+/// fails at the file's end must still undo everything. An envelope file whose footer
+/// signature fails, after all its frames opened and its rows went into the lot table as they
+/// came, fails the whole auction (`broken_file`), and nothing of a result leaves; the same
+/// file with its signature intact wins every lot.
+#[test]
+fn an_envelope_whose_signature_fails_at_its_end_fails_the_auction() {
+    let mut m = Maker::new("late-signature".to_owned(), Mode::Sealed);
+    let alice = [
+        PER_BID_HEADER.to_owned(),
+        m.row("Alice", "1", Ct::Good("100")),
+        m.row("Alice", "2", Ct::Good("200")),
+    ]
+    .concat()
+    .into_bytes();
+    let rows = [("1", "9999"), ("2", "9999"), ("3", "9999")];
+    // Small frames and chunks: every frame has opened, and its rows been taken, long before
+    // the footer arrives.
+    let honest = m.fresh_envelope("Mallory", Envelope::padded(&rows).frame(256));
+    let late = m.fresh_envelope(
+        "Mallory",
+        Envelope::padded(&rows)
+            .frame(256)
+            .fault(Fault::LateSignature),
+    );
+    let case = |file: Vec<u8>| {
+        m.clone_case(
+            RevealPolicy::WinningBid,
+            300,
+            vec![("Alice", alice.clone()), ("Mallory", file)],
+        )
+    };
+    let (csv, _) = run(&case(honest)).expect("the auction closes");
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "Property,Result,Price\n1,Mallory Wins,9999\n2,Mallory Wins,9999\n3,Mallory Wins,9999\n"
+    );
+    // `run` refuses any result chunk from a session that did not close.
+    let err = run(&case(late)).expect_err("the auction must fail");
+    assert!(err.starts_with("broken_file:"), "{err}");
+    assert!(
+        err.contains("`Mallory`") && err.contains("footer signature"),
+        "{err}"
+    );
+}
+
+/// Issue 23: a per-bid file's bids go to KMS as its rows complete, before its digest is
+/// known. A file whose last chunk makes it another file than the manifest names fails the
+/// whole auction after its bids were opened, and nothing of any result leaves.
+#[test]
+fn a_file_that_turns_out_not_to_be_the_manifests_fails_after_its_bids_were_opened() {
+    let mut m = Maker::new("late-mismatch".to_owned(), Mode::Sealed);
+    let alice = [
+        PER_BID_HEADER.to_owned(),
+        m.row("Alice", "1", Ct::Good("100")),
+        m.row("Alice", "2", Ct::Good("200")),
+        m.row("Alice", "3", Ct::Good("300")),
+    ]
+    .concat()
+    .into_bytes();
+    let bob = [
+        PER_BID_HEADER.to_owned(),
+        m.row("Bob", "1", Ct::Good("150")),
+    ]
+    .concat()
+    .into_bytes();
+    let case = m.clone_case(
+        RevealPolicy::WinningBid,
+        64,
+        vec![("Alice", alice), ("Bob", bob)],
+    );
+    assert!(run(&case).is_ok(), "the files as sealed close the auction");
+    // The same length, one byte of the last row changed: the parent's word against the
+    // manifest's digest, known only at the end.
+    let (outcome, opened) = run_sending(&case, &|buyer, file| {
+        let mut file = file.to_vec();
+        if buyer == "Alice" {
+            let n = file.len();
+            file[n - 3] ^= 0x01;
+        }
+        file
+    });
+    let err = outcome.expect_err("the auction must fail");
+    assert!(err.starts_with("file_mismatch:"), "{err}");
+    assert!(err.contains("`Alice`"), "{err}");
+    // Alice's first two bids were at KMS before her last chunk was sent (2 seals first).
+    assert!(
+        opened[0] >= 2 + 2,
+        "opened before the last chunk: {opened:?}"
+    );
+}
+
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for mode in [Mode::Unsealed, Mode::Sealed] {
@@ -578,6 +670,9 @@ enum Fault {
     TruncatedHeader,
     /// One bit of the first frame's ciphertext flipped.
     CorruptFirstFrame,
+    /// One bit of the footer's signature flipped: every frame opens, the message does not
+    /// verify.
+    LateSignature,
 }
 
 impl Envelope {
@@ -661,6 +756,23 @@ impl Maker {
         }
     }
 
+    /// [`case`](Self::case), keeping the maker for more files of the same auction.
+    fn clone_case(
+        &self,
+        reveal: RevealPolicy,
+        chunk: usize,
+        files: Vec<(&'static str, Vec<u8>)>,
+    ) -> Case {
+        Case {
+            name: self.case.clone(),
+            mode: self.mode,
+            reveal,
+            allow_no_context: false,
+            chunk,
+            files,
+        }
+    }
+
     fn bid_context(&self, lot: &str, buyer: &str) -> BTreeMap<String, String> {
         let (lot, buyer) = (LotId::new(lot).unwrap(), BuyerName::new(buyer).unwrap());
         kms::bid_context(self.mode, &self.auction, &lot, &buyer)
@@ -686,6 +798,16 @@ impl Maker {
     /// The buyer's envelope file: kept in the corpus (see the module documentation), checked
     /// against `e`, then `e`'s fault applied.
     fn envelope(&mut self, buyer: &str, e: Envelope) -> Vec<u8> {
+        self.make_envelope(buyer, e, true)
+    }
+
+    /// An envelope file made afresh and kept nowhere, for tests that assert what happens
+    /// rather than compare outputs with the corpus.
+    fn fresh_envelope(&mut self, buyer: &str, e: Envelope) -> Vec<u8> {
+        self.make_envelope(buyer, e, false)
+    }
+
+    fn make_envelope(&mut self, buyer: &str, e: Envelope, kept: bool) -> Vec<u8> {
         let key = match e.fault {
             Fault::OtherKey => arn(STRANGER),
             _ => arn(buyer),
@@ -703,7 +825,12 @@ impl Maker {
         }
         let data_key = config::sha256(format!("{}/{buyer}", self.case).as_bytes());
         let path = case_dir(&self.case).join(format!("{buyer}.envelope"));
-        let mut file = match std::fs::read(&path) {
+        let read = if kept {
+            std::fs::read(&path)
+        } else {
+            Err(std::io::ErrorKind::NotFound.into())
+        };
+        let mut file = match read {
             Ok(kept) => {
                 let holds = kept_envelope_holds(&kept, &context, &key, &data_key, &e);
                 assert!(
@@ -716,7 +843,7 @@ impl Maker {
             Err(_) => {
                 let regenerating = std::env::var(REGENERATE).is_ok_and(|v| v == "1");
                 assert!(
-                    regenerating,
+                    regenerating || !kept,
                     "{} is missing: it is one of the corpus's inputs",
                     path.display()
                 );
@@ -725,8 +852,10 @@ impl Maker {
                 let bytes = enc
                     .encrypt(&data_key, &edk, key.as_str(), &e.plaintext, e.frame)
                     .unwrap();
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, &bytes).unwrap();
+                if kept {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, &bytes).unwrap();
+                }
                 bytes
             }
         };
@@ -738,6 +867,11 @@ impl Maker {
                     .section_lengths();
                 // Past the frame's sequence number (4 bytes) and IV (12).
                 file[header + 16] ^= 1;
+            }
+            Fault::LateSignature => {
+                // Inside the DER signature's last integer, the footer's final bytes.
+                let n = file.len();
+                file[n - 8] ^= 1;
             }
             _ => {}
         }
@@ -815,6 +949,17 @@ fn session(mode: Mode) -> EnclaveSession {
 /// Runs a case: hello, credentials, open, seals, every file in chunks, close. Returns
 /// output.csv and output.json, or why the session did not close.
 fn run(case: &Case) -> Result<(Vec<u8>, Vec<u8>), String> {
+    run_sending(case, &|_, file| file.to_vec()).0
+}
+
+/// [`run`], with what the parent sends for each buyer's file chosen by `send` (the manifest
+/// still names the case's files). Also returns how many bids had been opened at KMS when each
+/// file's last chunk was sent.
+#[allow(clippy::type_complexity)]
+fn run_sending(
+    case: &Case,
+    send: &dyn Fn(&str, &[u8]) -> Vec<u8>,
+) -> (Result<(Vec<u8>, Vec<u8>), String>, Vec<u64>) {
     let mut d = Driver::new(session(case.mode));
     d.send(Request::Hello(Hello {
         protocol: wire::PROTOCOL_VERSION,
@@ -838,7 +983,9 @@ fn run(case: &Case) -> Result<(Vec<u8>, Vec<u8>), String> {
         }
         Mode::Unsealed => d.send(Request::OpenUnsealed(case.terms())),
     }
+    let mut opened_before_last = Vec::new();
     for (buyer, file) in &case.files {
+        let file = send(buyer, file);
         // An empty file is one empty last chunk.
         let chunks: Vec<&[u8]> = if file.is_empty() {
             vec![&file[..]]
@@ -846,6 +993,9 @@ fn run(case: &Case) -> Result<(Vec<u8>, Vec<u8>), String> {
             file.chunks(case.chunk).collect()
         };
         for (i, data) in chunks.iter().enumerate() {
+            if i + 1 == chunks.len() {
+                opened_before_last.push(d.decrypts);
+            }
             d.send(Request::FileChunk(FileChunk {
                 buyer: BuyerName::new(*buyer).unwrap(),
                 data: data.to_vec(),
@@ -854,10 +1004,16 @@ fn run(case: &Case) -> Result<(Vec<u8>, Vec<u8>), String> {
         }
     }
     d.send(Request::Close(Close {}));
-    match (d.closed, d.errors.is_empty()) {
+    let outcome = match (d.closed, d.errors.is_empty()) {
         (true, true) => Ok((d.csv, d.json)),
+        // Nothing of a result may have left a session that did not close.
+        _ if !d.csv.is_empty() || !d.json.is_empty() => Err(format!(
+            "a result chunk left a session that failed: {}",
+            d.errors.join("; ")
+        )),
         _ => Err(d.errors.join("; ")),
-    }
+    };
+    (outcome, opened_before_last)
 }
 
 fn credentials() -> Credentials {
@@ -880,6 +1036,8 @@ struct Driver {
     json: Vec<u8>,
     closed: bool,
     errors: Vec<String>,
+    /// Bids (and seals and data keys) sent to the model KMS so far.
+    decrypts: u64,
 }
 
 impl Driver {
@@ -893,6 +1051,7 @@ impl Driver {
             json: Vec::new(),
             closed: false,
             errors: Vec::new(),
+            decrypts: 0,
         }
     }
 
@@ -920,7 +1079,10 @@ impl Driver {
                     Action::Attest { ticket, .. } => self
                         .session
                         .attested(ticket, Ok(b"model document".to_vec())),
-                    Action::Decrypt(job) => self.session.decrypted(job.ticket, model_kms(&job)),
+                    Action::Decrypt(job) => {
+                        self.decrypts += 1;
+                        self.session.decrypted(job.ticket, model_kms(&job))
+                    }
                     Action::UseCredentials(_) => {}
                 }
             }
