@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh Debian 12 machine it first sets up what the tests need,
 # each part only when missing:
-#   - Debian packages (tools/apt-need.sh: one `apt-get update`, then only what is missing; when
+#   - Debian packages (tools/scripts/apt-need.sh: one `apt-get update`, then only what is missing; when
 #     not root it prints the command to run and stops);
 #   - the Rust toolchain pinned in rust-toolchain.toml (needs rustup);
 #   - the independent Python peers (boto3's SigV4 signer, moto's S3/KMS, AWS's own
@@ -14,13 +14,13 @@ cd "$(dirname "$0")/.."
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
 # What the tests run besides cargo's own builds, by Debian package:
-#   cpio             tools/tests/initramfs.rs: GNU cpio lists, extracts and re-archives ours
-#   openssl          core/tests/cms.rs, tools/tests/cli.rs, tools/tests/kms_emulator.rs
-#   util-linux       tools/tests/enclave_pid1.rs: unshare --pid --mount --fork
+#   cpio             tools/bidctl/tests/initramfs.rs: GNU cpio lists, extracts and re-archives ours
+#   openssl          core/tests/cms.rs, tools/bidctl/tests/cli.rs, tools/bidctl/tests/kms_emulator.rs
+#   util-linux       tools/bidctl/tests/enclave_pid1.rs: unshare --pid --mount --fork
 #   python3, python3-venv, ca-certificates   the peers' venv, pip over HTTPS
 #   gcc, libc6-dev   aws-lc's C code and the linker
 # (sh, find, sort, touch, id come from Debian's essential packages.)
-tools/apt-need.sh test.sh cpio openssl util-linux python3 python3-venv ca-certificates gcc libc6-dev
+tools/scripts/apt-need.sh test.sh cpio openssl util-linux python3 python3-venv ca-certificates gcc libc6-dev
 
 if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
   say "cargo and rustup are needed: install rustup (https://rustup.rs), e.g."
@@ -35,10 +35,10 @@ fi
 
 venv=target/peers-venv
 # aws-encryption-cli follows AWS_ENDPOINT_URL_KMS only with botocore >= 1.31 (boto3 >= 1.28),
-# which it does not require itself: both pinned. The AWS CLI v1 (`awscli`, tools/tests/awscli_v1.rs)
+# which it does not require itself: both pinned. The AWS CLI v1 (`awscli`, tools/bidctl/tests/awscli_v1.rs)
 # carries its own copy of botocore (awscli.botocore), so it does not constrain boto3's.
-# cfn-lint (the version tools/lint-deploy.sh pins): tools/tests/deploy_policies.rs reads
-# deploy/*.yaml with its CloudFormation YAML decoder (tools/cfn_resolve.py).
+# cfn-lint (the version tools/scripts/lint-deploy.sh pins): tools/bidctl/tests/deploy_policies.rs reads
+# deploy/*.yaml with its CloudFormation YAML decoder (tools/scripts/cfn_resolve.py).
 peers=('moto[s3,kms,iam]==5.2.5' flask flask-cors 'boto3==1.44.8' 'aws-encryption-sdk-cli==4.3.0'
   'awscli==1.46.3' 'cfn-lint==1.58.0')
 if ! "$venv/bin/python" -c 'import boto3, moto, flask, flask_cors, aws_encryption_sdk_cli, awscli, cfnlint' 2>/dev/null \
