@@ -19,8 +19,9 @@ pub struct Args {
     #[arg(long)]
     enclave_init: Option<PathBuf>,
     /// The unsealed image (the proof of concept's flow, its own PCR0): install the binary
-    /// `tools/reproducible-build.sh --unsealed` writes, .../release/enclave-init-unsealed. A
-    /// key policy naming that image's PCR0 trusts the operator with the terms.
+    /// `tools/scripts/reproducible-build.sh --unsealed` writes,
+    /// .../release/enclave-init-unsealed. A key policy naming that image's PCR0 trusts the
+    /// operator with the terms.
     #[arg(long, conflicts_with = "enclave_init")]
     unsealed: bool,
     /// The NSM driver to install as /nsm.ko, which enclave-init loads at boot (nitro-cli's
@@ -30,7 +31,7 @@ pub struct Args {
     nsm_ko: Option<PathBuf>,
     /// Test images only: install this PEM as /kms-ca, for a dev enclave-init given
     /// `--kms-ca /kms-ca` at the end of its kernel command line, so it trusts the KMS
-    /// emulator's TLS certificate (tools/nitro-qemu/auction-test.sh). A release enclave-init
+    /// emulator's TLS certificate (tools/nitro-vm/qemu/auction-test.sh). A release enclave-init
     /// refuses --kms-ca, so this file gives a release image nothing to trust.
     #[arg(long, value_name = "PEM")]
     test_kms_ca: Option<PathBuf>,
