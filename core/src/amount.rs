@@ -138,18 +138,40 @@ impl Amount {
         if point != b'.' {
             return None;
         }
-        // 18 digits fit a u64; the fraction's two are added after.
+        // 18 digits fit a u64: two runs of eight, then two; the fraction's two are added after.
         let digits = |part: &[u8]| {
             part.iter().try_fold(0u64, |v, &b| {
                 let digit = b.wrapping_sub(b'0');
                 (digit <= 9).then(|| v * 10 + u64::from(digit))
             })
         };
-        let (integer, fraction) = (digits(integer)?, digits(fraction)?);
+        let high = eight_digits(integer[..8].try_into().expect("8 bytes"))?;
+        let mid = eight_digits(integer[8..16].try_into().expect("8 bytes"))?;
+        let integer = (high * 100_000_000 + mid) * 100 + digits(&integer[16..])?;
+        let fraction = digits(fraction)?;
         Some(Amount(
             u128::from(integer) * MINOR_PER_MAJOR + u128::from(fraction),
         ))
     }
+}
+
+/// Eight ASCII digits as their value, or `None` if any byte is not a digit: all eight at once
+/// in one u64 (simdjson's check and combination), instead of a chain of eight multiplications.
+fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let v = u64::from_le_bytes(bytes);
+    // Every byte is 0x30..=0x39: its high nibble is 3, and stays 3 when 6 is added to it (a
+    // byte that could carry into the next fails the first half already).
+    let high = v & HIGH;
+    let plus6 = v.wrapping_add(0x0606_0606_0606_0606) & HIGH;
+    if high | (plus6 >> 4) != 0x3333_3333_3333_3333 {
+        return None;
+    }
+    // The first digit is the lowest byte: fold pairs, then fours, then the two halves.
+    let v = (v & LOW).wrapping_mul(10 * 256 + 1) >> 8;
+    let v = (v & 0x00FF_00FF_00FF_00FF).wrapping_mul(100 * 65_536 + 1) >> 16;
+    Some((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(10_000 * (1 << 32) + 1) >> 32)
 }
 
 impl Amount {
@@ -284,6 +306,15 @@ mod tests {
     }
 
     #[test]
+    fn eight_digits_in_order() {
+        assert_eq!(eight_digits(*b"12345678"), Some(12_345_678));
+        assert_eq!(eight_digits(*b"00000000"), Some(0));
+        assert_eq!(eight_digits(*b"99999999"), Some(99_999_999));
+        assert_eq!(eight_digits(*b"1234567:"), None);
+        assert_eq!(eight_digits(*b"/2345678"), None);
+    }
+
+    #[test]
     fn padded_form_has_one_width_and_parses_back() {
         for text in ["0", "0.01", "100000", "100000.50", "999999999999999999.99"] {
             let a = Amount::parse(text.as_bytes()).unwrap();
@@ -319,6 +350,23 @@ mod tests {
                 if let Some(fast) = Amount::parse_padded(text.as_bytes()) {
                     prop_assert_eq!(Some(fast.minor_units()), general);
                 }
+            }
+        }
+
+        /// The eight-at-once digit reader against one digit at a time, on bytes at and around
+        /// the digits' edges as well as any byte.
+        #[test]
+        fn eight_digits_reads_as_digit_by_digit(
+            near in proptest::collection::vec(proptest::sample::select(vec![
+                b'0', b'1', b'5', b'9', b'/', b':', 0x2A, 0x3F, 0x40, 0xF0, 0xF9, 0xFA, 0xFF, 0x00, 0x06,
+            ]), 8),
+            any_bytes in any::<[u8; 8]>(),
+        ) {
+            for bytes in [<[u8; 8]>::try_from(near.as_slice()).unwrap(), any_bytes] {
+                let slow = bytes.iter().try_fold(0u64, |v, &b| {
+                    b.is_ascii_digit().then(|| v * 10 + u64::from(b - b'0'))
+                });
+                prop_assert_eq!(eight_digits(bytes), slow);
             }
         }
 

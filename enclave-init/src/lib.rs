@@ -2,6 +2,7 @@
 //! vsock, opens bids with KMS (TLS inside the enclave, Recipient attestation) and the NSM, and
 //! can run as the image's PID 1.
 
+pub mod alloc;
 pub mod cli;
 pub mod http;
 pub mod keys;

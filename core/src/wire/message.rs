@@ -1,18 +1,21 @@
 //! The parent↔enclave messages (DESIGN §4).
 //!
-//! Each frame is one JSON object `{"id": N, "msg": {"<type>": {...}}}`. Decoding is strict: an
+//! Each frame is one JSON object `{"id": N, "msg": {"<type>": {...}}}`, but for file and result
+//! chunks, which are bulk frames of raw bytes ([`super::bulk`]). Decoding is strict: an
 //! unknown type or field is an error that names it. Error texts are scrubbed of quoted string
 //! values, because a malformed credentials frame would otherwise have its secret echoed back
 //! into an error reply and the logs.
 
+use super::bulk;
 use crate::config::{AuctionConfig, Mode};
 use crate::credentials::Credentials;
 use crate::names::{AuctionId, BuyerName, Region};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Version 2: sealed auctions. Whole files in, nothing out before close.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: sealed auctions, whole files in and nothing out before close (2), with file and
+/// result chunks as raw bytes in bulk frames rather than base64 in JSON ([`super::bulk`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// NSM limit for an attestation nonce.
 pub const MAX_NONCE_LEN: usize = 512;
 pub const MIN_NONCE_LEN: usize = 16;
@@ -35,6 +38,8 @@ pub enum Request {
     /// Opens an auction the buyers did not seal (they trust the operator).
     OpenUnsealed(AuctionConfig),
     Seal(Seal),
+    /// A bulk frame, never JSON.
+    #[serde(skip)]
     FileChunk(FileChunk),
     Close(Close),
 }
@@ -80,11 +85,9 @@ pub struct Seal {
 
 /// The next bytes of one buyer's bid file. A file is sent whole, in order, one file at a
 /// time; `last` ends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChunk {
     pub buyer: BuyerName,
-    #[serde(with = "b64")]
     pub data: Vec<u8>,
     pub last: bool,
 }
@@ -112,7 +115,9 @@ pub enum Response {
     SealAccepted(SealAccepted),
     /// The chunk was taken (hashed and kept); for the last one, the whole file checked out.
     ChunkAccepted(ChunkAccepted),
-    /// Part of the result, before [`Response::Closed`]; answers the close request.
+    /// Part of the result, before [`Response::Closed`]; answers the close request. A bulk
+    /// frame, never JSON.
+    #[serde(skip)]
     ResultChunk(ResultChunk),
     Closed(Closed),
     Error(ErrorReply),
@@ -172,11 +177,9 @@ pub enum OutputFile {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultChunk {
     pub file: OutputFile,
-    #[serde(with = "b64")]
     pub data: Vec<u8>,
 }
 
@@ -275,11 +278,27 @@ pub struct MessageError {
 
 /// Decodes a parent → enclave frame. `frame` is its 1-based number on the connection.
 pub fn decode_request(frame: u64, payload: &[u8]) -> Result<ToEnclave, MessageError> {
+    if payload.first() == Some(&bulk::FILE_CHUNK) {
+        return bulk::decode_file_chunk(payload)
+            .map(|(id, c)| ToEnclave {
+                id,
+                msg: Request::FileChunk(c),
+            })
+            .map_err(|e| e.in_frame(frame));
+    }
     decode(frame, payload)
 }
 
 /// Decodes an enclave → parent frame.
 pub fn decode_response(frame: u64, payload: &[u8]) -> Result<FromEnclave, MessageError> {
+    if payload.first() == Some(&bulk::RESULT_CHUNK) {
+        return bulk::decode_result_chunk(payload)
+            .map(|(id, c)| FromEnclave {
+                id,
+                msg: Response::ResultChunk(c),
+            })
+            .map_err(|e| e.in_frame(frame));
+    }
     decode(frame, payload)
 }
 
@@ -326,11 +345,17 @@ pub fn scrub(message: &str) -> String {
 }
 
 pub fn encode_request(msg: &ToEnclave) -> Vec<u8> {
-    serde_json::to_vec(msg).expect("messages always serialise")
+    match &msg.msg {
+        Request::FileChunk(c) => bulk::encode_file_chunk(msg.id, c),
+        _ => serde_json::to_vec(msg).expect("messages always serialise"),
+    }
 }
 
 pub fn encode_response(msg: &FromEnclave) -> Vec<u8> {
-    serde_json::to_vec(msg).expect("messages always serialise")
+    match &msg.msg {
+        Response::ResultChunk(c) => bulk::encode_result_chunk(msg.id, c),
+        _ => serde_json::to_vec(msg).expect("messages always serialise"),
+    }
 }
 
 /// Base64 (standard alphabet, padded) for byte fields.
@@ -344,7 +369,7 @@ pub mod b64 {
     }
     /// Decodes the string where it lies in the frame: as bytes, since base64 is ASCII and a
     /// string that is not fails as base64 anyway, so serde_json neither copies it nor checks
-    /// it as UTF-8 first (file chunks are most of what the enclave reads).
+    /// it as UTF-8 first.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         d.deserialize_bytes(Base64)
     }

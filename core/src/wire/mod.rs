@@ -1,5 +1,6 @@
 //! The parent↔enclave wire: framing and messages.
 
+pub mod bulk;
 pub mod frame;
 pub mod message;
 

@@ -57,12 +57,18 @@ enum Command {
     Pcr(cmd::pcr::Args),
 }
 
+/// The enclave's allocator, for the dev enclave this binary runs (`__enclave`, the only role
+/// that turns it on): large blocks are faulted in when made (`enclave_init::alloc`).
+#[global_allocator]
+static ALLOC: enclave_init::alloc::Prefaulting = enclave_init::alloc::Prefaulting;
+
 fn main() -> ExitCode {
     // bidctl runs the dev enclave and the parent as child processes of itself, so that one
     // `cargo run` builds everything the demo needs and each process can be measured apart.
     let mut args = std::env::args_os();
     match args.nth(1).as_deref().and_then(|a| a.to_str()) {
         Some("__enclave") => {
+            enclave_init::alloc::prefault_large_blocks();
             enclave_init::cli::main_from(std::iter::once("enclave-init".into()).chain(args))
         }
         Some("__parent") => {

@@ -274,8 +274,9 @@ fn protocol_violations_are_refused_by_name() {
     c.send_bytes(&Client::raw_frame(br#"{"id":4,"msg":{"open_auction":{}}}"#));
     let m = c.expect_error(Some(4), ErrorCode::MalformedFrame, false);
     assert!(m.contains("unknown variant `open_auction`"), "{m}");
-    // Unknown fields (a lot smuggled into a seal; a field in close), a chunk that is not
-    // base64, and a frame that is not JSON at all (no id to salvage).
+    // Unknown fields (a lot smuggled into a seal; a field in close), a chunk spelt as JSON (it
+    // is a bulk frame only), a bulk frame with a flag nobody defined, and a frame that is
+    // neither (no id to salvage).
     c.send_bytes(&Client::raw_frame(
         br#"{"id":5,"msg":{"seal":{"buyer":"Buyer1","ciphertext":"AAAA","lot":"1"}}}"#,
     ));
@@ -285,10 +286,15 @@ fn protocol_violations_are_refused_by_name() {
     let m = c.expect_error(Some(6), ErrorCode::MalformedFrame, false);
     assert!(m.contains("unknown field `now`"), "{m}");
     c.send_bytes(&Client::raw_frame(
-        br#"{"id":7,"msg":{"file_chunk":{"buyer":"Buyer1","data":"%%%","last":true}}}"#,
+        br#"{"id":7,"msg":{"file_chunk":{"buyer":"Buyer1","data":"AAAA","last":true}}}"#,
     ));
     let m = c.expect_error(Some(7), ErrorCode::MalformedFrame, false);
-    assert!(m.contains("invalid base64"), "{m}");
+    assert!(m.contains("unknown variant `file_chunk`"), "{m}");
+    c.send_bytes(&Client::raw_frame(
+        b"\x01\x80\0\0\0\0\0\0\0\x08\x06Buyer1AAAA",
+    ));
+    let m = c.expect_error(Some(8), ErrorCode::MalformedFrame, false);
+    assert!(m.contains("file chunk: unknown flags 0x80"), "{m}");
     c.send_bytes(&Client::raw_frame(b"\x00\xffnot json"));
     c.expect_error(None, ErrorCode::MalformedFrame, false);
     // A repeated id and a decreasing one (frames that could not be read do not count: the

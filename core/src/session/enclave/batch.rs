@@ -6,26 +6,27 @@
 //! order, exactly as they would without the batch.
 //!
 //! Its memory is fixed when the file's reader starts, whatever the rows hold: a lot id is
-//! kept only when it is a valid one (at most [`MAX_LOT_ID_LEN`] bytes) and an amount only up
-//! to the longest text an amount may be ([`MAX_TEXT_LEN`]); a longer one is remembered as
-//! too long, which is how parsing it would end.
+//! kept only when it is a valid one (at most [`MAX_LOT_ID_LEN`] bytes), and an amount is read
+//! as the row is held (what the row's text holds is gone once the next row is read), so only
+//! its value, or that it is not one, is kept.
 
 use super::lots::{Pending, Tally};
-use crate::amount::{Amount, MAX_TEXT_LEN};
+use crate::amount::Amount;
 use crate::auction::Reason;
 use crate::names::MAX_LOT_ID_LEN;
 
 /// Rows held before they are applied.
 const ROWS: usize = 64;
-const STRIDE: usize = MAX_LOT_ID_LEN + MAX_TEXT_LEN;
+const STRIDE: usize = MAX_LOT_ID_LEN;
 
-/// One well-formed row: its lot id's hash and lengths; its text is at its index × [`STRIDE`].
+/// One well-formed row: its lot id's hash and length (the id is at its index × [`STRIDE`]),
+/// and its amount.
 #[derive(Clone, Copy)]
 struct Held {
     hash: u64,
     lot_len: u8,
-    /// `None`: longer than any amount.
-    bid_len: Option<u8>,
+    /// `None`: not an amount.
+    amount: Option<Amount>,
 }
 
 pub(super) struct RowBatch {
@@ -47,24 +48,19 @@ impl RowBatch {
         &mut self,
         tally: &mut Tally,
         buyer: usize,
-        lot: &str,
-        bid: &str,
+        lot: &[u8],
+        bid: &[u8],
         counted: &mut bool,
     ) {
         let k = self.rows.len();
         let at = k * STRIDE;
-        self.text[at..at + lot.len()].copy_from_slice(lot.as_bytes());
-        let bid_len = (bid.len() <= MAX_TEXT_LEN).then(|| {
-            self.text[at + MAX_LOT_ID_LEN..at + MAX_LOT_ID_LEN + bid.len()]
-                .copy_from_slice(bid.as_bytes());
-            bid.len() as u8
-        });
-        let hash = tally.lots.hash(lot.as_bytes());
+        self.text[at..at + lot.len()].copy_from_slice(lot);
+        let hash = tally.lots.hash(lot);
         tally.lots.prefetch(hash);
         self.rows.push(Held {
             hash,
             lot_len: lot.len() as u8,
-            bid_len,
+            amount: Amount::parse(bid).ok(),
         });
         if self.rows.len() == ROWS {
             self.apply(tally, buyer, counted);
@@ -84,11 +80,7 @@ impl RowBatch {
                 tally.named_again(slot, buyer);
                 continue;
             }
-            let amount = row.bid_len.and_then(|n| {
-                let start = at + MAX_LOT_ID_LEN;
-                Amount::parse(&self.text[start..start + usize::from(n)]).ok()
-            });
-            match amount {
+            match row.amount {
                 Some(amount) => tally.set_valid(slot, buyer, amount),
                 None => tally.set_pending(slot, buyer, Pending::SetAside(Reason::InvalidAmount)),
             }

@@ -55,8 +55,7 @@ use super::Millis;
 use crate::amount::Amount;
 use crate::auction::Reason;
 use crate::bidfile::{
-    self, ENCRYPTED_HEADER, MAX_CIPHERTEXT_LEN, PADDING_BYTE, PLAINTEXT_HEADER, Row, RowFields,
-    RowReader,
+    self, ENCRYPTED_HEADER, MAX_CIPHERTEXT_LEN, PLAINTEXT_HEADER, Row, RowFields, RowReader,
 };
 use crate::config::{AuctionConfig, Mode, ResultCommitment};
 use crate::credentials::Credentials;
@@ -1774,7 +1773,7 @@ fn plaintext(
         counted,
     } = t;
     if !*padding {
-        let end = plain.iter().position(|&b| b == PADDING_BYTE);
+        let end = bidfile::padding_start(plain);
         let text = &plain[..end.unwrap_or(plain.len())];
         rows.feed(text, |row| {
             if header.take(row, PLAINTEXT_HEADER) {
@@ -1790,7 +1789,7 @@ fn plaintext(
             }
         }
     }
-    if !*after_padding && plain.iter().any(|&b| b != PADDING_BYTE) {
+    if !*after_padding && !bidfile::all_padding(plain) {
         // Text after the padding began: the rest of the file is one malformed row.
         *after_padding = true;
         header.malformed += 1;
@@ -1820,11 +1819,11 @@ fn envelope_row(
         header.malformed += 1;
         return;
     };
-    let (Some(lot), Some(bid)) = (bidfile::trimmed(lot), bidfile::trimmed(bid)) else {
+    let (Some(lot), Some(bid)) = (bidfile::trimmed_bytes(lot), bidfile::trimmed_bytes(bid)) else {
         header.malformed += 1;
         return;
     };
-    if LotId::check(lot).is_err() {
+    if !LotId::is_valid(lot) {
         header.malformed += 1;
         return;
     }
@@ -1954,8 +1953,10 @@ fn envelope_policy_reason(e: &esdk::EsdkError) -> Reason {
     }
 }
 
-/// Raw bytes per chunk (of a file or a result) whose frame, base64 and a little JSON, fits
-/// within `max_frame`.
+/// Raw bytes per chunk (of a file or a result) whose bulk frame fits within `max_frame`; at
+/// most 512 KiB, which is what the enclave holds of a file at a time.
 pub fn chunk_len_for(max_frame: usize) -> usize {
-    (max_frame.saturating_sub(512) / 4 * 3).clamp(1, 512 * 1024)
+    max_frame
+        .saturating_sub(crate::wire::bulk::FILE_CHUNK_HEADER_MAX)
+        .clamp(1, 512 * 1024)
 }

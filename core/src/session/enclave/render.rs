@@ -11,7 +11,7 @@
 use super::lots::{ALL_REASONS, LotTable, Tally};
 use crate::auction::{Reason, RevealPolicy};
 use crate::config::{AuctionConfig, Mode};
-use crate::names::{BuyerName, LotId, natural_cmp};
+use crate::names::{BuyerName, LotId, natural_cmp, natural_cmp_bytes};
 use crate::output::{FileSummary, ListedLots, MAX_LISTED_LOTS, SetAside};
 use crate::wire::OutputFile;
 use aws_lc_rs::digest;
@@ -88,7 +88,8 @@ impl Output {
             }
         }
         // Unstable: ids are unique, and the unstable sort needs no buffer of its own.
-        order[..shown].sort_unstable_by(|&a, &b| natural_cmp(lots.id(a), lots.id(b)));
+        order[..shown]
+            .sort_unstable_by(|&a, &b| natural_cmp_bytes(lots.id_bytes(a), lots.id_bytes(b)));
         let buyers = terms.config.buyers();
         let mut by_name: Vec<usize> = (0..buyers.len()).collect();
         by_name.sort_by(|&a, &b| natural_cmp(buyers[a].name.as_str(), buyers[b].name.as_str()));
@@ -195,7 +196,9 @@ impl Output {
             OutputFile::Json => (&mut self.json, &mut self.json_sha),
         };
         let n = buf.len().min(self.chunk);
-        let part: Vec<u8> = buf.drain(..n).collect();
+        // Copied out whole, then dropped: collecting the drain copied byte by byte.
+        let part = buf[..n].to_vec();
+        buf.drain(..n);
         sha.update(&part);
         part
     }
@@ -246,7 +249,7 @@ impl Output {
         let buyers = config.buyers();
         let price = self.price(tally, lot);
         let csv = &mut self.csv;
-        csv.extend_from_slice(lots.id(lot).as_bytes());
+        csv.extend_from_slice(lots.id_bytes(lot));
         csv.push(b',');
         match state.top() {
             None => csv.extend_from_slice(b"No valid bids"),
@@ -289,7 +292,7 @@ impl Output {
         let price = self.price(tally, lot);
         let json = &mut self.json;
         json.extend_from_slice(b"{\"lot\":\"");
-        json.extend_from_slice(lots.id(lot).as_bytes());
+        json.extend_from_slice(lots.id_bytes(lot));
         json.extend_from_slice(b"\",\"result\":");
         match state.top() {
             None => json.extend_from_slice(b"\"no_valid_bid\""),
