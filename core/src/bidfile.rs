@@ -745,14 +745,6 @@ impl RowReader {
 /// `\r` and space.
 #[inline]
 pub fn trimmed_bytes(field: &[u8]) -> Option<&[u8]> {
-    // Nearly every field: ASCII, with no space at either end.
-    if let (Some(first), Some(last)) = (field.first(), field.last())
-        && first.is_ascii_graphic()
-        && last.is_ascii_graphic()
-        && field.is_ascii()
-    {
-        return Some(field);
-    }
     if !field.is_ascii() {
         return trimmed(field).map(str::as_bytes);
     }

@@ -47,7 +47,7 @@ fn check(
     if bytes.len() > max {
         return Err(NameError::TooLong { what, max });
     }
-    if !first(bytes[0]) || !bytes[1..].iter().all(|&b| rest(b)) {
+    if !chars_conform(bytes, first, rest) {
         return Err(NameError::Invalid {
             what,
             shown: shown(s),
@@ -55,6 +55,13 @@ fn check(
         });
     }
     Ok(())
+}
+
+/// The character rule alone: a first byte `first` allows, then only bytes `rest` allows.
+fn chars_conform(bytes: &[u8], first: fn(u8) -> bool, rest: fn(u8) -> bool) -> bool {
+    bytes
+        .split_first()
+        .is_some_and(|(&f, r)| first(f) && r.iter().all(|&b| rest(b)))
 }
 
 fn id_char(b: u8) -> bool {
@@ -117,10 +124,14 @@ fn validate_lot_id(s: &str) -> Result<(), NameError> {
         "lot id",
         s,
         MAX_LOT_ID_LEN,
-        |b| b.is_ascii_alphanumeric(),
+        lot_id_first,
         id_char,
         "must start with a letter or digit and contain only letters, digits and - _ . : /",
     )
+}
+
+fn lot_id_first(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
 }
 
 fn validate_auction_id(s: &str) -> Result<(), NameError> {
@@ -246,14 +257,7 @@ impl LotId {
     /// Whether `b` is a lot id: [`LotId::check`]'s rule on bytes, without the error it builds
     /// (the enclave asks this of every envelope row).
     pub(crate) fn is_valid(b: &[u8]) -> bool {
-        match b.split_first() {
-            Some((&first, rest)) => {
-                b.len() <= MAX_LOT_ID_LEN
-                    && first.is_ascii_alphanumeric()
-                    && rest.iter().all(|&c| id_char(c))
-            }
-            None => false,
-        }
+        b.len() <= MAX_LOT_ID_LEN && chars_conform(b, lot_id_first, id_char)
     }
 
     /// A lot id from text that [`LotId::check`] accepted.

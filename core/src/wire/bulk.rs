@@ -10,9 +10,9 @@
 //! ```
 //!
 //! A JSON frame starts with `{` or whitespace, never with a tag byte, so one byte tells the
-//! two apart. Decoding is as strict as the JSON side: unknown flag bits, a `last` or file flag
-//! outside its bits, an id without its flag and an invalid buyer name are errors that name the
-//! field, and each message has exactly one encoding (the fuzz target checks the round trip).
+//! two apart. Decoding is as strict as the JSON side: unknown flag bits, a short header, an id
+//! without its flag and an invalid buyer name are errors that name the field, and each message
+//! has exactly one encoding (the fuzz target checks the round trip).
 
 use super::message::{FileChunk, OutputFile, ResultChunk};
 use crate::names::BuyerName;
@@ -24,9 +24,10 @@ const LAST: u8 = 0x01;
 const HAS_ID: u8 = 0x01;
 const JSON: u8 = 0x02;
 
-/// Header bytes before the data: tag, flags, id, and (file chunks) the buyer's name and length.
-pub const FILE_CHUNK_HEADER_MAX: usize = 1 + 1 + 8 + 1 + crate::names::MAX_BUYER_NAME_LEN;
-pub const RESULT_CHUNK_HEADER: usize = 1 + 1 + 8;
+/// What every bulk frame starts with: tag, flags, id.
+const HEAD: usize = 1 + 1 + 8;
+/// Header bytes before a file chunk's data at the most: the head, the buyer's name and length.
+pub const FILE_CHUNK_HEADER_MAX: usize = HEAD + 1 + crate::names::MAX_BUYER_NAME_LEN;
 
 /// What went wrong, and the request id once the frame got that far.
 pub(super) struct BulkError {
@@ -50,7 +51,7 @@ fn err(id: Option<u64>, detail: String) -> BulkError {
 
 pub(super) fn encode_file_chunk(id: u64, c: &FileChunk) -> Vec<u8> {
     let buyer = c.buyer.as_str().as_bytes();
-    let mut out = Vec::with_capacity(11 + buyer.len() + c.data.len());
+    let mut out = Vec::with_capacity(HEAD + 1 + buyer.len() + c.data.len());
     out.push(FILE_CHUNK);
     out.push(if c.last { LAST } else { 0 });
     out.extend_from_slice(&id.to_be_bytes());
@@ -62,7 +63,7 @@ pub(super) fn encode_file_chunk(id: u64, c: &FileChunk) -> Vec<u8> {
 }
 
 pub(super) fn encode_result_chunk(id: Option<u64>, c: &ResultChunk) -> Vec<u8> {
-    let mut out = Vec::with_capacity(RESULT_CHUNK_HEADER + c.data.len());
+    let mut out = Vec::with_capacity(HEAD + c.data.len());
     out.push(RESULT_CHUNK);
     let json = if c.file == OutputFile::Json { JSON } else { 0 };
     out.push(json | if id.is_some() { HAS_ID } else { 0 });
@@ -73,17 +74,17 @@ pub(super) fn encode_result_chunk(id: Option<u64>, c: &ResultChunk) -> Vec<u8> {
 
 /// The tag, flags and id every bulk frame starts with; `what` names the frame in errors.
 fn head(payload: &[u8], what: &str, known: u8) -> Result<(u8, u64), BulkError> {
-    let Some((fixed, _)) = payload.split_first_chunk::<10>() else {
+    let Some((fixed, _)) = payload.split_first_chunk::<HEAD>() else {
         return Err(err(
             None,
             format!(
-                "a {what} frame of {} bytes is shorter than its 10-byte header",
+                "a {what} frame of {} bytes is shorter than its {HEAD}-byte header",
                 payload.len()
             ),
         ));
     };
     let flags = fixed[1];
-    let id = u64::from_be_bytes(fixed[2..10].try_into().expect("8 bytes"));
+    let id = u64::from_be_bytes(fixed[2..].try_into().expect("8 bytes"));
     if flags & !known != 0 {
         return Err(err(
             Some(id),
@@ -95,7 +96,7 @@ fn head(payload: &[u8], what: &str, known: u8) -> Result<(u8, u64), BulkError> {
 
 pub(super) fn decode_file_chunk(payload: &[u8]) -> Result<(u64, FileChunk), BulkError> {
     let (flags, id) = head(payload, "file chunk", LAST)?;
-    let rest = &payload[10..];
+    let rest = &payload[HEAD..];
     let Some((&n, rest)) = rest.split_first() else {
         return Err(err(Some(id), "file chunk: no buyer name length".into()));
     };
@@ -146,7 +147,7 @@ pub(super) fn decode_result_chunk(payload: &[u8]) -> Result<(Option<u64>, Result
         id,
         ResultChunk {
             file,
-            data: payload[RESULT_CHUNK_HEADER..].to_vec(),
+            data: payload[HEAD..].to_vec(),
         },
     ))
 }
